@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Workflow Studio: one entry point.
+
+    python app.py                      serve the browser studio on http://127.0.0.1:7860
+    python app.py run WORKFLOW         run a workflow (JSON, or a PNG the studio saved) headless
+    python app.py validate WORKFLOW    report every problem in a workflow
+    python app.py nodes [--json]       list the node types
+    python app.py schema               print the JSON Schema of the workflow format
+
+Only the standard library is imported here, so --help, validate, nodes and schema
+start fast; torch, diffusers and gradio are loaded only by what needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="app.py",
+        description="Node-based workflow studio for image generation and understanding.",
+    )
+    parser.add_argument("--pack", action="append", default=[], metavar="MODULE",
+                        help="also load the node pack MODULE (a module with a NODES tuple); repeatable")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    studio = commands.add_parser("studio", help="serve the browser studio (the default)")
+    _studio_args(studio)
+    _studio_args(parser, defaults_only=True)
+
+    run = commands.add_parser("run", help="run a workflow headless")
+    run.add_argument("workflow", help="a workflow .json, or a .png the studio saved")
+    run.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                     help="override a constant input; repeatable")
+    run.add_argument("--out", default="output", metavar="DIR", help="output folder (default: output/)")
+    run.add_argument("--input-dir", action="append", default=[], metavar="DIR",
+                     help="where LoadImage looks for files (default: the workflow's folder, "
+                          "the current folder and input/)")
+    run.add_argument("--seed", type=int, default=None,
+                     help="the run's seed (default: the seed stored in a PNG, else random)")
+    run.add_argument("--json", action="store_true", help="print one JSON event per line")
+
+    validate = commands.add_parser("validate", help="report every problem in a workflow")
+    validate.add_argument("workflow")
+    validate.add_argument("--json", action="store_true", help="print the issues as JSON")
+
+    nodes = commands.add_parser("nodes", help="list the node types")
+    nodes.add_argument("--json", action="store_true", help="full descriptions as JSON")
+
+    commands.add_parser("schema", help="print the JSON Schema of the workflow file")
+    return parser
+
+
+def _studio_args(parser: argparse.ArgumentParser, defaults_only: bool = False) -> None:
+    if defaults_only:
+        parser.set_defaults(host="127.0.0.1", port=7860, token=None, out="output")
+        return
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1; any other needs a token)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--token", default=None,
+                        help="access token; generated and printed when binding beyond loopback")
+    parser.add_argument("--out", default="output", metavar="DIR", help="output folder")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "studio"
+    if command == "run":
+        from cli.run import run_command
+
+        return run_command(args)
+    if command == "validate":
+        from cli.info import validate_command
+
+        return validate_command(args)
+    if command == "nodes":
+        from cli.info import nodes_command
+
+        return nodes_command(args)
+    if command == "schema":
+        from cli.info import schema_command
+
+        return schema_command(args)
+    from cli.studio import studio_command
+
+    return studio_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

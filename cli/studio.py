@@ -1,0 +1,50 @@
+"""``app.py`` (no command): serve the browser studio."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import secrets
+import sys
+from pathlib import Path
+
+from cli.info import load_registry
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def studio_command(args: argparse.Namespace) -> int:
+    from graph.executor import Executor
+    from nodes.base import RunSettings
+
+    token = args.token
+    if not is_loopback(args.host) and not token:
+        token = secrets.token_urlsafe(18)
+        print(f"Binding to {args.host}, beyond this machine: access needs the token {token}", flush=True)
+    registry = load_registry(args)
+    output_dir = Path(args.out).resolve()
+
+    def settings_factory() -> RunSettings:
+        return RunSettings(
+            output_dir=output_dir,
+            input_dirs=(Path("input").resolve(),),
+            allow_absolute_paths=False,
+        )
+
+    from ui.studio import serve
+
+    try:
+        serve(args.host, args.port, registry, Executor(registry), settings_factory, REPO / "workflows", token)
+    except OSError as exc:
+        print(f"error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
+    return 0

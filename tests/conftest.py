@@ -1,0 +1,35 @@
+"""Shared fixtures. Tests run offline: nothing may reach a model hub."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from graph.executor import Executor  # noqa: E402
+from nodes.registry import Registry, default_registry  # noqa: E402
+
+TEST_PACK = "tests.packs.testing"
+
+
+@pytest.fixture
+def registry() -> Registry:
+    reg = default_registry()
+    reg.add_pack(TEST_PACK)
+    assert not reg.problems, reg.problems
+    return reg
+
+
+@pytest.fixture
+def executor(registry: Registry) -> Executor:
+    return Executor(registry)

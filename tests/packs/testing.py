@@ -1,0 +1,75 @@
+"""Nodes that exist only for tests: slow, failing and random ones."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from nodes import types as T
+from nodes.base import Context, Input, Node, Output
+
+
+class Sleep(Node):
+    category = "testing"
+    description = "Pass a value on after some steps of sleeping (checks for cancellation)."
+    inputs = (
+        Input("value", T.INT, default=0),
+        Input("steps", T.INT, default=10, min=1, max=100000),
+        Input("seconds_per_step", T.FLOAT, default=0.01, min=0.0, max=10.0),
+    )
+    outputs = (Output("value", T.INT),)
+
+    def run(self, ctx: Context, value: int, steps: int, seconds_per_step: float) -> dict[str, Any]:
+        for step in range(1, steps + 1):
+            time.sleep(seconds_per_step)
+            ctx.progress(step, steps)
+        return {"value": value}
+
+
+class Fail(Node):
+    category = "testing"
+    description = "Always fails, with the given message."
+    inputs = (Input("value", T.INT, default=0), Input("message", T.STRING, default="boom"))
+    outputs = (Output("value", T.INT),)
+
+    def run(self, ctx: Context, value: int, message: str) -> dict[str, Any]:
+        raise RuntimeError(message)
+
+
+class RandomImage(Node):
+    category = "testing"
+    description = "Noise drawn from the run's seed."
+    inputs = (Input("size", T.INT, default=8, min=1, max=256),)
+    outputs = (Output("image", T.IMAGE),)
+
+    def uses_run_seed(self, inputs: Any) -> bool:
+        return True
+
+    def run(self, ctx: Context, size: int) -> dict[str, Any]:
+        return {"image": ctx.rng.random((1, size, size, 3), dtype=np.float32)}
+
+
+class NoiseFromSeed(Node):
+    category = "testing"
+    description = "Noise drawn from a seed input."
+    inputs = (Input("seed", T.INT, default=0, min=0), Input("size", T.INT, default=8, min=1, max=256))
+    outputs = (Output("image", T.IMAGE),)
+
+    def run(self, ctx: Context, seed: int, size: int) -> dict[str, Any]:
+        rng = np.random.default_rng(seed)
+        return {"image": rng.random((1, size, size, 3), dtype=np.float32)}
+
+
+class BadOutputs(Node):
+    category = "testing"
+    description = "Returns the wrong outputs (a buggy node)."
+    inputs = ()
+    outputs = (Output("value", T.INT),)
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        return {"wrong": 1}
+
+
+NODES = (Sleep, Fail, RandomImage, NoiseFromSeed, BadOutputs)
