@@ -22,8 +22,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="app.py",
         description="Node-based workflow studio for image generation and understanding.",
     )
-    parser.add_argument("--pack", action="append", default=[], metavar="MODULE",
-                        help="also load the node pack MODULE (a module with a NODES tuple); repeatable")
+    parser.add_argument(
+        "--pack",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="also load the node pack MODULE (a module with a NODES tuple); repeatable",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     studio = commands.add_parser("studio", help="serve the browser studio (the default)")
@@ -32,14 +37,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a workflow headless")
     run.add_argument("workflow", help="a workflow .json, or a .png the studio saved")
-    run.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
-                     help="override a constant input; repeatable")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NODE.INPUT=VALUE",
+        help="override a constant input; repeatable",
+    )
     run.add_argument("--out", default="output", metavar="DIR", help="output folder (default: output/)")
-    run.add_argument("--input-dir", action="append", default=[], metavar="DIR",
-                     help="where LoadImage looks for files (default: the workflow's folder, "
-                          "the current folder and input/)")
-    run.add_argument("--seed", type=int, default=None,
-                     help="the run's seed (default: the seed stored in a PNG, else random)")
+    run.add_argument(
+        "--input-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="where LoadImage looks for files (default: the workflow's folder, "
+        "the current folder and input/)",
+    )
+    run.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="the run's seed (default: the seed stored in a PNG, else random)",
+    )
     run.add_argument("--json", action="store_true", help="print one JSON event per line")
 
     validate = commands.add_parser("validate", help="report every problem in a workflow")
@@ -57,11 +76,13 @@ def _studio_args(parser: argparse.ArgumentParser, defaults_only: bool = False) -
     if defaults_only:
         parser.set_defaults(host="127.0.0.1", port=7860, token=None, out="output")
         return
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1; any other needs a token)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs a token)"
+    )
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--token", default=None,
-                        help="access token; generated and printed when binding beyond loopback")
+    parser.add_argument(
+        "--token", default=None, help="access token; generated and printed when binding beyond loopback"
+    )
     parser.add_argument("--out", default="output", metavar="DIR", help="output folder")
 
 

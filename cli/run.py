@@ -164,8 +164,10 @@ def report_issues(name: str, issues: list[Issue], as_json: bool) -> None:
     if as_json:
         print(json.dumps({"event": "invalid", "issues": [i.to_dict() for i in issues]}), flush=True)
         return
-    print(f"{name}: the workflow is not valid ({len(issues)} problem{'s' if len(issues) != 1 else ''}):",
-          file=sys.stderr)
+    print(
+        f"{name}: the workflow is not valid ({len(issues)} problem{'s' if len(issues) != 1 else ''}):",
+        file=sys.stderr,
+    )
     for issue in issues:
         print(f"  - {issue}", file=sys.stderr)
 
@@ -221,8 +223,11 @@ class TerminalProgress:
                 self.bar.update(1)
             else:
                 how = "cached" if isinstance(event, NodeCached) else f"done in {event.seconds:.2f}s"
-                print(f"[{self.done}/{self.total}] {event.node_type} ({event.node_id}) {how}",
-                      file=self.stream, flush=True)
+                print(
+                    f"[{self.done}/{self.total}] {event.node_type} ({event.node_id}) {how}",
+                    file=self.stream,
+                    flush=True,
+                )
         elif isinstance(event, NodeFailed):
             self._close_step()
 
@@ -237,8 +242,9 @@ class TerminalProgress:
 
         if self.step_bar is None or self.step_bar.total != event.total:
             self._close_step()
-            self.step_bar = tqdm(total=event.total, desc=f"  {event.node_id}", unit="step",
-                                 file=self.stream, leave=False)
+            self.step_bar = tqdm(
+                total=event.total, desc=f"  {event.node_id}", unit="step", file=self.stream, leave=False
+            )
         self.step_bar.update(event.step - self.step_bar.n)
 
     def _close_step(self) -> None:

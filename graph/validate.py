@@ -48,7 +48,7 @@ def validate(source: Any, registry: Registry, *, require_outputs: bool = True) -
     issues = result.issues
 
     data = _parse(source, issues)
-    if data is None:
+    if data is _UNPARSED:
         return result
     if not isinstance(data, dict):
         issues.append(Issue("structure", f"the file must hold a JSON object, not {_kind(data)}"))
@@ -63,9 +63,7 @@ def validate(source: Any, registry: Registry, *, require_outputs: bool = True) -
     raw_nodes = data.get("nodes")
     if not isinstance(raw_nodes, dict):
         got = "nothing" if raw_nodes is None else _kind(raw_nodes)
-        issues.append(
-            Issue("structure", f"'nodes' must be an object keyed by node id, got {got}")
-        )
+        issues.append(Issue("structure", f"'nodes' must be an object keyed by node id, got {got}"))
         return result
 
     entries: dict[str, NodeEntry] = {}
@@ -74,7 +72,7 @@ def validate(source: Any, registry: Registry, *, require_outputs: bool = True) -
         if entry is not None:
             entries[node_id] = entry
 
-    graph = _check_inputs(entries, registry, issues)
+    graph = _check_inputs(entries, set(raw_nodes), registry, issues)
     _check_cycles(graph, entries, issues)
     if require_outputs and not raw_nodes:
         issues.append(Issue("no_outputs", "the workflow has no nodes", hint=_ADD_OUTPUT))
@@ -96,24 +94,25 @@ def _kind(value: Any) -> str:
     )
 
 
+_UNPARSED = object()
+
+
 def _parse(source: Any, issues: list[Issue]) -> Any:
     if isinstance(source, bytes):
         try:
             source = source.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             issues.append(Issue("json", f"the file is not UTF-8 text (byte {exc.start})"))
-            return None
+            return _UNPARSED
     if not isinstance(source, str):
         return source
     try:
         return parse_json(source)
     except json.JSONDecodeError as exc:
-        issues.append(
-            Issue("json", f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")
-        )
+        issues.append(Issue("json", f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"))
     except (ValueError, RecursionError) as exc:
         issues.append(Issue("json", f"not valid JSON: {exc}"))
-    return None
+    return _UNPARSED
 
 
 def _check_header(data: dict[str, Any], issues: list[Issue]) -> dict[str, Any] | None:
@@ -122,7 +121,11 @@ def _check_header(data: dict[str, Any], issues: list[Issue]) -> dict[str, Any] |
     for key in data:
         if key not in known:
             issues.append(
-                Issue("structure", f"unknown top-level key {key!r}", hint="Known keys: " + ", ".join(sorted(known)))
+                Issue(
+                    "structure",
+                    f"unknown top-level key {key!r}",
+                    hint="Known keys: " + ", ".join(sorted(known)),
+                )
             )
             ok = False
     header: dict[str, Any] = {}
@@ -162,9 +165,7 @@ def _node_class(entry: NodeEntry, registry: Registry) -> type[Node]:
     return cls
 
 
-def _parse_entry(
-    node_id: str, raw: Any, registry: Registry, issues: list[Issue]
-) -> NodeEntry | None:
+def _parse_entry(node_id: str, raw: Any, registry: Registry, issues: list[Issue]) -> NodeEntry | None:
     if not node_id:
         issues.append(Issue("structure", "a node has an empty id", hint="Give every node an id"))
         return None
@@ -205,7 +206,7 @@ def _parse_entry(
                 issues.append(
                     Issue(
                         "bad_link",
-                        f"a link must be {{\"node\": id, \"output\": name}}, got {json.dumps(value)[:80]}",
+                        f'a link must be {{"node": id, "output": name}}, got {json.dumps(value)[:80]}',
                         node_id,
                         node_type,
                         name,
@@ -262,7 +263,7 @@ def _parse_entry(
 
 
 def _check_inputs(
-    entries: dict[str, NodeEntry], registry: Registry, issues: list[Issue]
+    entries: dict[str, NodeEntry], all_ids: set[str], registry: Registry, issues: list[Issue]
 ) -> nx.DiGraph:
     """Check every input of every node; return the graph of links between nodes."""
     graph = nx.DiGraph()
@@ -284,7 +285,8 @@ def _check_inputs(
                 continue
             value = entry.inputs[spec.name]
             if isinstance(value, Link):
-                _check_link(node_id, entry, spec, value, entries, registry, issues, graph)
+                if value.node in entries or value.node not in all_ids:
+                    _check_link(node_id, entry, spec, value, entries, registry, issues, graph)
             elif value is None:
                 if spec.required:
                     issue("missing_input", "is required but null", spec.name, _how_to_give(spec))
@@ -326,7 +328,7 @@ def _check_link(
         return
     source = entries.get(link.node)
     if source is None:
-        issue("link_missing_node", f"links to node {link.node!r}, which does not exist or is invalid")
+        issue("link_missing_node", f"links to node {link.node!r}, which does not exist")
         return
     source_cls = _node_class(source, registry)
     output = source_cls.output(link.output)
@@ -334,7 +336,8 @@ def _check_link(
         names = ", ".join(o.name for o in source_cls.outputs) or "none"
         issue(
             "link_missing_output",
-            f"links to output {link.output!r} of node {link.node!r} ({source.type}), which has no such output",
+            f"links to output {link.output!r} of node {link.node!r} ({source.type}), "
+            "which has no such output",
             f"Its outputs: {names}",
         )
         return

@@ -57,9 +57,7 @@ class NodeEntry(BaseModel):
         int | None,
         Field(ge=1, description="Version of the node type when saved; older ones are migrated."),
     ] = None
-    inputs: Annotated[
-        dict[str, InputValue], Field(description="Inputs by name: a constant or a link.")
-    ] = {}
+    inputs: Annotated[dict[str, InputValue], Field(description="Inputs by name: a constant or a link.")] = {}
     title: str | None = None
     position: tuple[float, float] | None = None
     size: tuple[float, float] | None = None

@@ -18,6 +18,10 @@ from nodes.base import Context, Input, Node, NodeInputError, Output
 #: The largest width or height any node here makes or takes as a number.
 MAX_SIZE = 16384
 
+#: The most pixels (batch x height x width) one node may make: 2**28, about 3 GiB as float32 RGB.
+#: Bigger requests fail with a clear error instead of exhausting the machine's memory.
+MAX_PIXELS = 2**28
+
 #: ITU-R BT.601 luma weights for red, green and blue.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -47,6 +51,18 @@ def as_mask(name: str, value: Any) -> np.ndarray:
     if value.ndim != 3 or 0 in value.shape:
         raise NodeInputError(name, f"expects a MASK of shape (batch, height, width), got shape {value.shape}")
     return value.astype(np.float32, copy=False)
+
+
+def check_pixel_budget(name: str, batch: int, height: int, width: int) -> None:
+    """Refuse an output too large for memory, naming the input to change."""
+    pixels = batch * height * width
+    if pixels > MAX_PIXELS:
+        gib = pixels * 3 * 4 / 2**30
+        raise NodeInputError(
+            name,
+            f"the result would be {batch} x {width}x{height} pixels (about {gib:.0f} GiB); "
+            f"make it smaller (at most {MAX_PIXELS:,} pixels in all)",
+        )
 
 
 def size_text(array: np.ndarray) -> str:
@@ -161,16 +177,28 @@ def fill_box(src_w: int, src_h: int, width: int, height: int) -> tuple[float, fl
 
 class ImageResize(Node):
     category = "image/transform"
-    description = "Scale images to a size: stretched to it, fitted inside it, or filling it with a centre crop."
+    description = "Scale images: stretched to a size, fitted inside it, or filling it with a centre crop."
     inputs = (
         Input("image", T.IMAGE),
         Input("width", T.INT, default=512, min=1, max=MAX_SIZE, step=8),
         Input("height", T.INT, default=512, min=1, max=MAX_SIZE, step=8),
-        Input("method", T.STRING, default="lanczos", choices=RESIZE_METHODS, accepts="constant",
-              description="How new pixels are computed; lanczos is sharpest, nearest keeps hard edges."),
-        Input("mode", T.STRING, default="stretch", choices=RESIZE_MODES, accepts="constant",
-              description="stretch: exactly width x height; fit: the largest size inside it keeping "
-              "the aspect ratio; fill: cover it keeping the aspect ratio, then crop the centre."),
+        Input(
+            "method",
+            T.STRING,
+            default="lanczos",
+            choices=RESIZE_METHODS,
+            accepts="constant",
+            description="How new pixels are computed; lanczos is sharpest, nearest keeps hard edges.",
+        ),
+        Input(
+            "mode",
+            T.STRING,
+            default="stretch",
+            choices=RESIZE_MODES,
+            accepts="constant",
+            description="stretch: exactly width x height; fit: the largest size inside it keeping "
+            "the aspect ratio; fill: cover it keeping the aspect ratio, then crop the centre.",
+        ),
     )
     outputs = (Output("image", T.IMAGE),)
 
@@ -178,6 +206,7 @@ class ImageResize(Node):
         self, ctx: Context, image: np.ndarray, width: int, height: int, method: str, mode: str
     ) -> dict[str, Any]:
         image = as_image("image", image)
+        check_pixel_budget("width", image.shape[0], height, width)
         src_h, src_w = image.shape[1:3]
         if mode == "fit":
             out_w, out_h = fit_size(src_w, src_h, width, height)
@@ -203,9 +232,7 @@ class ImageCrop(Node):
     )
     outputs = (Output("image", T.IMAGE),)
 
-    def run(
-        self, ctx: Context, image: np.ndarray, x: int, y: int, width: int, height: int
-    ) -> dict[str, Any]:
+    def run(self, ctx: Context, image: np.ndarray, x: int, y: int, width: int, height: int) -> dict[str, Any]:
         image = as_image("image", image)
         img_h, img_w = image.shape[1:3]
         size = f"the image is {img_w}x{img_h} (width x height)"
@@ -240,9 +267,15 @@ class ImagePad(Node):
         Input("top", T.INT, default=0, min=0, max=8192, step=8),
         Input("right", T.INT, default=0, min=0, max=8192, step=8),
         Input("bottom", T.INT, default=0, min=0, max=8192, step=8),
-        Input("fill", T.STRING, default="black", choices=PAD_FILLS, accepts="constant",
-              description="black or white; edge repeats the outermost pixels; "
-              "reflect mirrors the image at its border (the edge pixel itself is not repeated)."),
+        Input(
+            "fill",
+            T.STRING,
+            default="black",
+            choices=PAD_FILLS,
+            accepts="constant",
+            description="black or white; edge repeats the outermost pixels; "
+            "reflect mirrors the image at its border (the edge pixel itself is not repeated).",
+        ),
     )
     outputs = (
         Output("image", T.IMAGE),
@@ -253,6 +286,9 @@ class ImagePad(Node):
         self, ctx: Context, image: np.ndarray, left: int, top: int, right: int, bottom: int, fill: str
     ) -> dict[str, Any]:
         image = as_image("image", image)
+        check_pixel_budget(
+            "right", image.shape[0], image.shape[1] + top + bottom, image.shape[2] + left + right
+        )
         widths = ((0, 0), (top, bottom), (left, right), (0, 0))
         if fill == "edge":
             padded = np.pad(image, widths, mode="edge")
@@ -295,8 +331,14 @@ class ImageBlend(Node):
         Input("image_a", T.IMAGE, description="The base image."),
         Input("image_b", T.IMAGE, description="The image blended onto the base; the same size."),
         Input("factor", T.FLOAT, default=0.5, min=0.0, max=1.0, step=0.01),
-        Input("mode", T.STRING, default="normal", choices=tuple(BLEND_MODES), accepts="constant",
-              description="overlay uses image_a as the base layer."),
+        Input(
+            "mode",
+            T.STRING,
+            default="normal",
+            choices=tuple(BLEND_MODES),
+            accepts="constant",
+            description="overlay uses image_a as the base layer.",
+        ),
     )
     outputs = (Output("image", T.IMAGE),)
 
@@ -338,16 +380,34 @@ class ImageGrayscale(Node):
 
 class ImageComposite(Node):
     category = "image/compose"
-    description = "Paste source onto destination at x, y (parts outside are cut off), optionally through a mask."
+    description = "Paste source onto destination at x, y (cut off at the edges), optionally through a mask."
     inputs = (
         Input("destination", T.IMAGE),
         Input("source", T.IMAGE),
-        Input("x", T.INT, default=0, min=-MAX_SIZE, max=MAX_SIZE, step=1,
-              description="Where the source's left edge goes; may be negative."),
-        Input("y", T.INT, default=0, min=-MAX_SIZE, max=MAX_SIZE, step=1,
-              description="Where the source's top edge goes; may be negative."),
-        Input("mask", T.MASK, optional=True,
-              description="The size of source; 1 takes the source, 0 keeps the destination."),
+        Input(
+            "x",
+            T.INT,
+            default=0,
+            min=-MAX_SIZE,
+            max=MAX_SIZE,
+            step=1,
+            description="Where the source's left edge goes; may be negative.",
+        ),
+        Input(
+            "y",
+            T.INT,
+            default=0,
+            min=-MAX_SIZE,
+            max=MAX_SIZE,
+            step=1,
+            description="Where the source's top edge goes; may be negative.",
+        ),
+        Input(
+            "mask",
+            T.MASK,
+            optional=True,
+            description="The size of source; 1 takes the source, 0 keeps the destination.",
+        ),
     )
     outputs = (Output("image", T.IMAGE),)
 
@@ -417,12 +477,15 @@ class EmptyImage(Node):
         Input("width", T.INT, default=512, min=1, max=MAX_SIZE, step=8),
         Input("height", T.INT, default=512, min=1, max=MAX_SIZE, step=8),
         Input("batch_size", T.INT, default=1, min=1, max=64, step=1),
-        Input("color", T.STRING, default="#000000", description="Hexadecimal #rrggbb, e.g. #ffffff for white."),
+        Input(
+            "color", T.STRING, default="#000000", description="Hexadecimal #rrggbb, e.g. #ffffff for white."
+        ),
     )
     outputs = (Output("image", T.IMAGE),)
 
     def run(self, ctx: Context, width: int, height: int, batch_size: int, color: str) -> dict[str, Any]:
         rgb = np.asarray(parse_hex_color("color", color), dtype=np.float32)
+        check_pixel_budget("batch_size", batch_size, height, width)
         image = np.empty((batch_size, height, width, 3), dtype=np.float32)
         image[...] = rgb
         return {"image": image}

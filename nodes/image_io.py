@@ -20,6 +20,7 @@ import numpy as np
 from graph.workflow import PNG_SEED_KEY, PNG_WORKFLOW_KEY
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings, find_input_file
+from nodes.image import as_image
 
 _PREFIX = re.compile(r"^[\w\- .]+(/[\w\- .]+)*$")
 
@@ -29,19 +30,17 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def check_image(input_name: str, image: Any) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.ndim != 4 or image.shape[-1] != 3:
-        shape = getattr(image, "shape", None)
-        raise NodeInputError(input_name, f"expects an IMAGE (batch, height, width, 3), got shape {shape}")
-    return image
-
-
 class LoadImage(Node):
     category = "image/io"
     description = "Load an image file (PNG, JPEG, WebP, ...) from the input folder."
     inputs = (
-        Input("path", T.STRING, default="", accepts="constant",
-              description="File name inside the input folder (or an absolute path when running headless)."),
+        Input(
+            "path",
+            T.STRING,
+            default="",
+            accepts="constant",
+            description="File name inside the input folder (or an absolute path when running headless).",
+        ),
     )
     outputs = (
         Output("image", T.IMAGE),
@@ -119,13 +118,18 @@ class SaveImage(Node):
     output_node = True
     inputs = (
         Input("images", T.IMAGE),
-        Input("filename_prefix", T.STRING, default="image", accepts="constant",
-              description="Start of the file name; may name a sub-folder, as in 'portraits/face'."),
+        Input(
+            "filename_prefix",
+            T.STRING,
+            default="image",
+            accepts="constant",
+            description="Start of the file name; may name a sub-folder, as in 'portraits/face'.",
+        ),
     )
     outputs = ()
 
     def run(self, ctx: Context, images: np.ndarray, filename_prefix: str) -> dict[str, Any]:
-        images = check_image("images", images)
+        images = as_image("images", images)
         prefix = filename_prefix.strip()
         if not _PREFIX.match(prefix) or any(part in ("..", ".") for part in prefix.split("/")):
             raise NodeInputError(
@@ -151,7 +155,7 @@ class PreviewImage(Node):
     outputs = (Output("images", T.IMAGE),)
 
     def run(self, ctx: Context, images: np.ndarray) -> dict[str, Any]:
-        images = check_image("images", images)
+        images = as_image("images", images)
         ctx.preview(images)
         return {"images": images}
 

@@ -59,8 +59,15 @@ class MaskThreshold(Node):
     description = "Make a mask hard: 1 where the value is at least the threshold, 0 elsewhere."
     inputs = (
         Input("mask", T.MASK),
-        Input("threshold", T.FLOAT, default=0.5, min=0.0, max=1.0, step=0.01,
-              description="Values equal to the threshold become 1."),
+        Input(
+            "threshold",
+            T.FLOAT,
+            default=0.5,
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            description="Values equal to the threshold become 1.",
+        ),
     )
     outputs = (Output("mask", T.MASK),)
 
@@ -95,10 +102,15 @@ class MaskCombine(Node):
     inputs = (
         Input("mask_a", T.MASK),
         Input("mask_b", T.MASK),
-        Input("operation", T.STRING, default="union", choices=tuple(COMBINE_OPERATIONS),
-              accepts="constant",
-              description="union: the larger value; intersection: the smaller; subtract: a - b; "
-              "add: a + b; difference: |a - b|. Results are clipped to [0, 1]."),
+        Input(
+            "operation",
+            T.STRING,
+            default="union",
+            choices=tuple(COMBINE_OPERATIONS),
+            accepts="constant",
+            description="union: the larger value; intersection: the smaller; subtract: a - b; "
+            "add: a + b; difference: |a - b|. Results are clipped to [0, 1].",
+        ),
     )
     outputs = (Output("mask", T.MASK),)
 

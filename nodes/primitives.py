@@ -58,8 +58,15 @@ class Seed(Node):
     description = "A seed: fixed to a value, or random on every run (drawn from the run's seed)."
     inputs = (
         Input("mode", T.STRING, default="fixed", choices=("fixed", "random"), accepts="constant"),
-        Input("value", T.INT, default=0, min=0, max=SEED_MAX, accepts="constant",
-              description="The seed used in fixed mode."),
+        Input(
+            "value",
+            T.INT,
+            default=0,
+            min=0,
+            max=SEED_MAX,
+            accepts="constant",
+            description="The seed used in fixed mode.",
+        ),
     )
     outputs = (Output("seed", T.INT),)
 

@@ -112,7 +112,9 @@ def test_random_seed_node_is_never_served_stale(registry, executor):
 
 def test_fixed_seed_stays_cached_across_run_seeds(registry, executor):
     wf = valid(
-        workflow(seed=node("Seed", mode="fixed", value=7), show=node("ShowValue", value=link("seed", "seed"))),
+        workflow(
+            seed=node("Seed", mode="fixed", value=7), show=node("ShowValue", value=link("seed", "seed"))
+        ),
         registry,
     )
     executor.run(wf, seed=1)
@@ -159,7 +161,9 @@ def test_switch_select_from_a_link(registry, executor):
         flag=node("Boolean", value=False),
         t=node("Int", value=1),
         f=node("Int", value=2),
-        switch=node("Switch", select=link("flag", "value"), on_true=link("t", "value"), on_false=link("f", "value")),
+        switch=node(
+            "Switch", select=link("flag", "value"), on_true=link("t", "value"), on_false=link("f", "value")
+        ),
         show=node("ShowValue", value=link("switch", "value")),
     )
     result = executor.run(valid(data, registry))
@@ -176,8 +180,15 @@ def test_events_are_typed_and_in_order(registry, executor):
     executor.run(valid(data, registry), listener=events.append)
     kinds = [type(e) for e in events]
     assert kinds == [
-        RunStarted, NodeStarted, NodeProgress, NodeProgress, NodeProgress, NodeFinished,
-        NodeStarted, NodeFinished, RunFinished,
+        RunStarted,
+        NodeStarted,
+        NodeProgress,
+        NodeProgress,
+        NodeProgress,
+        NodeFinished,
+        NodeStarted,
+        NodeFinished,
+        RunFinished,
     ]
     steps = [(e.step, e.total) for e in events if isinstance(e, NodeProgress)]
     assert steps == [(1, 3), (2, 3), (3, 3)]
@@ -205,7 +216,9 @@ def test_failing_node_names_node_and_cause_and_executor_goes_on(registry, execut
 
 
 def test_input_error_names_the_input(registry, executor):
-    data = workflow(a=node("IntMath", a=1, b=0, operation="divide"), show=node("ShowValue", value=link("a", "value")))
+    data = workflow(
+        a=node("IntMath", a=1, b=0, operation="divide"), show=node("ShowValue", value=link("a", "value"))
+    )
     result = executor.run(valid(data, registry))
     assert result.status == "failed"
     assert result.error.input == "b"
@@ -242,7 +255,9 @@ def test_cancel_mid_node_stops_the_run(registry, executor):
             token.cancel()
 
     events = []
-    result = executor.run(valid(data, registry), cancel=token, listener=lambda e: (events.append(e), listener(e)))
+    result = executor.run(
+        valid(data, registry), cancel=token, listener=lambda e: (events.append(e), listener(e))
+    )
     assert result.status == "cancelled"
     assert max(e.step for e in events if isinstance(e, NodeProgress)) == 3
     assert events[-1].status == "cancelled"

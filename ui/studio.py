@@ -1,0 +1,660 @@
+"""The first browser studio: load, edit, validate, run and watch a workflow.
+
+The page holds a JSON editor (filled from an example, an uploaded workflow file
+or a PNG the studio saved), Validate / Run / Cancel buttons, a seed box, a
+status panel, a gallery of the images a run produced and a log of its events.
+A node canvas comes later; this page only needs the engine in ``graph/``.
+
+The handlers live on :class:`StudioHandlers` as plain methods (``run`` is a
+generator), so tests call them without a browser; :func:`build_blocks` wires
+them to Gradio components.
+
+Sessions: each browser tab gets its own :class:`Session` in a ``gr.State``; it
+holds the cancel token of that tab's run, so Cancel never reaches another
+tab's run. Runs go through Gradio's queue one at a time (the quick handlers
+bypass that limit so a tab can validate or cancel while another runs).
+
+Access: :func:`serve` binds only to the host and port it is given. With a
+token, the page asks for a login: user name ``studio``, password the token
+(Gradio's built-in ``auth``; every page and API call then needs the login
+cookie).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import hashlib
+import logging
+import queue
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from graph.events import (
+    Event,
+    NodeCached,
+    NodeFailed,
+    NodeFinished,
+    NodePreview,
+    NodeProgress,
+    NodeStarted,
+    RunFinished,
+    RunStarted,
+)
+from graph.executor import MAX_SEED, Executor, RunResult
+from graph.issues import Issue
+from graph.validate import validate
+from graph.workflow import UnreadableFile, Workflow, read_source
+from nodes import types as T
+from nodes.base import CancelToken, RunSettings
+from nodes.registry import Registry
+
+log = logging.getLogger(__name__)
+
+#: The login user name when the studio is started with a token.
+AUTH_USER = "studio"
+
+#: What the editor holds when there is no example to start from.
+EMPTY_WORKFLOW = '{\n  "version": 1,\n  "nodes": {}\n}\n'
+
+#: Longest a value is shown in the status panel.
+_MAX_VALUE_CHARS = 300
+#: Most issues listed at once.
+_MAX_ISSUES = 50
+#: Seconds between status updates while a run goes on, and between gallery updates.
+_STATUS_INTERVAL = 0.1
+_GALLERY_INTERVAL = 0.5
+#: Exported workflow files kept on disk (one per distinct editor text).
+_MAX_EXPORTS = 20
+
+_DONE = object()
+
+GalleryItem = tuple[Any, str]
+RunUpdate = tuple[str, Any, list[dict[str, Any]]]
+
+
+class Session:
+    """What one browser tab keeps between events: the cancel token of its current run."""
+
+    def __init__(self) -> None:
+        self.token: CancelToken | None = None
+
+
+# --- formatting ----------------------------------------------------------------------
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~])")
+
+
+def md_escape(text: str) -> str:
+    """Text shown literally in Markdown, on one line."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def _shorten(text: str, limit: int = _MAX_VALUE_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def issues_markdown(issues: Sequence[Issue], heading: str | None = None) -> str:
+    """Issues as a bulleted list of their sentences."""
+    count = len(issues)
+    heading = heading or f"**The workflow has {count} problem{'s' if count != 1 else ''}:**"
+    lines = [heading, ""]
+    lines += [f"- {md_escape(str(issue))}" for issue in issues[:_MAX_ISSUES]]
+    if count > _MAX_ISSUES:
+        lines.append(f"- … and {count - _MAX_ISSUES} more")
+    return "\n".join(lines)
+
+
+def _describe_value(value: Any) -> str | None:
+    if isinstance(value, str | int | float | bool):
+        return _shorten(str(value))
+    return None
+
+
+def to_uint8_frames(image: Any) -> list[np.ndarray]:
+    """An IMAGE (batch, height, width, 3) in [0, 1] as 8-bit frames for the gallery."""
+    array = np.asarray(image)
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or array.shape[-1] not in (1, 3, 4) or array.size == 0:
+        return []
+    if array.dtype != np.uint8:
+        array = np.nan_to_num(array.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+        array = (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return list(array)
+
+
+def _looks_like_image(value: Any) -> bool:
+    shape = getattr(value, "shape", None)
+    return shape is not None and len(shape) == 4 and shape[-1] in (3, 4)
+
+
+def parse_seed(value: Any) -> tuple[int | None, str | None]:
+    """The seed box's value as a run seed (``None`` = random), or why it cannot be one."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, None
+    problem = f"the seed must be a whole number from 0 to {MAX_SEED}, or empty for a random one"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None, problem
+    if not number.is_integer() or not 0 <= number <= MAX_SEED:
+        return None, problem
+    return int(number), None
+
+
+# --- a run as the page sees it ------------------------------------------------------------
+
+
+@dataclass
+class RunView:
+    """Everything the page shows about one run, updated event by event."""
+
+    workflow: Workflow
+    seed: int | None = None
+    planned: int = 0
+    visited: int = 0
+    current: tuple[str, str] | None = None
+    step: tuple[int, int] | None = None
+    lines: list[str] = field(default_factory=list)
+    files: dict[str, list[str]] = field(default_factory=dict)
+    previews: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    finished: RunFinished | None = None
+    gallery_dirty: bool = False
+
+    def add(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.seed = event.seed
+            self.planned = len(event.planned)
+        elif isinstance(event, NodeStarted):
+            self.visited += 1
+            self.current = (event.node_id, event.node_type)
+            self.step = None
+        elif isinstance(event, NodeProgress):
+            self.step = (event.step, event.total)
+        elif isinstance(event, NodePreview):
+            frames = to_uint8_frames(event.image)
+            if frames:
+                self.previews[event.node_id] = frames
+                self.gallery_dirty = True
+        elif isinstance(event, NodeCached):
+            self.visited += 1
+            self.lines.append(f"- {md_escape(event.node_id)} ({md_escape(event.node_type)}): from cache")
+            self._add_files(event.node_id, event.files)
+        elif isinstance(event, NodeFinished):
+            self.current = None
+            self.step = None
+            self.lines.append(
+                f"- {md_escape(event.node_id)} ({md_escape(event.node_type)}): done in {event.seconds:.2f} s"
+            )
+            self._add_files(event.node_id, event.files)
+        elif isinstance(event, NodeFailed):
+            self.current = None
+            self.lines.append(f"- {md_escape(event.node_id)} ({md_escape(event.node_type)}): failed")
+        elif isinstance(event, RunFinished):
+            self.finished = event
+        if not isinstance(event, NodeProgress | NodePreview):
+            entry = event.to_dict()
+            entry.pop("details", None)  # tracebacks go to the server log, not the page
+            self.log.append(entry)
+
+    def _add_files(self, node_id: str, files: list[str]) -> None:
+        self.files.setdefault(node_id, []).extend(files)
+        self.previews.pop(node_id, None)
+        self.gallery_dirty = True
+
+    def progress_markdown(self) -> str:
+        seed = f" (seed {self.seed})" if self.seed is not None else ""
+        parts = [f"**Running**{seed}", ""]
+        if self.current is not None:
+            node_id, node_type = self.current
+            line = f"node {self.visited}/{self.planned}: {node_type} (id {node_id!r})"
+            if self.step is not None:
+                line += f" step {self.step[0]}/{self.step[1]}"
+            parts += [md_escape(line), ""]
+        parts += self.lines
+        return "\n".join(parts)
+
+    def gallery(self) -> list[GalleryItem]:
+        """Images so far: saved PNGs of finished nodes, then the latest previews."""
+        items: list[GalleryItem] = []
+        for files in self.files.values():
+            items += [(path, Path(path).name) for path in files if _is_png(path)]
+        for node_id, frames in self.previews.items():
+            items += [(frame, f"{node_id} (preview)") for frame in frames]
+        return items
+
+
+def _is_png(path: str) -> bool:
+    return path.lower().endswith(".png") and Path(path).is_file()
+
+
+# --- the handlers ---------------------------------------------------------------------------
+
+
+class StudioHandlers:
+    """The page's event handlers as plain Python, testable without a browser."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        executor: Executor,
+        settings_factory: Callable[[], RunSettings],
+        examples_dir: Path,
+    ) -> None:
+        self.registry = registry
+        self.executor = executor
+        self.settings_factory = settings_factory
+        self.examples_dir = Path(examples_dir)
+        self._export_dir = Path(tempfile.mkdtemp(prefix="studio-export-"))
+        self._exports: OrderedDict[str, Path] = OrderedDict()
+        self._export_lock = threading.Lock()
+
+    # -- examples and files ------------------------------------------------------------
+
+    def example_names(self) -> list[str]:
+        if not self.examples_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.examples_dir.glob("*.json") if p.is_file())
+
+    def initial_text(self) -> tuple[str | None, str]:
+        """The example shown when the page opens (the first one), and its text."""
+        names = self.example_names()
+        if not names:
+            return None, EMPTY_WORKFLOW
+        text, _ = self.load_example(names[0])
+        return names[0], text
+
+    def load_example(self, name: str | None) -> tuple[Any, str]:
+        """(editor text, status) for the chosen example; the editor is kept on a bad choice."""
+        if not name:
+            return gr.skip(), ""
+        if name not in self.example_names():
+            return gr.skip(), md_escape(f"There is no example named {name!r}.")
+        try:
+            source = read_source(self.examples_dir / name)
+        except UnreadableFile as exc:
+            return gr.skip(), md_escape(str(exc))
+        return source.text, self._loaded_status(f"example {name}", source.text)
+
+    def load_upload(self, file: Any, text: str, seed: Any) -> tuple[str, Any, str]:
+        """(editor text, seed, status) for an uploaded workflow .json or studio-made .png."""
+        if file is None:
+            return text, seed, ""
+        path = Path(getattr(file, "name", file))
+        try:
+            source = read_source(path)
+        except UnreadableFile as exc:
+            return text, seed, md_escape(str(exc).replace(str(path.parent) + os.sep, ""))
+        new_seed = str(source.run_seed) if source.run_seed is not None else seed
+        what = path.name + (f" (run seed {source.run_seed})" if source.run_seed is not None else "")
+        return source.text, new_seed, self._loaded_status(what, source.text)
+
+    def _loaded_status(self, what: str, text: str) -> str:
+        checked = validate(text, self.registry)
+        loaded = f"Loaded {md_escape(what)}."
+        if checked.ok:
+            return f"{loaded} {self._valid_summary(checked.workflow)}"
+        return issues_markdown(checked.issues, f"{loaded} **It has {len(checked.issues)} problem(s):**")
+
+    def export(self, text: str | None) -> str:
+        """A file holding the editor's text, for the download button."""
+        data = (text or "").encode("utf-8")
+        digest = hashlib.blake2b(data, digest_size=8).hexdigest()
+        with self._export_lock:
+            path = self._exports.get(digest)
+            if path is None or not path.is_file():
+                folder = self._export_dir / digest
+                folder.mkdir(parents=True, exist_ok=True)
+                path = folder / "workflow.json"
+                path.write_bytes(data)
+                self._exports[digest] = path
+            self._exports.move_to_end(digest)
+            while len(self._exports) > _MAX_EXPORTS:
+                _, old = self._exports.popitem(last=False)
+                shutil.rmtree(old.parent, ignore_errors=True)
+        return str(path)
+
+    # -- validate, run, cancel --------------------------------------------------------
+
+    def validate(self, text: str | None) -> str:
+        checked = validate(text or "", self.registry)
+        if not checked.ok:
+            return issues_markdown(checked.issues)
+        return self._valid_summary(checked.workflow)
+
+    def _valid_summary(self, workflow: Workflow | None) -> str:
+        assert workflow is not None
+        outputs = [nid for nid, e in workflow.nodes.items() if self._is_output(e.type)]
+        count = len(workflow.nodes)
+        shown = ", ".join(md_escape(o) for o in outputs)
+        return f"**Valid**: {count} node{'s' if count != 1 else ''}; output nodes: {shown}."
+
+    def _is_output(self, node_type: str) -> bool:
+        cls = self.registry.get(node_type)
+        return cls is not None and cls.output_node
+
+    def run(self, text: str | None, seed: Any, session: Session | None = None) -> Iterator[RunUpdate]:
+        """Validate, then run in a thread; yield (status, gallery, log) as events arrive.
+
+        The gallery entry is ``gr.skip()`` while it has not changed; the last
+        update always carries the full list of result images.
+        """
+        checked = validate(text or "", self.registry)
+        if not checked.ok or checked.workflow is None:
+            yield issues_markdown(checked.issues), [], []
+            return
+        seed_value, problem = parse_seed(seed)
+        if problem:
+            yield md_escape(f"Cannot run: {problem}."), gr.skip(), []
+            return
+        workflow = checked.workflow
+        settings = self.settings_factory()
+        if settings.workflow_json is None:
+            settings.workflow_json = workflow.to_json()
+        token = CancelToken()
+        if session is not None:
+            session.token = token
+        events: queue.Queue[Any] = queue.Queue()
+        outcome: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                outcome["result"] = self.executor.run(
+                    workflow, settings=settings, seed=seed_value, cancel=token, listener=events.put
+                )
+            except BaseException as exc:  # noqa: BLE001 - reported on the page, logged here
+                log.exception("the run failed inside the studio")
+                outcome["error"] = exc
+            finally:
+                events.put(_DONE)
+
+        view = RunView(workflow)
+        done = False
+        thread = threading.Thread(target=work, name="studio-run", daemon=True)
+        try:
+            thread.start()
+            yield "**Starting…**", [], []
+            last_status = last_gallery = time.monotonic()
+            dirty = False
+            while not done:
+                try:
+                    batch = [events.get(timeout=_STATUS_INTERVAL)]
+                except queue.Empty:
+                    batch = []
+                while True:
+                    try:
+                        batch.append(events.get_nowait())
+                    except queue.Empty:
+                        break
+                for item in batch:
+                    if item is _DONE:
+                        done = True
+                    else:
+                        self._log_failure(item)
+                        view.add(item)
+                        dirty = True
+                now = time.monotonic()
+                if done or not dirty or now - last_status < _STATUS_INTERVAL:
+                    continue
+                gallery: Any = gr.skip()
+                if view.gallery_dirty and now - last_gallery >= _GALLERY_INTERVAL:
+                    gallery, view.gallery_dirty, last_gallery = view.gallery(), False, now
+                yield view.progress_markdown(), gallery, list(view.log)
+                last_status, dirty = now, False
+            thread.join()
+            if "error" in outcome:
+                error = outcome["error"]
+                message = f"the studio hit an internal error: {type(error).__name__}: {error}"
+                yield f"**Failed**: {md_escape(message)}", view.gallery(), list(view.log)
+                return
+            result: RunResult = outcome["result"]
+            yield self._final_status(result, view), self._result_images(result, view), list(view.log)
+        finally:
+            if not done:
+                token.cancel()  # the page went away or the event was stopped: stop the run too
+            if session is not None and session.token is token:
+                session.token = None
+
+    @staticmethod
+    def _log_failure(event: Any) -> None:
+        if isinstance(event, NodeFailed) and event.details:
+            log.warning("%s\n%s", event, event.details)
+
+    def cancel(self, session: Session | None) -> Any:
+        """Cancel this tab's run; the run's own handler then reports it as cancelled."""
+        token = session.token if session is not None else None
+        if token is None:
+            return gr.skip()
+        token.cancel()
+        return "**Cancelling…**"
+
+    def _final_status(self, result: RunResult, view: RunView) -> str:
+        seconds = view.finished.seconds if view.finished else 0.0
+        counts = f"{len(result.executed)} node(s) run, {len(result.cached)} from cache"
+        head = {"done": "Finished", "cancelled": "Cancelled", "failed": "Failed"}.get(
+            result.status, result.status
+        )
+        lines = [f"**{head}** in {seconds:.2f} s (seed {result.seed}): {counts}."]
+        if result.error is not None:
+            lines += ["", md_escape(str(result.error))]
+        values = []
+        for node_id, outputs in result.outputs.items():
+            node_type = workflow_type(view.workflow, node_id)
+            for name, value in outputs.items():
+                shown = _describe_value(value)
+                if shown is None:
+                    continue
+                label = f"{node_id} ({node_type})" + (f" {name}" if len(outputs) > 1 else "")
+                values.append(f"- {md_escape(label)}: {md_escape(shown)}")
+        if values:
+            lines += ["", "**Results**", "", *values]
+        if view.lines:
+            lines += ["", "**Nodes**", "", *view.lines]
+        return "\n".join(lines)
+
+    def _result_images(self, result: RunResult, view: RunView) -> list[GalleryItem]:
+        """Saved PNGs, then IMAGE outputs of output nodes that saved no file (previews)."""
+        items: list[GalleryItem] = []
+        seen: set[str] = set()
+        for path in result.files:
+            if path not in seen and _is_png(path):
+                seen.add(path)
+                items.append((path, Path(path).name))
+        for node_id, outputs in result.outputs.items():
+            if view.files.get(node_id):
+                continue
+            cls = self.registry.get(workflow_type(view.workflow, node_id))
+            for name, value in outputs.items():
+                spec = cls.output(name) if cls is not None else None
+                declared = spec.type if spec is not None else T.ANY
+                if declared != T.IMAGE and not (declared == T.ANY and _looks_like_image(value)):
+                    continue
+                frames = to_uint8_frames(value)
+                for index, frame in enumerate(frames):
+                    caption = node_id + (f" [{index}]" if len(frames) > 1 else "")
+                    items.append((frame, caption))
+        return items
+
+
+def workflow_type(workflow: Workflow, node_id: str) -> str:
+    entry = workflow.nodes.get(node_id)
+    return entry.type if entry is not None else "?"
+
+
+# --- the page ------------------------------------------------------------------------------
+
+CSS = """
+#studio-status { min-height: 6em; }
+#studio-editor .cm-editor { font-size: 13px; }
+"""
+
+
+def build_studio(
+    registry: Registry,
+    executor: Executor,
+    settings_factory: Callable[[], RunSettings],
+    examples_dir: Path,
+) -> gr.Blocks:
+    """The studio page; ``settings_factory()`` gives a fresh RunSettings for each run."""
+    return build_blocks(StudioHandlers(registry, executor, settings_factory, examples_dir))
+
+
+def build_blocks(handlers: StudioHandlers) -> gr.Blocks:
+    """Wire ``handlers`` to the page's components."""
+    private: dict[str, Any] = {"api_visibility": "private"}
+    quick: dict[str, Any] = {**private, "concurrency_limit": None}
+    first_example, first_text = handlers.initial_text()
+
+    with gr.Blocks(title="Workflow Studio", analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
+        session = gr.State(Session)
+        gr.Markdown("# Workflow Studio")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=420):
+                examples = gr.Dropdown(
+                    choices=handlers.example_names(),
+                    value=first_example,
+                    label="Example workflows",
+                )
+                editor = gr.Code(
+                    value=first_text,
+                    language="json",
+                    label="Workflow (JSON)",
+                    lines=24,
+                    max_lines=40,
+                    interactive=True,
+                    wrap_lines=True,
+                    elem_id="studio-editor",
+                )
+                with gr.Row():
+                    upload = gr.UploadButton(
+                        "Open workflow (.json / .png)",
+                        file_types=[".json", ".png"],
+                        type="filepath",
+                        size="md",
+                    )
+                    download = gr.DownloadButton(
+                        "Download workflow", value=handlers.export(first_text), size="md"
+                    )
+            with gr.Column(scale=2, min_width=360):
+                seed = gr.Textbox(
+                    label="Seed",
+                    placeholder="empty = a random seed for each run",
+                    max_lines=1,
+                    elem_id="studio-seed",
+                )
+                with gr.Row():
+                    validate_button = gr.Button("Validate", size="md", min_width=80)
+                    run_button = gr.Button(
+                        "Run", variant="primary", size="md", min_width=80, elem_id="studio-run"
+                    )
+                    cancel_button = gr.Button("Cancel", variant="stop", size="md", min_width=80)
+                status = gr.Markdown(
+                    "Choose an example or open a workflow, then press Run.", elem_id="studio-status"
+                )
+                gallery = gr.Gallery(
+                    label="Images",
+                    columns=3,
+                    height=420,
+                    format="png",
+                    object_fit="contain",
+                    interactive=False,
+                )
+                with gr.Accordion("Event log", open=False):
+                    events_log = gr.JSON(label="Node events", value=[])
+
+        examples.input(handlers.load_example, inputs=examples, outputs=[editor, status], **quick)
+        upload.upload(
+            handlers.load_upload, inputs=[upload, editor, seed], outputs=[editor, seed, status], **quick
+        )
+        editor.change(handlers.export, inputs=editor, outputs=download, trigger_mode="always_last", **quick)
+        validate_button.click(handlers.validate, inputs=editor, outputs=status, **quick)
+        run_button.click(
+            handlers.run,
+            inputs=[editor, seed, session],
+            outputs=[status, gallery, events_log],
+            concurrency_limit=1,
+            concurrency_id="studio-run",
+            **private,
+        )
+        cancel_button.click(handlers.cancel, inputs=session, outputs=status, **quick)
+        demo.load(lambda: gr.update(choices=handlers.example_names()), outputs=examples, **quick)
+    demo.queue(default_concurrency_limit=1)
+    return demo
+
+
+def launch(
+    demo: gr.Blocks,
+    host: str,
+    port: int,
+    *,
+    token: str | None = None,
+    allowed_paths: Sequence[Path | str] = (),
+    prevent_thread_lock: bool = False,
+) -> gr.Blocks:
+    """Start serving ``demo`` on ``host:port`` only; with a token, log in as ``studio`` / token."""
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        inbrowser=False,
+        auth=(AUTH_USER, token) if token else None,
+        auth_message=f"Log in with the user name '{AUTH_USER}' and the studio's token." if token else None,
+        footer_links=["settings"],
+        allowed_paths=[str(Path(p).resolve()) for p in allowed_paths] or None,
+        ssr_mode=False,
+        mcp_server=False,
+        pwa=False,
+        enable_monitoring=False,
+        show_error=False,
+        prevent_thread_lock=prevent_thread_lock,
+        css=CSS,
+    )
+    return demo
+
+
+def _outside_default_paths(folder: Path) -> bool:
+    """Whether Gradio would refuse to show files from ``folder`` without allowed_paths."""
+    folder = folder.resolve()
+    for base in (Path.cwd(), Path(tempfile.gettempdir())):
+        if folder == base.resolve() or base.resolve() in folder.parents:
+            return False
+    return True
+
+
+def serve(
+    host: str,
+    port: int,
+    registry: Registry,
+    executor: Executor,
+    settings_factory: Callable[[], RunSettings],
+    examples_dir: Path,
+    token: str | None,
+) -> None:
+    """Serve the studio on ``host:port`` until interrupted.
+
+    With ``token``, the browser shows a login form: user name ``studio``, password
+    the token. The output folder (from one call of ``settings_factory``) is added
+    to Gradio's allowed paths only when it lies outside the working directory and
+    the temp folder, so the gallery can show the images saved there.
+    """
+    demo = build_studio(registry, executor, settings_factory, examples_dir)
+    output_dir = Path(settings_factory().output_dir)
+    allowed = [output_dir] if _outside_default_paths(output_dir) else []
+    launch(demo, host, port, token=token, allowed_paths=allowed)
