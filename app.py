@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     studio = commands.add_parser("studio", help="serve the browser studio (the default)")
-    _studio_args(studio)
-    _studio_args(parser, defaults_only=True)
+    _studio_args(parser)  # so `app.py --port 8000` works without naming the command
+    _studio_args(studio, suppress_defaults=True)
 
     run = commands.add_parser("run", help="run a workflow headless")
     run.add_argument("workflow", help="a workflow .json, or a .png the studio saved")
@@ -72,18 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _studio_args(parser: argparse.ArgumentParser, defaults_only: bool = False) -> None:
-    if defaults_only:
-        parser.set_defaults(host="127.0.0.1", port=7860, token=None, out="output")
-        return
+def _studio_args(parser: argparse.ArgumentParser, suppress_defaults: bool = False) -> None:
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress_defaults else value
+
     parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs a token)"
+        "--host",
+        default=default("127.0.0.1"),
+        help="address to bind (default 127.0.0.1; any other needs a token)",
     )
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--port", type=int, default=default(7860), help="port (default 7860)")
     parser.add_argument(
-        "--token", default=None, help="access token; generated and printed when binding beyond loopback"
+        "--token",
+        default=default(None),
+        help="access token; generated and printed when binding beyond loopback",
     )
-    parser.add_argument("--out", default="output", metavar="DIR", help="output folder")
+    parser.add_argument(
+        "--out",
+        default=default("output"),
+        metavar="DIR",
+        help="output folder of the studio (default output/)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

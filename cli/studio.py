@@ -36,7 +36,7 @@ def studio_command(args: argparse.Namespace) -> int:
     def settings_factory() -> RunSettings:
         return RunSettings(
             output_dir=output_dir,
-            input_dirs=(Path("input").resolve(),),
+            input_dirs=(Path("input").resolve(), REPO / "workflows"),
             allow_absolute_paths=False,
         )
 

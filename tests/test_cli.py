@@ -268,3 +268,42 @@ def test_progress_bar_on_a_terminal(tmp_path):
     assert proc.wait(30) == 0
     screen = b"".join(chunks).decode(errors="replace")
     assert "run:" in screen and "2/2" in screen and "node" in screen
+
+
+def test_studio_starts_on_loopback_by_default(tmp_path):
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "app.py"), "--port", str(port), "--out", str(tmp_path / "out")],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    assert response.status == 200
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "the studio did not start"
+                time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_non_loopback_addresses_are_recognised():
+    from cli.studio import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4") and not is_loopback("example.org")

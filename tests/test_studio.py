@@ -129,6 +129,7 @@ def test_progress_then_cancel(handlers: StudioHandlers) -> None:
     assert handlers.cancel(session) == "**Cancelling…**"
     status, _, _ = list(updates)[-1]
     assert status.startswith("**Cancelled**")
+    assert "Stopped in node 'slow' (Sleep) at step" in status
     assert session.token is None
 
 

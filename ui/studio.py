@@ -434,8 +434,10 @@ class StudioHandlers:
 
     @staticmethod
     def _log_failure(event: Any) -> None:
-        if isinstance(event, NodeFailed) and event.details:
-            log.warning("%s\n%s", event, event.details)
+        if isinstance(event, NodeFailed):
+            log.warning("run failed at %s", event)
+            if event.details:
+                log.debug("%s", event.details)
 
     def cancel(self, session: Session | None) -> Any:
         """Cancel this tab's run; the run's own handler then reports it as cancelled."""
@@ -454,6 +456,10 @@ class StudioHandlers:
         lines = [f"**{head}** in {seconds:.2f} s (seed {result.seed}): {counts}."]
         if result.error is not None:
             lines += ["", md_escape(str(result.error))]
+        elif result.status == "cancelled" and view.current is not None:
+            node_id, node_type = view.current
+            where = f" at step {view.step[0]}/{view.step[1]}" if view.step else ""
+            lines += ["", md_escape(f"Stopped in node {node_id!r} ({node_type}){where}.")]
         values = []
         for node_id, outputs in result.outputs.items():
             node_type = workflow_type(view.workflow, node_id)
