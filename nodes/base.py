@@ -231,6 +231,7 @@ class RunSettings:
     input_dirs: tuple[Path, ...] = (Path("input"),)
     allow_absolute_paths: bool = True
     workflow_json: str | None = None  # the workflow as saved, embedded into output images
+    models: Any = None  # the process's models.manager.ModelManager, shared by every run
 
 
 @dataclass

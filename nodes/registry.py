@@ -21,6 +21,7 @@ BUILTIN_PACKS: tuple[str, ...] = (
     "nodes.image_io",
     "nodes.image",
     "nodes.mask",
+    "nodes.diffusion",
 )
 
 

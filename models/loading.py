@@ -1,0 +1,213 @@
+"""Loading Stable Diffusion checkpoints offline: diffusers folders and single files.
+
+- A diffusers folder (``model_index.json``) loads with ``from_pretrained(local_files_only=True)``.
+- A single ``.safetensors`` file in the original (CompVis / Stability) layout loads with
+  ``from_single_file(config=<config-only folder>, local_files_only=True)``: the family
+  (SD1.x, SD2.x, SDXL, and their inpainting variants) is read from the weights' keys by
+  diffusers' own detector, and the configs come from ``models/configs/`` (shipped), or
+  from a folder next to the checkpoint named ``<file stem>.config`` when there is one
+  (for models whose shapes differ from the standard ones). The tokenizer is CLIP's,
+  built offline (:mod:`models.tokenizer`).
+
+Nothing here contacts a model hub.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from models.safety import check_weights_file, load_state_dict
+
+if TYPE_CHECKING:
+    import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+CONFIG_CACHE = Path(__file__).resolve().parent / ".cache" / "configs"
+
+#: diffusers' model type (infer_diffusers_model_type) -> (our family, config folder)
+SINGLE_FILE_FAMILIES: dict[str, tuple[str, str]] = {
+    "v1": ("sd1", "sd15"),
+    "inpainting": ("sd1", "sd15"),
+    "v2": ("sd2", "sd2"),
+    "inpainting_v2": ("sd2", "sd2"),
+    "xl_base": ("sdxl", "sdxl"),
+    "xl_inpaint": ("sdxl", "sdxl"),
+}
+
+PREDICTIONS = ("auto", "epsilon", "v_prediction")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be loaded, said in plain words."""
+
+
+@dataclass
+class Checkpoint:
+    """The parts of a Stable Diffusion checkpoint, as diffusers and transformers modules."""
+
+    family: str  # "sd1" | "sd2" | "sdxl"
+    unet: Any
+    vae: Any
+    text_encoders: list[Any]
+    tokenizers: list[Any]
+    scheduler_config: dict[str, Any]
+    source: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    @property
+    def vae_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+
+def load_checkpoint(
+    path: Path,
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+    allow_pickle: bool = False,
+    prediction: str = "auto",
+) -> Checkpoint:
+    """Load a diffusers folder or a single-file checkpoint."""
+    import torch
+
+    dtype = dtype or torch.float32
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist")
+    if path.is_dir():
+        checkpoint = _load_folder(path, dtype)
+    else:
+        checkpoint = _load_single_file(path, dtype, allow_pickle)
+    if prediction != "auto":
+        if prediction not in PREDICTIONS:
+            raise CheckpointError(f"prediction must be one of {PREDICTIONS}, not {prediction!r}")
+        checkpoint.scheduler_config = {**checkpoint.scheduler_config, "prediction_type": prediction}
+    for module in (checkpoint.unet, checkpoint.vae, *checkpoint.text_encoders):
+        module.to(device)
+        module.eval()
+        module.requires_grad_(False)
+    return checkpoint
+
+
+def _family_of_folder(path: Path, components: dict[str, Any]) -> str:
+    if components.get("text_encoder_2") is not None:
+        return "sdxl"
+    encoder = components.get("text_encoder")
+    if encoder is not None and getattr(encoder.config, "hidden_size", 768) == 1024:
+        return "sd2"
+    return "sd1"
+
+
+def _load_folder(path: Path, dtype: torch.dtype) -> Checkpoint:
+    from diffusers import DiffusionPipeline
+
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise CheckpointError(f"{path.name} is a folder without model_index.json: not a diffusers model")
+    try:
+        spec = json.loads(index.read_text())
+        extra: dict[str, Any] = {}
+        for optional in ("safety_checker", "feature_extractor", "image_encoder"):
+            if optional in spec:
+                extra[optional] = None
+        pipe = DiffusionPipeline.from_pretrained(
+            str(path), local_files_only=True, dtype=dtype, use_safetensors=_has_safetensors(path), **extra
+        )
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot load the diffusers folder {path.name}: {exc}") from None
+    components = pipe.components
+    return _from_components(components, _family_of_folder(path, components), str(path))
+
+
+def _has_safetensors(path: Path) -> bool | None:
+    return True if any(path.rglob("*.safetensors")) else None
+
+
+def _from_components(components: dict[str, Any], family: str, source: str) -> Checkpoint:
+    encoders = [components[k] for k in ("text_encoder", "text_encoder_2") if components.get(k) is not None]
+    tokenizers = [components[k] for k in ("tokenizer", "tokenizer_2") if components.get(k) is not None]
+    if components.get("unet") is None or components.get("vae") is None or not encoders:
+        raise CheckpointError(f"{source} lacks a UNet, a VAE or a text encoder")
+    return Checkpoint(
+        family=family,
+        unet=components["unet"],
+        vae=components["vae"],
+        text_encoders=encoders,
+        tokenizers=tokenizers,
+        scheduler_config=dict(components["scheduler"].config),
+        source=source,
+    )
+
+
+def detect_family(state_dict: dict[str, Any]) -> tuple[str, str, int]:
+    """(family, config folder name, UNet input channels) from a single file's keys."""
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+
+    kind = infer_diffusers_model_type(state_dict)
+    if kind not in SINGLE_FILE_FAMILIES:
+        raise CheckpointError(
+            f"this file looks like a {kind!r} model; the studio loads SD 1.x, SD 2.x and SDXL checkpoints"
+        )
+    family, folder = SINGLE_FILE_FAMILIES[kind]
+    conv_in = state_dict.get("model.diffusion_model.input_blocks.0.0.weight")
+    in_channels = int(conv_in.shape[1]) if conv_in is not None else 4
+    return family, folder, in_channels
+
+
+def config_folder(name: str, in_channels: int) -> Path:
+    """The shipped config folder, or a copy with the UNet's input channels changed (inpainting: 9)."""
+    base = CONFIGS / name
+    unet_config = json.loads((base / "unet" / "config.json").read_text())
+    if unet_config.get("in_channels") == in_channels:
+        return base
+    variant = CONFIG_CACHE / f"{name}-in{in_channels}"
+    if not (variant / "unet" / "config.json").is_file():
+        tmp = CONFIG_CACHE / f".{variant.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(base, tmp)
+        unet_config["in_channels"] = in_channels
+        (tmp / "unet" / "config.json").write_text(json.dumps(unet_config, indent=2))
+        shutil.rmtree(variant, ignore_errors=True)
+        tmp.rename(variant)
+    return variant
+
+
+def _load_single_file(path: Path, dtype: torch.dtype, allow_pickle: bool) -> Checkpoint:
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    from models.tokenizer import clip_tokenizer
+
+    check_weights_file(path, allow_pickle)
+    state = load_state_dict(path, allow_pickle=allow_pickle)
+    family, folder_name, in_channels = detect_family(state)
+    del state
+    sidecar = path.with_name(path.stem + ".config")
+    config = sidecar if (sidecar / "model_index.json").is_file() else config_folder(folder_name, in_channels)
+    kwargs: dict[str, Any] = {"config": str(config), "local_files_only": True, "torch_dtype": dtype}
+    if family == "sdxl":
+        kwargs.update(tokenizer=clip_tokenizer("<|endoftext|>"), tokenizer_2=clip_tokenizer("!"))
+        cls: Any = StableDiffusionXLPipeline
+    else:
+        kwargs.update(
+            tokenizer=clip_tokenizer("!" if family == "sd2" else "<|endoftext|>"),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        cls = StableDiffusionPipeline
+    try:
+        pipe = cls.from_single_file(str(path), **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot load {path.name} as a {family} checkpoint: {exc}") from None
+    return _from_components(pipe.components, family, str(path))

@@ -1,0 +1,128 @@
+"""The values that travel between diffusion nodes: model handles, latents, conditioning.
+
+Model handles are light: they name a model in the :class:`~models.manager.ModelManager`
+and say how to load it, so the executor's cache never pins gigabytes and the manager
+can evict and reload freely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from models.loading import Checkpoint
+    from models.manager import ModelManager
+
+
+@dataclass(frozen=True, eq=False)
+class CheckpointRef:
+    """A loaded (or loadable) checkpoint in the manager."""
+
+    key: Hashable
+    manager: ModelManager
+    load: Callable[[], Checkpoint]
+    family: str
+
+    def get(self) -> Checkpoint:
+        return self.manager.get(self.key, self.load)
+
+    def cache_size(self) -> int:
+        return 256
+
+
+@dataclass(frozen=True, eq=False)
+class ModelRef:
+    """MODEL: the denoising UNet of a checkpoint (with LoRAs to apply, if any)."""
+
+    checkpoint: CheckpointRef
+    loras: tuple[tuple[str, float], ...] = ()
+
+    def cache_size(self) -> int:
+        return 256
+
+
+@dataclass(frozen=True, eq=False)
+class ClipRef:
+    """CLIP: the text encoder(s) and tokenizer(s) of a checkpoint."""
+
+    checkpoint: CheckpointRef
+    loras: tuple[tuple[str, float], ...] = ()
+    embeddings: tuple[str, ...] = ()
+
+    def cache_size(self) -> int:
+        return 256
+
+
+@dataclass(frozen=True, eq=False)
+class VaeRef:
+    """VAE: a checkpoint's VAE (``part="vae"`` of the checkpoint's entry), or a VAE file."""
+
+    key: Hashable
+    manager: ModelManager
+    load: Callable[[], Any]
+    part: str | None = None
+
+    def get(self) -> Any:
+        value = self.manager.get(self.key, self.load)
+        return getattr(value, self.part) if self.part else value
+
+    def cache_size(self) -> int:
+        return 256
+
+
+@dataclass(frozen=True, eq=False)
+class Latent:
+    """LATENT: scaled latents (batch, channels, h, w) on the CPU, in float32.
+
+    ``std`` (same shape) is kept when the latents come from encoding an image: the
+    sampler then draws the latents from the encoder's distribution with its own
+    generator, as the diffusers pipelines do. ``noise_mask`` (batch, 1, h, w), 1 where
+    the sampler may change the latents, makes sampling inpaint.
+    """
+
+    samples: torch.Tensor
+    std: torch.Tensor | None = None
+    noise_mask: torch.Tensor | None = None
+    masked_image: torch.Tensor | None = None  # latents of the masked image, for 9-channel UNets
+
+    def with_(self, **changes: Any) -> Latent:
+        return replace(self, **changes)
+
+    @property
+    def nbytes(self) -> int:
+        total = self.samples.numel() * 4
+        for extra in (self.std, self.noise_mask, self.masked_image):
+            if extra is not None:
+                total += extra.numel() * 4
+        return total
+
+
+@dataclass(frozen=True, eq=False)
+class Cond:
+    """One prompt's conditioning: CLIP hidden states, SDXL's pooled embedding, where it applies."""
+
+    embeds: torch.Tensor  # (1, tokens, dim), float32 on the CPU
+    pooled: torch.Tensor | None = None  # (1, dim) for SDXL
+    region: torch.Tensor | None = None  # (1, 1, H, W) in [0, 1], any resolution; None = everywhere
+    strength: float = 1.0
+    controls: tuple[Any, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def with_(self, **changes: Any) -> Cond:
+        return replace(self, **changes)
+
+    @property
+    def nbytes(self) -> int:
+        total = self.embeds.numel() * 4
+        for extra in (self.pooled, self.region):
+            if extra is not None:
+                total += extra.numel() * 4
+        return total
+
+
+#: CONDITIONING is a tuple of Cond: several entries are combined (regions, blends).
+Conditioning = tuple[Cond, ...]

@@ -1,0 +1,364 @@
+"""Stable Diffusion nodes: load a checkpoint, encode prompts, make and decode latents, sample.
+
+torch, diffusers and transformers are imported inside ``run`` only, so listing and
+validating nodes stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nodes import types as T
+from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
+
+SAMPLER_NAMES = (
+    "euler",
+    "euler_ancestral",
+    "ddim",
+    "ddpm",
+    "dpmpp_2m",
+    "dpmpp_2m_karras",
+    "unipc",
+    "lcm",
+    "pndm",
+)
+SEED_MAX = 2**53 - 1
+
+
+def _paths() -> Any:
+    from models.paths import ModelPaths
+
+    return ModelPaths.from_env()
+
+
+def checkpoint_choices() -> list[str]:
+    return _paths().list("checkpoints")
+
+
+def vae_choices() -> list[str]:
+    return _paths().list("vae")
+
+
+def manager_of(ctx: Context) -> Any:
+    """The run's model manager (one per process, shared by every run)."""
+    if ctx.settings.models is None:
+        from models.manager import ModelManager
+
+        ctx.settings.models = ModelManager()
+    return ctx.settings.models
+
+
+def _file_state(path: Path) -> str:
+    if path.is_dir():
+        stamps = [p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()]
+        return f"dir:{max(stamps, default=0)}:{len(stamps)}"
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+class CheckpointLoader(Node):
+    category = "loaders"
+    description = "Load a Stable Diffusion checkpoint (SD 1.x, 2.x, XL; file or diffusers folder)."
+    inputs = (
+        Input(
+            "ckpt_name",
+            T.STRING,
+            choices=checkpoint_choices,
+            accepts="constant",
+            description="A file or diffusers folder in models/checkpoints.",
+        ),
+        Input(
+            "prediction",
+            T.STRING,
+            default="auto",
+            choices=("auto", "epsilon", "v_prediction"),
+            accepts="constant",
+            description="What the UNet predicts; auto reads it from the model.",
+        ),
+    )
+    outputs = (Output("model", T.MODEL), Output("clip", T.CLIP), Output("vae", T.VAE))
+
+    def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
+        path = _paths().find("checkpoints", str(inputs.get("ckpt_name") or ""))
+        return _file_state(path) if path is not None else "missing"
+
+    def run(self, ctx: Context, ckpt_name: str, prediction: str) -> dict[str, Any]:
+        from models.loading import CheckpointError, load_checkpoint
+        from models.safety import PickleRefused, UnsafeOrBrokenFile
+        from models.values import CheckpointRef, ClipRef, ModelRef, VaeRef
+
+        path = _paths().find("checkpoints", ckpt_name)
+        if path is None:
+            raise NodeInputError(
+                "ckpt_name", f"{ckpt_name!r} is not in models/checkpoints; put the file there"
+            )
+        manager = manager_of(ctx)
+        key = ("checkpoint", str(path.resolve()), _file_state(path), prediction)
+
+        def load() -> Any:
+            return load_checkpoint(
+                path,
+                device=manager.device,
+                dtype=manager.dtype,
+                allow_pickle=manager.allow_pickle,
+                prediction=prediction,
+            )
+
+        try:
+            checkpoint = manager.get(key, load)
+        except (CheckpointError, PickleRefused, UnsafeOrBrokenFile) as exc:
+            raise NodeInputError("ckpt_name", str(exc)) from None
+        ref = CheckpointRef(key, manager, load, checkpoint.family)
+        vae = VaeRef(key, manager, load, part="vae")
+        return {"model": ModelRef(ref), "clip": ClipRef(ref), "vae": vae}
+
+
+class CLIPTextEncode(Node):
+    category = "conditioning"
+    description = "Turn a prompt into conditioning; (word:1.3) weights words, embeddings by name."
+    inputs = (
+        Input("clip", T.CLIP),
+        Input("text", T.STRING, default="", multiline=True),
+    )
+    outputs = (Output("conditioning", T.CONDITIONING),)
+
+    def run(self, ctx: Context, clip: Any, text: str) -> dict[str, Any]:
+        import torch
+
+        from models.prompts import encode
+        from models.values import Cond
+
+        checkpoint = clip.checkpoint.get()
+        device = manager_of(ctx).device
+        if checkpoint.family == "sdxl":
+            parts, pooled = [], None
+            for tokenizer, encoder in zip(checkpoint.tokenizers, checkpoint.text_encoders, strict=True):
+                hidden, pooled_part = encode(tokenizer, encoder, text, hidden_layer=-2, device=device)
+                parts.append(hidden)
+                pooled = pooled_part if pooled_part is not None else pooled
+            length = min(p.shape[1] for p in parts)
+            embeds = torch.cat([p[:, :length] for p in parts], dim=-1)
+            return {"conditioning": (Cond(embeds, pooled=pooled),)}
+        embeds, _ = encode(checkpoint.tokenizers[0], checkpoint.text_encoders[0], text, device=device)
+        return {"conditioning": (Cond(embeds),)}
+
+
+class ConditioningCombine(Node):
+    category = "conditioning"
+    description = "Use two conditionings together (each where its region says, weighted by strength)."
+    inputs = (Input("conditioning_a", T.CONDITIONING), Input("conditioning_b", T.CONDITIONING))
+    outputs = (Output("conditioning", T.CONDITIONING),)
+
+    def run(self, ctx: Context, conditioning_a: Any, conditioning_b: Any) -> dict[str, Any]:
+        return {"conditioning": tuple(conditioning_a) + tuple(conditioning_b)}
+
+
+class EmptyLatent(Node):
+    category = "latent"
+    description = "A blank latent for text-to-image, of the given size in pixels."
+    inputs = (
+        Input("width", T.INT, default=512, min=16, max=8192, step=8),
+        Input("height", T.INT, default=512, min=16, max=8192, step=8),
+        Input("batch_size", T.INT, default=1, min=1, max=64),
+        Input(
+            "vae",
+            T.VAE,
+            optional=True,
+            description="Connect the VAE to size the latent for it (models that do not shrink by 8).",
+        ),
+    )
+    outputs = (Output("latent", T.LATENT),)
+
+    def run(self, ctx: Context, width: int, height: int, batch_size: int, vae: Any) -> dict[str, Any]:
+        import torch
+
+        from models.values import Latent
+
+        scale, channels = 8, 4
+        if vae is not None:
+            model = vae.get()
+            scale = 2 ** (len(model.config.block_out_channels) - 1)
+            channels = int(model.config.latent_channels)
+        if width % scale or height % scale:
+            raise NodeInputError(
+                "width" if width % scale else "height", f"must be a multiple of {scale} for this VAE"
+            )
+        return {"latent": Latent(torch.zeros(batch_size, channels, height // scale, width // scale))}
+
+
+def image_to_tensor(image: np.ndarray) -> Any:
+    """IMAGE (b, h, w, 3) in [0, 1] to a torch tensor (b, 3, h, w) in [-1, 1]."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(0, 3, 1, 2) * 2.0 - 1.0
+
+
+def tensor_to_image(tensor: Any) -> np.ndarray:
+    """Decoded (b, 3, h, w) in [-1, 1] to IMAGE, as the pipelines post-process it."""
+    import torch
+
+    return (tensor / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).to("cpu", dtype=torch.float32).numpy()
+
+
+class VAEEncode(Node):
+    category = "latent"
+    description = "Encode images into latents (for image-to-image)."
+    inputs = (Input("vae", T.VAE), Input("image", T.IMAGE))
+    outputs = (Output("latent", T.LATENT),)
+
+    def run(self, ctx: Context, vae: Any, image: np.ndarray) -> dict[str, Any]:
+        import torch
+
+        from models.values import Latent
+
+        model = vae.get()
+        scale = 2 ** (len(model.config.block_out_channels) - 1)
+        if image.shape[1] % scale or image.shape[2] % scale:
+            raise NodeInputError(
+                "image", f"width and height must be multiples of {scale}; resize the image first"
+            )
+        pixels = image_to_tensor(image).to(model.device, model.dtype)
+        with torch.no_grad():
+            dist = model.encode(pixels).latent_dist
+        factor = float(model.config.scaling_factor)
+        mean = (dist.mean * factor).to("cpu", torch.float32)
+        std = (dist.std * factor).to("cpu", torch.float32)
+        return {"latent": Latent(mean, std=std)}
+
+
+class VAEDecode(Node):
+    category = "latent"
+    description = "Decode latents into images."
+    inputs = (Input("vae", T.VAE), Input("latent", T.LATENT))
+    outputs = (Output("image", T.IMAGE),)
+
+    def run(self, ctx: Context, vae: Any, latent: Any) -> dict[str, Any]:
+        import torch
+
+        model = vae.get()
+        latents = latent.samples.to(model.device, model.dtype) / float(model.config.scaling_factor)
+        images = []
+        with torch.no_grad():
+            for row in latents.split(1):
+                ctx.check_cancelled()
+                images.append(model.decode(row, return_dict=False)[0])
+        return {"image": tensor_to_image(torch.cat(images))}
+
+
+class SetLatentNoiseMask(Node):
+    category = "latent/inpaint"
+    description = "Let the sampler change only the masked part (inpainting with any model)."
+    inputs = (Input("latent", T.LATENT), Input("mask", T.MASK))
+    outputs = (Output("latent", T.LATENT),)
+
+    def run(self, ctx: Context, latent: Any, mask: np.ndarray) -> dict[str, Any]:
+        return {"latent": latent.with_(noise_mask=mask_to_latent(mask, latent.samples.shape))}
+
+
+def mask_to_latent(mask: np.ndarray, shape: tuple[int, ...]) -> Any:
+    """MASK (b, H, W) to (b, 1, h, w) at the latent size, as the inpaint pipeline does."""
+    import torch
+    import torch.nn.functional as F
+
+    tensor = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[:, None]
+    tensor = F.interpolate(tensor, size=tuple(shape[-2:]))
+    if tensor.shape[0] == 1 and shape[0] > 1:
+        tensor = tensor.repeat(shape[0], 1, 1, 1)
+    return tensor
+
+
+def latent_preview(latents: Any) -> np.ndarray:
+    """A quick look at latents: the first three channels, stretched to [0, 1]."""
+    first = latents[:1, :3].float()
+    low, high = first.amin(), first.amax()
+    picture = ((first - low) / (high - low + 1e-6)).permute(0, 2, 3, 1).numpy()
+    if picture.shape[-1] < 3:
+        picture = np.repeat(picture[..., :1], 3, axis=-1)
+    return picture.astype(np.float32)
+
+
+class Sampler(Node):
+    category = "sampling"
+    description = "Denoise a latent with a model and prompts; denoise below 1 keeps part of the input."
+    inputs = (
+        Input("model", T.MODEL),
+        Input("positive", T.CONDITIONING),
+        Input("negative", T.CONDITIONING),
+        Input("latent", T.LATENT),
+        Input("seed", T.INT, default=0, min=0, max=SEED_MAX),
+        Input("steps", T.INT, default=20, min=1, max=1000),
+        Input("cfg", T.FLOAT, default=7.5, min=0.0, max=100.0, step=0.1),
+        Input("sampler", T.STRING, default="dpmpp_2m_karras", choices=SAMPLER_NAMES),
+        Input("denoise", T.FLOAT, default=1.0, min=0.0, max=1.0, step=0.01),
+        Input(
+            "preview",
+            T.BOOLEAN,
+            default=True,
+            accepts="constant",
+            description="Send a rough preview of the latents after each step.",
+        ),
+    )
+    outputs = (Output("latent", T.LATENT),)
+
+    def run(
+        self,
+        ctx: Context,
+        model: Any,
+        positive: Any,
+        negative: Any,
+        latent: Any,
+        seed: int,
+        steps: int,
+        cfg: float,
+        sampler: str,
+        denoise: float,
+        preview: bool,
+    ) -> dict[str, Any]:
+        from models.sampling import SampleJob, sample
+
+        checkpoint = model.checkpoint.get()
+        manager = manager_of(ctx)
+
+        def on_step(step: int, total: int, latents: Any) -> None:
+            ctx.progress(step, total)
+            if preview:
+                ctx.preview(latent_preview(latents.to("cpu")))
+
+        job = SampleJob(
+            unet=checkpoint.unet,
+            scheduler_config=checkpoint.scheduler_config,
+            positive=positive,
+            negative=negative,
+            latent=latent,
+            seed=seed,
+            steps=steps,
+            cfg=cfg,
+            sampler=sampler,
+            denoise=denoise,
+            family=checkpoint.family,
+            vae_scale=checkpoint.vae_scale,
+            device=manager.device,
+            dtype=manager.dtype,
+            on_step=on_step,
+        )
+        try:
+            samples = sample(job, ctx.check_cancelled)
+        except ValueError as exc:
+            raise NodeInputError("latent", str(exc)) from None
+        return {"latent": latent.with_(samples=samples, std=None)}
+
+
+NODES = (
+    CheckpointLoader,
+    CLIPTextEncode,
+    ConditioningCombine,
+    EmptyLatent,
+    VAEEncode,
+    VAEDecode,
+    SetLatentNoiseMask,
+    Sampler,
+)
