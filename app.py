@@ -6,6 +6,7 @@
     python app.py validate WORKFLOW    report every problem in a workflow
     python app.py nodes [--json]       list the node types
     python app.py schema               print the JSON Schema of the workflow format
+    python app.py import-comfy FILE    convert a ComfyUI workflow into a studio one
 
 Only the standard library is imported here, so --help, validate, nodes and schema
 start fast; torch, diffusers and gradio are loaded only by what needs them.
@@ -69,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.add_argument("--json", action="store_true", help="full descriptions as JSON")
 
     commands.add_parser("schema", help="print the JSON Schema of the workflow file")
+
+    comfy = commands.add_parser("import-comfy", help="convert a ComfyUI workflow (API or UI format)")
+    comfy.add_argument("file", help="a ComfyUI workflow .json")
+    comfy.add_argument("--out", default=None, help="where to write (default: FILE's stem + .studio.json)")
+    comfy.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
 
@@ -110,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         from cli.info import nodes_command
 
         return nodes_command(args)
+    if command == "import-comfy":
+        from cli.comfy import import_comfy_command
+
+        return import_comfy_command(args)
     if command == "schema":
         from cli.info import schema_command
 

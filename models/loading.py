@@ -211,3 +211,118 @@ def _load_single_file(path: Path, dtype: torch.dtype, allow_pickle: bool) -> Che
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise CheckpointError(f"cannot load {path.name} as a {family} checkpoint: {exc}") from None
     return _from_components(pipe.components, family, str(path))
+
+
+def _single_model_config(path: Path, default: Path) -> Path:
+    """A sidecar ``<stem>.config`` folder next to the file wins over the shipped config."""
+    sidecar = path.with_name(path.stem + ".config")
+    return sidecar if (sidecar / "config.json").is_file() else default
+
+
+def load_controlnet(
+    path: Path, *, device: str = "cpu", dtype: torch.dtype | None = None, allow_pickle: bool = False
+) -> Any:
+    """A ControlNet from a diffusers folder or a single file (SD 1.x or SDXL layout)."""
+    import torch
+    from diffusers import ControlNetModel
+
+    dtype = dtype or torch.float32
+    path = Path(path)
+    try:
+        if path.is_dir():
+            model = ControlNetModel.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+        else:
+            check_weights_file(path, allow_pickle)
+            keys = load_state_dict(path, allow_pickle=allow_pickle)
+            xl = any("add_embedding" in k or "label_emb" in k for k in keys)
+            del keys
+            default = CONFIGS / ("controlnet-sdxl" if xl else "controlnet-sd15")
+            config = _single_model_config(path, default)
+            model = ControlNetModel.from_single_file(
+                str(path), config=str(config), local_files_only=True, dtype=dtype
+            )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot load the ControlNet {path.name}: {exc}") from None
+    return model.to(device).eval().requires_grad_(False)
+
+
+def load_vae(
+    path: Path, *, device: str = "cpu", dtype: torch.dtype | None = None, allow_pickle: bool = False
+) -> Any:
+    """A VAE from a diffusers folder or a single file (the original layout)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    dtype = dtype or torch.float32
+    path = Path(path)
+    try:
+        if path.is_dir():
+            model = AutoencoderKL.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+        else:
+            check_weights_file(path, allow_pickle)
+            config = _single_model_config(path, CONFIGS / "sd15" / "vae")
+            model = AutoencoderKL.from_single_file(
+                str(path), config=str(config), local_files_only=True, dtype=dtype
+            )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot load the VAE {path.name}: {exc}") from None
+    return model.to(device).eval().requires_grad_(False)
+
+
+def with_loras(
+    checkpoint: Checkpoint, loras: list[tuple[Path, float, float]], allow_pickle: bool
+) -> Checkpoint:
+    """A copy of ``checkpoint`` with LoRAs fused in (kohya or diffusers keys), each at
+    (UNet strength, text encoder strength). The shared original is left untouched."""
+    import copy
+
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    unet = copy.deepcopy(checkpoint.unet)
+    encoders = [copy.deepcopy(e) for e in checkpoint.text_encoders]
+    common = {
+        "vae": checkpoint.vae,
+        "unet": unet,
+        "scheduler": DDIMScheduler.from_config(checkpoint.scheduler_config),
+    }
+    if checkpoint.family == "sdxl":
+        pipe: Any = StableDiffusionXLPipeline(
+            text_encoder=encoders[0],
+            text_encoder_2=encoders[1],
+            tokenizer=checkpoint.tokenizers[0],
+            tokenizer_2=checkpoint.tokenizers[1],
+            **common,
+        )
+        text_parts = ["text_encoder", "text_encoder_2"]
+    else:
+        pipe = StableDiffusionPipeline(
+            text_encoder=encoders[0],
+            tokenizer=checkpoint.tokenizers[0],
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+            **common,
+        )
+        text_parts = ["text_encoder"]
+    for index, (path, unet_strength, clip_strength) in enumerate(loras):
+        check_weights_file(path, allow_pickle)
+        state = load_state_dict(path, allow_pickle=allow_pickle)
+        name = f"lora{index}"
+        try:
+            pipe.load_lora_weights(state, adapter_name=name)
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"{path.name} is not a LoRA for this {checkpoint.family} model: {exc}"
+            ) from None
+        pipe.fuse_lora(components=["unet"], lora_scale=unet_strength, adapter_names=[name])
+        pipe.fuse_lora(components=text_parts, lora_scale=clip_strength, adapter_names=[name])
+        pipe.unload_lora_weights()
+    return Checkpoint(
+        family=checkpoint.family,
+        unet=unet,
+        vae=checkpoint.vae,
+        text_encoders=encoders,
+        tokenizers=checkpoint.tokenizers,
+        scheduler_config=checkpoint.scheduler_config,
+        source=checkpoint.source + "+" + ",".join(p.name for p, _, _ in loras),
+    )

@@ -267,20 +267,26 @@ def _control_residuals(
 ) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
     """Sum the residuals of every ControlNet on every conditioning active at this step."""
     import torch
+    import torch.nn.functional as F
 
     if not any(c.controls for c in conds):
         return None, None
+
     batch = job.latent.samples.shape[0]
-    fraction = index / max(total, 1)
+    pixels = tuple(size * job.vae_scale for size in job.latent.samples.shape[-2:])
     down_total: list[torch.Tensor] | None = None
     mid_total: torch.Tensor | None = None
     for position, cond in enumerate(conds):
         for hint in cond.controls:
-            if not (hint.start <= fraction < hint.end or (hint.end >= 1.0 and fraction >= hint.start)):
+            # the ControlNet pipeline's rule: active from start to end, as fractions of the steps
+            if index / total < hint.start or (index + 1) / total > hint.end:
                 continue
             controlnet = hint.model()
             rows = slice(position * batch, (position + 1) * batch)
-            image = hint.image.to(model_input.device, model_input.dtype).repeat(batch, 1, 1, 1)
+            image = hint.image.to(model_input.device, model_input.dtype)
+            if tuple(image.shape[-2:]) != pixels:
+                image = F.interpolate(image, size=pixels, mode="bilinear", align_corners=False)
+            image = image.repeat(batch, 1, 1, 1)
             cond_added = {k: v[rows] for k, v in added.items()} if added else None
             with torch.no_grad():
                 down, mid = controlnet(
@@ -293,10 +299,7 @@ def _control_residuals(
                     return_dict=False,
                 )
             if down_total is None:
-                down_total = [
-                    torch.zeros_like(model_input[:, :1]).new_zeros((model_input.shape[0], *d.shape[1:]))
-                    for d in down
-                ]
+                down_total = [d.new_zeros((model_input.shape[0], *d.shape[1:])) for d in down]
                 mid_total = mid.new_zeros((model_input.shape[0], *mid.shape[1:]))
             for slot, residual in zip(down_total, down, strict=True):
                 slot[rows] += residual

@@ -39,7 +39,8 @@ class ModelRef:
     """MODEL: the denoising UNet of a checkpoint (with LoRAs to apply, if any)."""
 
     checkpoint: CheckpointRef
-    loras: tuple[tuple[str, float], ...] = ()
+    #: (path, UNet strength, text encoder strength, file state) for each LoRA, in order
+    loras: tuple[tuple[str, float, float, str], ...] = ()
 
     def cache_size(self) -> int:
         return 256
@@ -50,16 +51,16 @@ class ClipRef:
     """CLIP: the text encoder(s) and tokenizer(s) of a checkpoint."""
 
     checkpoint: CheckpointRef
-    loras: tuple[tuple[str, float], ...] = ()
-    embeddings: tuple[str, ...] = ()
+    loras: tuple[tuple[str, float, float, str], ...] = ()
 
     def cache_size(self) -> int:
         return 256
 
 
 @dataclass(frozen=True, eq=False)
-class VaeRef:
-    """VAE: a checkpoint's VAE (``part="vae"`` of the checkpoint's entry), or a VAE file."""
+class ModuleRef:
+    """A model in the manager (VAE, CONTROL_NET, ...): the entry itself, or one ``part`` of it
+    (a checkpoint's ``vae``)."""
 
     key: Hashable
     manager: ModelManager

@@ -43,6 +43,25 @@ def vae_choices() -> list[str]:
     return _paths().list("vae")
 
 
+def lora_choices() -> list[str]:
+    return _paths().list("loras")
+
+
+def checkpoint_for(ref: Any, ctx: Context) -> Any:
+    """The checkpoint a MODEL or CLIP stands for, with its LoRAs fused (shared per LoRA set)."""
+    from models.loading import with_loras
+
+    base = ref.checkpoint
+    if not ref.loras:
+        return base.get()
+    manager = manager_of(ctx)
+    loras = [
+        (Path(path), unet_strength, clip_strength) for path, unet_strength, clip_strength, _ in ref.loras
+    ]
+    key = (base.key, "loras", ref.loras)
+    return manager.get(key, lambda: with_loras(base.get(), loras, manager.allow_pickle))
+
+
 def manager_of(ctx: Context) -> Any:
     """The run's model manager (one per process, shared by every run)."""
     if ctx.settings.models is None:
@@ -89,7 +108,7 @@ class CheckpointLoader(Node):
     def run(self, ctx: Context, ckpt_name: str, prediction: str) -> dict[str, Any]:
         from models.loading import CheckpointError, load_checkpoint
         from models.safety import PickleRefused, UnsafeOrBrokenFile
-        from models.values import CheckpointRef, ClipRef, ModelRef, VaeRef
+        from models.values import CheckpointRef, ClipRef, ModelRef, ModuleRef
 
         path = _paths().find("checkpoints", ckpt_name)
         if path is None:
@@ -113,8 +132,90 @@ class CheckpointLoader(Node):
         except (CheckpointError, PickleRefused, UnsafeOrBrokenFile) as exc:
             raise NodeInputError("ckpt_name", str(exc)) from None
         ref = CheckpointRef(key, manager, load, checkpoint.family)
-        vae = VaeRef(key, manager, load, part="vae")
+        vae = ModuleRef(key, manager, load, part="vae")
         return {"model": ModelRef(ref), "clip": ClipRef(ref), "vae": vae}
+
+
+class LoraLoader(Node):
+    category = "loaders"
+    description = "Add a LoRA (kohya or diffusers format) to a model and its text encoder."
+    inputs = (
+        Input("model", T.MODEL),
+        Input("clip", T.CLIP),
+        Input(
+            "lora_name",
+            T.STRING,
+            choices=lora_choices,
+            accepts="constant",
+            description="A .safetensors LoRA in models/loras.",
+        ),
+        Input("strength_model", T.FLOAT, default=1.0, min=-10.0, max=10.0, step=0.05),
+        Input("strength_clip", T.FLOAT, default=1.0, min=-10.0, max=10.0, step=0.05),
+    )
+    outputs = (Output("model", T.MODEL), Output("clip", T.CLIP))
+
+    def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
+        path = _paths().find("loras", str(inputs.get("lora_name") or ""))
+        return _file_state(path) if path is not None else "missing"
+
+    def run(
+        self, ctx: Context, model: Any, clip: Any, lora_name: str, strength_model: float, strength_clip: float
+    ) -> dict[str, Any]:
+        from dataclasses import replace
+
+        from models.safety import check_weights_file
+
+        path = _paths().find("loras", lora_name)
+        if path is None:
+            raise NodeInputError("lora_name", f"{lora_name!r} is not in models/loras; put the file there")
+        try:
+            check_weights_file(path, manager_of(ctx).allow_pickle)
+        except Exception as exc:  # noqa: BLE001 - PickleRefused, said in plain words
+            raise NodeInputError("lora_name", str(exc)) from None
+        entry = (str(path.resolve()), float(strength_model), float(strength_clip), _file_state(path))
+        loras = model.loras + (entry,)
+        return {"model": replace(model, loras=loras), "clip": replace(clip, loras=loras)}
+
+
+class VAELoader(Node):
+    category = "loaders"
+    description = "Load a VAE to use instead of the checkpoint's own."
+    inputs = (
+        Input(
+            "vae_name",
+            T.STRING,
+            choices=vae_choices,
+            accepts="constant",
+            description="A file or diffusers folder in models/vae.",
+        ),
+    )
+    outputs = (Output("vae", T.VAE),)
+
+    def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
+        path = _paths().find("vae", str(inputs.get("vae_name") or ""))
+        return _file_state(path) if path is not None else "missing"
+
+    def run(self, ctx: Context, vae_name: str) -> dict[str, Any]:
+        from models.loading import CheckpointError, load_vae
+        from models.safety import PickleRefused
+        from models.values import ModuleRef
+
+        path = _paths().find("vae", vae_name)
+        if path is None:
+            raise NodeInputError("vae_name", f"{vae_name!r} is not in models/vae; put the file there")
+        manager = manager_of(ctx)
+        key = ("vae", str(path.resolve()), _file_state(path))
+
+        def load() -> Any:
+            return load_vae(
+                path, device=manager.device, dtype=manager.dtype, allow_pickle=manager.allow_pickle
+            )
+
+        try:
+            manager.get(key, load)
+        except (CheckpointError, PickleRefused) as exc:
+            raise NodeInputError("vae_name", str(exc)) from None
+        return {"vae": ModuleRef(key, manager, load)}
 
 
 class CLIPTextEncode(Node):
@@ -132,7 +233,7 @@ class CLIPTextEncode(Node):
         from models.prompts import encode
         from models.values import Cond
 
-        checkpoint = clip.checkpoint.get()
+        checkpoint = checkpoint_for(clip, ctx)
         device = manager_of(ctx).device
         if checkpoint.family == "sdxl":
             parts, pooled = [], None
@@ -320,7 +421,7 @@ class Sampler(Node):
     ) -> dict[str, Any]:
         from models.sampling import SampleJob, sample
 
-        checkpoint = model.checkpoint.get()
+        checkpoint = checkpoint_for(model, ctx)
         manager = manager_of(ctx)
 
         def on_step(step: int, total: int, latents: Any) -> None:
@@ -354,6 +455,8 @@ class Sampler(Node):
 
 NODES = (
     CheckpointLoader,
+    LoraLoader,
+    VAELoader,
     CLIPTextEncode,
     ConditioningCombine,
     EmptyLatent,

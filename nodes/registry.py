@@ -22,6 +22,7 @@ BUILTIN_PACKS: tuple[str, ...] = (
     "nodes.image",
     "nodes.mask",
     "nodes.diffusion",
+    "nodes.control",
 )
 
 

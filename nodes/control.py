@@ -1,0 +1,197 @@
+"""ControlNet: load one, apply it to a conditioning, and make hint images without weights.
+
+The preprocessors need no model: Canny edges (OpenCV), soft edges (a blurred gradient
+magnitude), and a blurred "tile" image; a grayscale hint comes from ImageGrayscale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from nodes import types as T
+from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
+from nodes.diffusion import _file_state, _paths, manager_of
+from nodes.image import as_image
+
+
+def controlnet_choices() -> list[str]:
+    return _paths().list("controlnet")
+
+
+class ControlNetLoader(Node):
+    category = "loaders"
+    description = "Load a ControlNet (diffusers folder or single file, SD 1.x or SDXL)."
+    inputs = (
+        Input(
+            "control_net_name",
+            T.STRING,
+            choices=controlnet_choices,
+            accepts="constant",
+            description="A file or diffusers folder in models/controlnet.",
+        ),
+    )
+    outputs = (Output("control_net", T.CONTROL_NET),)
+
+    def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
+        path = _paths().find("controlnet", str(inputs.get("control_net_name") or ""))
+        return _file_state(path) if path is not None else "missing"
+
+    def run(self, ctx: Context, control_net_name: str) -> dict[str, Any]:
+        from models.loading import CheckpointError, load_controlnet
+        from models.safety import PickleRefused, UnsafeOrBrokenFile
+        from models.values import ModuleRef
+
+        path = _paths().find("controlnet", control_net_name)
+        if path is None:
+            raise NodeInputError("control_net_name", f"{control_net_name!r} is not in models/controlnet")
+        manager = manager_of(ctx)
+        key = ("controlnet", str(path.resolve()), _file_state(path))
+
+        def load() -> Any:
+            return load_controlnet(
+                path, device=manager.device, dtype=manager.dtype, allow_pickle=manager.allow_pickle
+            )
+
+        try:
+            manager.get(key, load)
+        except (CheckpointError, PickleRefused, UnsafeOrBrokenFile) as exc:
+            raise NodeInputError("control_net_name", str(exc)) from None
+        return {"control_net": ModuleRef(key, manager, load)}
+
+
+class ControlNetApply(Node):
+    category = "conditioning/control"
+    description = "Guide a conditioning with a ControlNet and a hint image; chain several to combine."
+    inputs = (
+        Input("conditioning", T.CONDITIONING),
+        Input("control_net", T.CONTROL_NET),
+        Input("image", T.IMAGE, description="The hint: edges, depth, a pose... (white on black for edges)."),
+        Input("strength", T.FLOAT, default=1.0, min=0.0, max=10.0, step=0.05),
+        Input(
+            "start",
+            T.FLOAT,
+            default=0.0,
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            description="From which fraction of the steps it acts.",
+        ),
+        Input(
+            "end",
+            T.FLOAT,
+            default=1.0,
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            description="Until which fraction of the steps it acts.",
+        ),
+    )
+    outputs = (Output("conditioning", T.CONDITIONING),)
+
+    def run(
+        self,
+        ctx: Context,
+        conditioning: Any,
+        control_net: Any,
+        image: np.ndarray,
+        strength: float,
+        start: float,
+        end: float,
+    ) -> dict[str, Any]:
+        import torch
+
+        from models.sampling import ControlHint
+
+        if end <= start:
+            raise NodeInputError("end", f"end ({end}) must be after start ({start})")
+        image = as_image("image", image)
+        hint = torch.from_numpy(np.ascontiguousarray(image[:1])).permute(0, 3, 1, 2).contiguous()
+        control = ControlHint(model=control_net.get, image=hint, strength=strength, start=start, end=end)
+        return {"conditioning": tuple(c.with_(controls=(*c.controls, control)) for c in conditioning)}
+
+
+def _gray_uint8(image: np.ndarray) -> np.ndarray:
+    weights = np.asarray((0.299, 0.587, 0.114), dtype=np.float32)
+    return (np.clip(image @ weights, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+class CannyEdges(Node):
+    category = "image/preprocess"
+    description = "White Canny edges on black (OpenCV), the hint for a canny ControlNet."
+    inputs = (
+        Input("image", T.IMAGE),
+        Input("low_threshold", T.INT, default=100, min=0, max=255),
+        Input("high_threshold", T.INT, default=200, min=0, max=255),
+    )
+    outputs = (Output("image", T.IMAGE),)
+
+    def run(self, ctx: Context, image: np.ndarray, low_threshold: int, high_threshold: int) -> dict[str, Any]:
+        import cv2
+
+        if high_threshold < low_threshold:
+            raise NodeInputError("high_threshold", "must be at least low_threshold")
+        image = as_image("image", image)
+        edges = [cv2.Canny(gray, low_threshold, high_threshold) for gray in _gray_uint8(image)]
+        out = np.stack(edges).astype(np.float32) / 255.0
+        return {"image": np.repeat(out[..., None], 3, axis=-1)}
+
+
+class SoftEdges(Node):
+    category = "image/preprocess"
+    description = "Soft edges: the blurred gradient strength, for soft-edge / HED-style ControlNets."
+    inputs = (
+        Input("image", T.IMAGE),
+        Input(
+            "blur", T.FLOAT, default=1.5, min=0.0, max=20.0, step=0.1, description="Blur before, in pixels."
+        ),
+    )
+    outputs = (Output("image", T.IMAGE),)
+
+    def run(self, ctx: Context, image: np.ndarray, blur: float) -> dict[str, Any]:
+        import cv2
+
+        image = as_image("image", image)
+        out = []
+        for gray in _gray_uint8(image):
+            g = gray.astype(np.float32) / 255.0
+            if blur > 0:
+                g = cv2.GaussianBlur(g, (0, 0), blur)
+            dx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
+            dy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
+            magnitude = np.sqrt(dx * dx + dy * dy)
+            peak = float(magnitude.max())
+            out.append(magnitude / peak if peak > 0 else magnitude)
+        stacked = np.stack(out).astype(np.float32)
+        return {"image": np.repeat(stacked[..., None], 3, axis=-1)}
+
+
+class TileBlur(Node):
+    category = "image/preprocess"
+    description = "A blurred copy (downscaled and back), the hint for a tile ControlNet."
+    inputs = (
+        Input("image", T.IMAGE),
+        Input("factor", T.INT, default=4, min=1, max=64, description="How much smaller the detail becomes."),
+    )
+    outputs = (Output("image", T.IMAGE),)
+
+    def run(self, ctx: Context, image: np.ndarray, factor: int) -> dict[str, Any]:
+        import cv2
+
+        image = as_image("image", image)
+        height, width = image.shape[1:3]
+        small = (max(1, width // factor), max(1, height // factor))
+        out = [
+            cv2.resize(
+                cv2.resize(frame, small, interpolation=cv2.INTER_AREA),
+                (width, height),
+                interpolation=cv2.INTER_CUBIC,
+            )
+            for frame in image
+        ]
+        return {"image": np.clip(np.stack(out), 0, 1).astype(np.float32)}
+
+
+NODES = (ControlNetLoader, ControlNetApply, CannyEdges, SoftEdges, TileBlur)
