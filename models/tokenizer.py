@@ -12,6 +12,8 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,17 +63,25 @@ def write_vocabulary(folder: Path) -> tuple[Path, Path]:
     vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
     if vocab_file.is_file() and merges_file.is_file():
         return vocab_file, merges_file
-    lines = gzip.open(bpe_path(), "rt", encoding="utf-8").read().split("\n")
-    merges = lines[1 : N_MERGES + 1]
+    with gzip.open(bpe_path(), "rt", encoding="utf-8") as handle:
+        lines = handle.read().split("\n")
+    merges = lines[1 : N_MERGES + 1]  # the first line is a version header
     symbols = _bytes_to_unicode()
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
-    tmp_vocab, tmp_merges = folder / "vocab.json.tmp", folder / "merges.txt.tmp"
-    tmp_vocab.write_text(json.dumps({token: index for index, token in enumerate(vocab)}), encoding="utf-8")
-    tmp_merges.write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    tmp_vocab.replace(vocab_file)
-    tmp_merges.replace(merges_file)
+    if len(vocab) != 49408:
+        raise TokenizerUnavailable(f"{bpe_path()} does not hold CLIP's vocabulary ({len(vocab)} tokens)")
+    _write_atomic(merges_file, "#version: 0.2\n" + "\n".join(merges) + "\n")
+    _write_atomic(vocab_file, json.dumps({token: index for index, token in enumerate(vocab)}))
     return vocab_file, merges_file
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file, so two processes building at once never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    Path(tmp).replace(path)
 
 
 def clip_tokenizer(pad_token: str = "<|endoftext|>", cache: Path = CACHE) -> CLIPTokenizer:
