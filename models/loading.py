@@ -276,47 +276,23 @@ def with_loras(
     (UNet strength, text encoder strength). The shared original is left untouched."""
     import copy
 
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+    from models.lora import LoraError, fuse, read_pairs
 
     unet = copy.deepcopy(checkpoint.unet)
     encoders = [copy.deepcopy(e) for e in checkpoint.text_encoders]
-    common = {
-        "vae": checkpoint.vae,
+    components = {
         "unet": unet,
-        "scheduler": DDIMScheduler.from_config(checkpoint.scheduler_config),
+        "text_encoder": encoders[0],
+        "text_encoder_2": encoders[1] if len(encoders) > 1 else None,
     }
-    if checkpoint.family == "sdxl":
-        pipe: Any = StableDiffusionXLPipeline(
-            text_encoder=encoders[0],
-            text_encoder_2=encoders[1],
-            tokenizer=checkpoint.tokenizers[0],
-            tokenizer_2=checkpoint.tokenizers[1],
-            **common,
-        )
-        text_parts = ["text_encoder", "text_encoder_2"]
-    else:
-        pipe = StableDiffusionPipeline(
-            text_encoder=encoders[0],
-            tokenizer=checkpoint.tokenizers[0],
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-            **common,
-        )
-        text_parts = ["text_encoder"]
-    for index, (path, unet_strength, clip_strength) in enumerate(loras):
-        check_weights_file(path, allow_pickle)
+    for path, unet_strength, clip_strength in loras:
         state = load_state_dict(path, allow_pickle=allow_pickle)
-        name = f"lora{index}"
+        strengths = {"unet": unet_strength, "text_encoder": clip_strength, "text_encoder_2": clip_strength}
         try:
-            pipe.load_lora_weights(state, adapter_name=name)
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise CheckpointError(
-                f"{path.name} is not a LoRA for this {checkpoint.family} model: {exc}"
-            ) from None
-        pipe.fuse_lora(components=["unet"], lora_scale=unet_strength, adapter_names=[name])
-        pipe.fuse_lora(components=text_parts, lora_scale=clip_strength, adapter_names=[name])
-        pipe.unload_lora_weights()
+            fuse(components, read_pairs(state, dict(unet.config)), strengths)
+        except LoraError as exc:
+            family = checkpoint.family
+            raise CheckpointError(f"{path.name} is not a LoRA for this {family} model: {exc}") from None
     return Checkpoint(
         family=checkpoint.family,
         unet=unet,

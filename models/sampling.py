@@ -151,10 +151,16 @@ def _embeds(conds: Sequence[Cond], batch: int, device: str, dtype: Any) -> torch
     return torch.cat(parts).to(device, dtype)
 
 
+def _randn(shape: tuple[int, ...], generator: Any, device: str, dtype: Any) -> torch.Tensor:
+    import torch
+    from diffusers.utils.torch_utils import randn_tensor
+
+    return randn_tensor(shape, generator=generator, device=torch.device(device), dtype=dtype)
+
+
 def sample(job: SampleJob, check_cancelled: Callable[[], None] = lambda: None) -> torch.Tensor:
     """Denoise ``job.latent``; returns latents (batch, 4, h, w) in float32 on the CPU."""
     import torch
-    from diffusers.utils.torch_utils import randn_tensor
 
     device, dtype = job.device, job.dtype or torch.float32
     scheduler = make_scheduler(job.sampler, job.scheduler_config)
@@ -166,29 +172,36 @@ def sample(job: SampleJob, check_cancelled: Callable[[], None] = lambda: None) -
     latent = job.latent
     batch = latent.samples.shape[0]
     shape = tuple(latent.samples.shape)
-    init = latent.samples.to(device, dtype)
-    if latent.std is not None:
-        eps = randn_tensor(shape, generator=generator, device=torch.device(device), dtype=dtype)
-        init = init + latent.std.to(device, dtype) * eps
-    noise = randn_tensor(shape, generator=generator, device=torch.device(device), dtype=dtype)
+    in_channels = int(job.unet.config.in_channels)
+    mask = latent.noise_mask.to(device, dtype) if latent.noise_mask is not None else None
     empty = latent.std is None and not bool(latent.samples.any())
-    if job.denoise >= 1.0 and (empty or latent.noise_mask is not None):
+    pure_noise = job.denoise >= 1.0 and (empty or mask is not None)
+    # Draw from the generator in the pipelines' order: the image's latents (when they are
+    # used), the noise, then (9-channel inpainting) the masked image's latents.
+    init = latent.samples.to(device, dtype)
+    if latent.std is not None and (not pure_noise or (mask is not None and in_channels != 9)):
+        init = init + latent.std.to(device, dtype) * _randn(shape, generator, device, dtype)
+    noise = _randn(shape, generator, device, dtype)
+    if pure_noise:
         latents = noise * scheduler.init_noise_sigma
     else:
         latents = scheduler.add_noise(init, noise, timesteps[:1].repeat(batch))
 
-    in_channels = int(job.unet.config.in_channels)
-    mask = latent.noise_mask.to(device, dtype) if latent.noise_mask is not None else None
     if in_channels == 9:
         if mask is None or latent.masked_image is None:
             raise ValueError(
                 "this is an inpainting model: give it a latent from InpaintEncode (image and mask)"
             )
-        extra_inputs = torch.cat([mask, latent.masked_image.to(device, dtype)], dim=1)
-    elif in_channels != shape[1]:
-        raise ValueError(f"the model expects {in_channels} latent channels, the latent has {shape[1]}")
-    else:
+        masked = latent.masked_image.to(device, dtype)
+        if latent.masked_image_std is not None:
+            masked = masked + latent.masked_image_std.to(device, dtype) * _randn(
+                shape, generator, device, dtype
+            )
+        extra_inputs = torch.cat([mask, masked], dim=1)
+    elif in_channels == shape[1]:
         extra_inputs = None
+    else:
+        raise ValueError(f"the model expects {in_channels} latent channels, the latent has {shape[1]}")
 
     conds = list(job.negative) + list(job.positive)
     use_cfg = job.cfg > 1.0 and len(job.negative) > 0
@@ -306,3 +319,63 @@ def _control_residuals(
             assert mid_total is not None
             mid_total[rows] += mid
     return down_total, mid_total
+
+
+@dataclass
+class EditJob:
+    """InstructPix2Pix: an 8-channel UNet edits ``image_latents`` (the VAE's mode, unscaled)
+    as the text says, with separate text and image guidance."""
+
+    unet: Any
+    scheduler_config: dict[str, Any]
+    positive: Sequence[Cond]
+    negative: Sequence[Cond]
+    image_latents: torch.Tensor
+    seed: int
+    steps: int
+    text_cfg: float
+    image_cfg: float
+    sampler: str
+    device: str = "cpu"
+    dtype: Any = None
+    on_step: Callable[[int, int, torch.Tensor], None] | None = None
+
+
+def sample_edit(job: EditJob, check_cancelled: Callable[[], None] = lambda: None) -> torch.Tensor:
+    """The InstructPix2Pix loop: predictions for (text, image), (no text, image) and (nothing)."""
+    import torch
+
+    if int(job.unet.config.in_channels) != 8:
+        raise ValueError("InstructPix2Pix needs an instruction-editing model (a UNet with 8 input channels)")
+    if len(job.positive) != 1 or len(job.negative) != 1:
+        raise ValueError("InstructPix2Pix takes one positive and one negative conditioning")
+    device, dtype = job.device, job.dtype or torch.float32
+    scheduler = make_scheduler(job.sampler, job.scheduler_config)
+    scheduler.set_timesteps(job.steps, device=device)
+    image = job.image_latents.to(device, dtype)
+    batch = image.shape[0]
+    generator = torch.Generator("cpu").manual_seed(int(job.seed))
+    shape = (batch, int(job.unet.config.out_channels), *image.shape[-2:])
+    latents = _randn(shape, generator, device, dtype) * scheduler.init_noise_sigma
+    guided = job.text_cfg > 1.0 and job.image_cfg >= 1.0
+    if guided:
+        conds = [job.positive[0], job.negative[0], job.negative[0]]
+        images = torch.cat([image, image, torch.zeros_like(image)])
+    else:
+        conds, images = [job.positive[0]], image
+    embeds = _embeds(conds, batch, device, dtype)
+    step_kwargs = _step_kwargs(scheduler, generator)
+    total = len(scheduler.timesteps)
+    for index, t in enumerate(scheduler.timesteps):
+        check_cancelled()
+        model_input = scheduler.scale_model_input(torch.cat([latents] * len(conds)), t)
+        model_input = torch.cat([model_input, images], dim=1)
+        with torch.no_grad():
+            pred = job.unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
+        if guided:
+            text, with_image, uncond = pred.chunk(3)
+            pred = uncond + job.text_cfg * (text - with_image) + job.image_cfg * (with_image - uncond)
+        latents = scheduler.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
+        if job.on_step is not None:
+            job.on_step(index + 1, total, latents)
+    return latents.to("cpu", torch.float32)

@@ -89,6 +89,7 @@ class Latent:
     std: torch.Tensor | None = None
     noise_mask: torch.Tensor | None = None
     masked_image: torch.Tensor | None = None  # latents of the masked image, for 9-channel UNets
+    masked_image_std: torch.Tensor | None = None
 
     def with_(self, **changes: Any) -> Latent:
         return replace(self, **changes)
@@ -96,7 +97,7 @@ class Latent:
     @property
     def nbytes(self) -> int:
         total = self.samples.numel() * 4
-        for extra in (self.std, self.noise_mask, self.masked_image):
+        for extra in (self.std, self.noise_mask, self.masked_image, self.masked_image_std):
             if extra is not None:
                 total += extra.numel() * 4
         return total

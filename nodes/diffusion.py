@@ -258,6 +258,68 @@ class ConditioningCombine(Node):
         return {"conditioning": tuple(conditioning_a) + tuple(conditioning_b)}
 
 
+class ConditioningRegion(Node):
+    category = "conditioning"
+    description = "Apply a prompt only inside a box, e.g. 'a puppy' in the bottom left; combine with others."
+    inputs = (
+        Input("conditioning", T.CONDITIONING),
+        Input(
+            "x", T.FLOAT, default=0.0, min=0.0, max=1.0, step=0.01, description="Left edge (0..1 of width)."
+        ),
+        Input(
+            "y", T.FLOAT, default=0.0, min=0.0, max=1.0, step=0.01, description="Top edge (0..1 of height)."
+        ),
+        Input("width", T.FLOAT, default=0.5, min=0.01, max=1.0, step=0.01),
+        Input("height", T.FLOAT, default=0.5, min=0.01, max=1.0, step=0.01),
+        Input("strength", T.FLOAT, default=1.0, min=0.0, max=10.0, step=0.05),
+    )
+    outputs = (Output("conditioning", T.CONDITIONING),)
+
+    def run(
+        self,
+        ctx: Context,
+        conditioning: Any,
+        x: float,
+        y: float,
+        width: float,
+        height: float,
+        strength: float,
+    ) -> dict[str, Any]:
+        import torch
+
+        if x + width > 1.0 + 1e-6:
+            raise NodeInputError("width", f"x + width is {x + width:.2f}: the box leaves the image (max 1)")
+        if y + height > 1.0 + 1e-6:
+            raise NodeInputError(
+                "height", f"y + height is {y + height:.2f}: the box leaves the image (max 1)"
+            )
+        grid = 64  # the box as a mask on a 64x64 grid, resized to the latent by the sampler
+        region = torch.zeros(1, 1, grid, grid)
+        left, top = round(x * grid), round(y * grid)
+        right, bottom = max(left + 1, round((x + width) * grid)), max(top + 1, round((y + height) * grid))
+        region[..., top:bottom, left:right] = 1.0
+        return {"conditioning": tuple(c.with_(region=region, strength=strength) for c in conditioning)}
+
+
+class ConditioningMask(Node):
+    category = "conditioning"
+    description = "Apply a prompt only where a mask is white (1); combine with others."
+    inputs = (
+        Input("conditioning", T.CONDITIONING),
+        Input("mask", T.MASK),
+        Input("strength", T.FLOAT, default=1.0, min=0.0, max=10.0, step=0.05),
+    )
+    outputs = (Output("conditioning", T.CONDITIONING),)
+
+    def run(self, ctx: Context, conditioning: Any, mask: np.ndarray, strength: float) -> dict[str, Any]:
+        import torch
+
+        from nodes.image import as_mask
+
+        region = torch.from_numpy(np.ascontiguousarray(as_mask("mask", mask)[:1]))[:, None]
+        return {"conditioning": tuple(c.with_(region=region, strength=strength) for c in conditioning)}
+
+
 class EmptyLatent(Node):
     category = "latent"
     description = "A blank latent for text-to-image, of the given size in pixels."
@@ -312,23 +374,28 @@ class VAEEncode(Node):
     outputs = (Output("latent", T.LATENT),)
 
     def run(self, ctx: Context, vae: Any, image: np.ndarray) -> dict[str, Any]:
-        import torch
+        return {"latent": encode_image(vae, image, "image")}
 
-        from models.values import Latent
 
-        model = vae.get()
-        scale = 2 ** (len(model.config.block_out_channels) - 1)
-        if image.shape[1] % scale or image.shape[2] % scale:
-            raise NodeInputError(
-                "image", f"width and height must be multiples of {scale}; resize the image first"
-            )
-        pixels = image_to_tensor(image).to(model.device, model.dtype)
-        with torch.no_grad():
-            dist = model.encode(pixels).latent_dist
-        factor = float(model.config.scaling_factor)
-        mean = (dist.mean * factor).to("cpu", torch.float32)
-        std = (dist.std * factor).to("cpu", torch.float32)
-        return {"latent": Latent(mean, std=std)}
+def encode_image(vae: Any, image: np.ndarray, input_name: str, scaled: bool = True) -> Any:
+    """Encode IMAGE into a Latent holding the encoder's mean and spread (scaled for the UNet)."""
+    import torch
+
+    from models.values import Latent
+    from nodes.image import as_image
+
+    image = as_image(input_name, image)
+    model = vae.get()
+    scale = 2 ** (len(model.config.block_out_channels) - 1)
+    if image.shape[1] % scale or image.shape[2] % scale:
+        raise NodeInputError(input_name, f"width and height must be multiples of {scale}; resize it first")
+    pixels = image_to_tensor(image).to(model.device, model.dtype)
+    with torch.no_grad():
+        dist = model.encode(pixels).latent_dist
+    factor = float(model.config.scaling_factor) if scaled else 1.0
+    mean = (dist.mean * factor).to("cpu", torch.float32)
+    std = (dist.std * factor).to("cpu", torch.float32)
+    return Latent(mean, std=std)
 
 
 class VAEDecode(Node):
@@ -348,6 +415,40 @@ class VAEDecode(Node):
                 ctx.check_cancelled()
                 images.append(model.decode(row, return_dict=False)[0])
         return {"image": tensor_to_image(torch.cat(images))}
+
+
+class InpaintEncode(Node):
+    category = "latent/inpaint"
+    description = (
+        "Encode an image and a mask for inpainting: works with any model, and feeds 9-channel models."
+    )
+    inputs = (
+        Input("vae", T.VAE),
+        Input("image", T.IMAGE),
+        Input("mask", T.MASK, description="White (1) where the image should be repainted."),
+    )
+    outputs = (Output("latent", T.LATENT),)
+
+    def run(self, ctx: Context, vae: Any, image: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+        from nodes.image import as_mask
+
+        mask = as_mask("mask", mask)
+        if mask.shape[1:] != image.shape[1:3]:
+            raise NodeInputError(
+                "mask",
+                f"is {mask.shape[2]}x{mask.shape[1]} but the image is "
+                f"{image.shape[2]}x{image.shape[1]}; resize one of them",
+            )
+        hard = (mask >= 0.5).astype(np.float32)  # as the inpainting pipelines binarize it
+        encoded = encode_image(vae, image, "image")
+        # masked pixels become 0 in the VAE's [-1, 1] range (mid-gray), as in the inpaint pipelines
+        masked = encode_image(vae, image * (1.0 - hard)[..., None] + 0.5 * hard[..., None], "image")
+        latent = encoded.with_(
+            noise_mask=mask_to_latent(hard, encoded.samples.shape),
+            masked_image=masked.samples,
+            masked_image_std=masked.std,
+        )
+        return {"latent": latent}
 
 
 class SetLatentNoiseMask(Node):
@@ -453,15 +554,103 @@ class Sampler(Node):
         return {"latent": latent.with_(samples=samples, std=None)}
 
 
+class InstructPix2Pix(Node):
+    category = "sampling/edit"
+    description = "Edit an image by an instruction ('make the circle blue') with an InstructPix2Pix model."
+    inputs = (
+        Input("model", T.MODEL),
+        Input("positive", T.CONDITIONING, description="The instruction, encoded."),
+        Input("negative", T.CONDITIONING),
+        Input("vae", T.VAE),
+        Input("image", T.IMAGE),
+        Input("seed", T.INT, default=0, min=0, max=SEED_MAX),
+        Input("steps", T.INT, default=20, min=1, max=1000),
+        Input(
+            "cfg",
+            T.FLOAT,
+            default=7.5,
+            min=0.0,
+            max=100.0,
+            step=0.1,
+            description="How much to follow the text.",
+        ),
+        Input(
+            "image_cfg",
+            T.FLOAT,
+            default=1.5,
+            min=0.0,
+            max=100.0,
+            step=0.05,
+            description="How much to stay close to the image.",
+        ),
+        Input("sampler", T.STRING, default="euler_ancestral", choices=SAMPLER_NAMES),
+    )
+    outputs = (Output("latent", T.LATENT),)
+
+    def run(
+        self,
+        ctx: Context,
+        model: Any,
+        positive: Any,
+        negative: Any,
+        vae: Any,
+        image: np.ndarray,
+        seed: int,
+        steps: int,
+        cfg: float,
+        image_cfg: float,
+        sampler: str,
+    ) -> dict[str, Any]:
+        from models.sampling import EditJob, sample_edit
+        from models.values import Latent
+
+        checkpoint = checkpoint_for(model, ctx)
+        manager = manager_of(ctx)
+        if int(checkpoint.unet.config.in_channels) != 8:
+            raise NodeInputError(
+                "model",
+                "is not an instruction-editing model (its UNet takes "
+                f"{checkpoint.unet.config.in_channels} channels, InstructPix2Pix takes 8)",
+            )
+        source = encode_image(vae, image, "image", scaled=False).samples  # the mode, as the pipeline uses
+
+        def on_step(step: int, total: int, latents: Any) -> None:
+            ctx.progress(step, total)
+
+        job = EditJob(
+            unet=checkpoint.unet,
+            scheduler_config=checkpoint.scheduler_config,
+            positive=positive,
+            negative=negative,
+            image_latents=source,
+            seed=seed,
+            steps=steps,
+            text_cfg=cfg,
+            image_cfg=image_cfg,
+            sampler=sampler,
+            device=manager.device,
+            dtype=manager.dtype,
+            on_step=on_step,
+        )
+        try:
+            return {"latent": Latent(sample_edit(job, ctx.check_cancelled))}
+        except ValueError as exc:
+            raise NodeInputError("positive", str(exc)) from None
+
+
 NODES = (
     CheckpointLoader,
     LoraLoader,
     VAELoader,
     CLIPTextEncode,
     ConditioningCombine,
+    ConditioningRegion,
+    ConditioningMask,
     EmptyLatent,
     VAEEncode,
     VAEDecode,
+    InpaintEncode,
     SetLatentNoiseMask,
+    InstructPix2Pix,
     Sampler,
 )

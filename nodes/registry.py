@@ -23,6 +23,8 @@ BUILTIN_PACKS: tuple[str, ...] = (
     "nodes.mask",
     "nodes.diffusion",
     "nodes.control",
+    "nodes.edit",
+    "nodes.vision",
 )
 
 

@@ -22,6 +22,29 @@ from nodes.registry import Registry, default_registry  # noqa: E402
 TEST_PACK = "tests.packs.testing"
 
 
+@pytest.fixture(scope="session")
+def models_root(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny checkpoints in every format, as the studio's model root (STUDIO_MODELS) for the session."""
+    from tests.fixtures.models_root import build_models_root
+
+    root = build_models_root(tmp_path_factory.mktemp("models"))
+    old = os.environ.get("STUDIO_MODELS")
+    os.environ["STUDIO_MODELS"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("STUDIO_MODELS", None)
+    else:
+        os.environ["STUDIO_MODELS"] = old
+
+
+@pytest.fixture(scope="session")
+def manager():
+    """One model manager for the session's diffusion tests (CPU, float32)."""
+    from models.manager import ModelManager
+
+    return ModelManager(device="cpu")
+
+
 @pytest.fixture
 def registry() -> Registry:
     reg = default_registry()

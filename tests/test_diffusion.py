@@ -8,7 +8,6 @@ loaded from an original-layout single file.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,59 +25,11 @@ from graph.validate import validate  # noqa: E402
 from models.manager import ModelManager  # noqa: E402
 from nodes.base import CancelToken, RunSettings  # noqa: E402
 from nodes.registry import default_registry  # noqa: E402
-from tests.fixtures.original_layout import write_original_sd1  # noqa: E402
-from tests.fixtures.tiny_models import (  # noqa: E402
-    save_config_folder,
-    save_tiny_sd_folder,
-    save_tiny_sdxl_folder,
-    tiny_sd_components,
-)
+from tests.fixtures.models_root import SIZE  # noqa: E402
 from tests.helpers import link  # noqa: E402
 
 pytestmark = pytest.mark.slow
-SIZE = 64  # the tiny models' VAE shrinks by 8: latents of 8x8
 PROMPT = "a red circle at the top left"
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A models folder with the tiny checkpoints in every format, made the studio's model root."""
-    from diffusers import ControlNetModel
-
-    root = tmp_path_factory.mktemp("models")
-    checkpoints = root / "checkpoints"
-    folder = save_tiny_sd_folder(checkpoints / "tiny-sd")
-    save_tiny_sdxl_folder(checkpoints / "tiny-sdxl")
-    write_original_sd1(folder, checkpoints / "tiny-single.safetensors")
-    save_config_folder(folder, checkpoints / "tiny-single.config")
-    (checkpoints / "evil.ckpt").write_bytes(b"not really a pickle")
-    torch.manual_seed(1)
-    unet = tiny_sd_components()["unet"]
-    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 16, 32, 32))
-    with torch.no_grad():
-        for param in controlnet.parameters():  # zero convolutions would make it do nothing
-            param.add_(torch.randn_like(param) * 0.02)
-    controlnet.save_pretrained(root / "controlnet" / "tiny-cn")
-    picture = Image.open(Path(__file__).parent.parent / "workflows" / "assets" / "shapes.png")
-    inputs = root / "inputs"
-    inputs.mkdir()
-    picture.convert("RGB").resize((SIZE, SIZE)).save(inputs / "shapes.png")
-    mask = np.zeros((SIZE, SIZE), np.uint8)
-    mask[16:48, 16:48] = 255
-    Image.fromarray(mask).save(inputs / "mask.png")
-    old = os.environ.get("STUDIO_MODELS")
-    os.environ["STUDIO_MODELS"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("STUDIO_MODELS", None)
-    else:
-        os.environ["STUDIO_MODELS"] = old
-    shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def manager() -> ModelManager:
-    return ModelManager(device="cpu")
 
 
 def run_graph(nodes: dict, root: Path, manager: ModelManager, **kwargs: Any) -> Any:

@@ -1,0 +1,308 @@
+"""LoRA, regional prompts, 9-channel inpainting, InstructPix2Pix, colorization, prompt weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+from models.lora import LoraError, fuse, read_pairs  # noqa: E402
+from models.prompts import Piece, encode, parse_weights  # noqa: E402
+from models.sampling import combine  # noqa: E402
+from models.values import Cond  # noqa: E402
+from nodes.edit import Colorize  # noqa: E402
+from nodes.image import luminance  # noqa: E402
+from tests.fixtures.models_root import SIZE  # noqa: E402
+from tests.fixtures.tiny_models import tiny_sd_components  # noqa: E402
+from tests.helpers import link, run_node  # noqa: E402
+from tests.test_diffusion import PROMPT, as_uint8, assert_same, image_of, pipeline, run_graph, txt2img  # noqa: E402
+
+pytestmark = pytest.mark.slow
+UNET_LAYER = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"
+TEXT_LAYER = "encoder.layers.0.self_attn.q_proj"
+
+
+def kohya_lora(unet: Any, encoder: Any, rank: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    unet_w = dict(unet.named_parameters())[UNET_LAYER + ".weight"]
+    text_w = dict(encoder.named_parameters())[TEXT_LAYER + ".weight"]
+    unet_key = "lora_unet_" + UNET_LAYER.replace(".", "_")
+    text_key = "lora_te_text_model_" + TEXT_LAYER.replace(".", "_")
+    return {
+        unet_key + ".lora_down.weight": torch.randn(rank, unet_w.shape[1], generator=generator) * 0.1,
+        unet_key + ".lora_up.weight": torch.randn(unet_w.shape[0], rank, generator=generator) * 0.1,
+        unet_key + ".alpha": torch.tensor(2.0),
+        text_key + ".lora_down.weight": torch.randn(rank, text_w.shape[1], generator=generator) * 0.1,
+        text_key + ".lora_up.weight": torch.randn(text_w.shape[0], rank, generator=generator) * 0.1,
+        text_key + ".alpha": torch.tensor(4.0),
+    }
+
+
+def test_kohya_lora_fuses_by_the_lora_formula():
+    parts = tiny_sd_components()
+    unet, encoder = parts["unet"], parts["text_encoder"]
+    state = kohya_lora(unet, encoder)
+    before_u = dict(unet.named_parameters())[UNET_LAYER + ".weight"].detach().clone()
+    before_t = dict(encoder.named_parameters())[TEXT_LAYER + ".weight"].detach().clone()
+    fused = fuse(
+        {"unet": unet, "text_encoder": encoder}, read_pairs(state), {"unet": 0.5, "text_encoder": 1.5}
+    )
+    assert fused == 2
+    key_u, key_t = (
+        "lora_unet_" + UNET_LAYER.replace(".", "_"),
+        "lora_te_text_model_" + TEXT_LAYER.replace(".", "_"),
+    )
+    expect_u = (
+        before_u + 0.5 * (2.0 / 4) * state[key_u + ".lora_up.weight"] @ state[key_u + ".lora_down.weight"]
+    )
+    expect_t = (
+        before_t + 1.5 * (4.0 / 4) * state[key_t + ".lora_up.weight"] @ state[key_t + ".lora_down.weight"]
+    )
+    assert torch.allclose(dict(unet.named_parameters())[UNET_LAYER + ".weight"], expect_u, atol=1e-6)
+    assert torch.allclose(dict(encoder.named_parameters())[TEXT_LAYER + ".weight"], expect_t, atol=1e-6)
+
+
+def test_peft_lora_matches_peft_merge():
+    import copy
+
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+
+    parts = tiny_sd_components()
+    reference = copy.deepcopy(parts["unet"])
+    # diffusers-format files carry no alpha: the scale is 1 (alpha equal to the rank)
+    config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_v"], init_lora_weights=False)
+    reference = inject_adapter_in_model(config, reference)
+    state = {f"unet.{k}": v for k, v in get_peft_model_state_dict(reference).items()}
+    for module in reference.modules():
+        if hasattr(module, "merge") and hasattr(module, "lora_A"):
+            module.merge()
+    ours = parts["unet"]
+    fuse({"unet": ours}, read_pairs(state), {"unet": 1.0})
+    merged = {k.replace(".base_layer", ""): v for k, v in reference.named_parameters() if "lora_" not in k}
+    for name, param in ours.named_parameters():
+        assert torch.allclose(param, merged[name], atol=1e-6), name
+
+
+def test_lora_for_another_model_is_refused():
+    parts = tiny_sd_components()
+    state = {
+        "lora_unet_no_such_block_to_q.lora_down.weight": torch.zeros(2, 4),
+        "lora_unet_no_such_block_to_q.lora_up.weight": torch.zeros(4, 2),
+    }
+    with pytest.raises(LoraError, match="another"):
+        fuse({"unet": parts["unet"]}, read_pairs(state), {"unet": 1.0})
+
+
+def test_lora_loader_node(models_root, manager):
+    parts = tiny_sd_components()
+    loras = models_root / "loras"
+    loras.mkdir(exist_ok=True)
+    save_file(kohya_lora(parts["unet"], parts["text_encoder"], seed=3), str(loras / "style.safetensors"))
+    base = image_of(run_graph(txt2img(), models_root, manager))
+
+    def with_lora(strength: float) -> dict:
+        nodes = txt2img()
+        nodes["lora"] = {
+            "type": "LoraLoader",
+            "inputs": {
+                "model": link("ck", "model"),
+                "clip": link("ck", "clip"),
+                "lora_name": "style.safetensors",
+                "strength_model": strength,
+                "strength_clip": strength,
+            },
+        }
+        for name in ("pos", "neg"):
+            nodes[name]["inputs"]["clip"] = link("lora", "clip")
+        nodes["s"]["inputs"]["model"] = link("lora", "model")
+        return nodes
+
+    assert np.array_equal(image_of(run_graph(with_lora(0.0), models_root, manager)), base)
+    changed = image_of(run_graph(with_lora(8.0), models_root, manager))
+    assert np.abs(changed.astype(int) - base.astype(int)).max() > 0
+    again = image_of(run_graph(txt2img(), models_root, manager))
+    assert np.array_equal(again, base)  # the shared checkpoint was not modified
+
+
+def test_regions_weight_predictions_by_area():
+    preds = torch.stack([torch.full((1, 1, 4, 4), 1.0), torch.full((1, 1, 4, 4), 3.0)]).reshape(2, 1, 4, 4)
+    left = torch.zeros(1, 1, 4, 4)
+    left[..., :2] = 1.0
+    conds = [Cond(torch.zeros(1, 77, 8), region=left), Cond(torch.zeros(1, 77, 8), strength=1.0)]
+    mixed = combine(preds, conds, batch=1)
+    assert torch.allclose(mixed[..., :2], torch.full((1, 1, 4, 2), 2.0))  # both apply: the mean
+    assert torch.allclose(mixed[..., 2:], torch.full((1, 1, 4, 2), 3.0))  # only the global one
+    only = [Cond(torch.zeros(1, 77, 8), region=left), Cond(torch.zeros(1, 77, 8), region=1 - left)]
+    split = combine(preds, only, batch=1)
+    assert torch.equal(split[..., :2], preds[0:1, ..., :2]) and torch.equal(
+        split[..., 2:], preds[1:2, ..., 2:]
+    )
+
+
+def test_regional_prompt_graph(models_root, manager):
+    nodes = txt2img()
+    nodes["puppy"] = {"type": "CLIPTextEncode", "inputs": {"clip": link("ck", "clip"), "text": "a puppy"}}
+    nodes["box"] = {
+        "type": "ConditioningRegion",
+        "inputs": {
+            "conditioning": link("puppy", "conditioning"),
+            "x": 0.0,
+            "y": 0.5,
+            "width": 0.5,
+            "height": 0.5,
+        },
+    }
+    nodes["both"] = {
+        "type": "ConditioningCombine",
+        "inputs": {
+            "conditioning_a": link("pos", "conditioning"),
+            "conditioning_b": link("box", "conditioning"),
+        },
+    }
+    nodes["s"]["inputs"]["positive"] = link("both", "conditioning")
+    regional = image_of(run_graph(nodes, models_root, manager))
+    plain = image_of(run_graph(txt2img(), models_root, manager))
+    assert regional.shape == plain.shape and not np.array_equal(regional, plain)
+    nodes["box"]["inputs"].update(x=0.6, width=0.5)
+    result = run_graph(nodes, models_root, manager)
+    assert result.status == "failed" and result.error.input == "width"
+
+
+def test_nine_channel_inpainting_matches_inpaint_pipeline(models_root, manager):
+    nodes = txt2img("tiny-inpaint", seed=11, steps=6)
+    nodes["img"] = {"type": "LoadImage", "inputs": {"path": "shapes.png"}}
+    nodes["m"] = {"type": "LoadImage", "inputs": {"path": "mask.png"}}
+    nodes["mm"] = {"type": "ImageToMask", "inputs": {"image": link("m", "image"), "channel": "red"}}
+    nodes["enc"] = {
+        "type": "InpaintEncode",
+        "inputs": {"vae": link("ck", "vae"), "image": link("img", "image"), "mask": link("mm", "mask")},
+    }
+    nodes["s"]["inputs"]["latent"] = link("enc", "latent")
+    del nodes["lat"]
+    ours = image_of(run_graph(nodes, models_root, manager))
+    pipe = pipeline("StableDiffusionInpaintPipeline", models_root / "checkpoints" / "tiny-inpaint", "euler")
+    theirs = pipe(
+        PROMPT,
+        image=Image.open(models_root / "inputs" / "shapes.png"),
+        mask_image=Image.open(models_root / "inputs" / "mask.png"),
+        num_inference_steps=6,
+        guidance_scale=7.5,
+        height=SIZE,
+        width=SIZE,
+        generator=torch.Generator("cpu").manual_seed(11),
+        output_type="np",
+    ).images
+    assert_same(ours, as_uint8(theirs))
+
+
+def test_instruct_pix2pix_matches_its_pipeline(models_root, manager):
+    nodes = txt2img("tiny-ip2p", seed=5, steps=5)
+    nodes["img"] = {"type": "LoadImage", "inputs": {"path": "shapes.png"}}
+    nodes["s"] = {
+        "type": "InstructPix2Pix",
+        "inputs": {
+            "model": link("ck", "model"),
+            "positive": link("pos", "conditioning"),
+            "negative": link("neg", "conditioning"),
+            "vae": link("ck", "vae"),
+            "image": link("img", "image"),
+            "seed": 5,
+            "steps": 5,
+            "cfg": 7.5,
+            "image_cfg": 1.5,
+            "sampler": "euler_ancestral",
+        },
+    }
+    del nodes["lat"]
+    ours = image_of(run_graph(nodes, models_root, manager))
+    pipe = pipeline(
+        "StableDiffusionInstructPix2PixPipeline", models_root / "checkpoints" / "tiny-ip2p", "euler_ancestral"
+    )
+    theirs = pipe(
+        PROMPT,
+        image=Image.open(models_root / "inputs" / "shapes.png"),
+        num_inference_steps=5,
+        guidance_scale=7.5,
+        image_guidance_scale=1.5,
+        generator=torch.Generator("cpu").manual_seed(5),
+        output_type="np",
+    ).images
+    assert_same(ours, as_uint8(theirs))
+    wrong = dict(nodes)
+    wrong["ck"] = {"type": "CheckpointLoader", "inputs": {"ckpt_name": "tiny-sd"}}
+    result = run_graph(wrong, models_root, manager)
+    assert result.status == "failed" and result.error.input == "model"
+
+
+def test_colorize_keeps_the_luminance_of_the_original(models_root, manager):
+    nodes = txt2img(seed=9, steps=6)
+    nodes["img"] = {"type": "LoadImage", "inputs": {"path": "shapes.png"}}
+    nodes["gray"] = {"type": "ImageGrayscale", "inputs": {"image": link("img", "image")}}
+    nodes["enc"] = {"type": "VAEEncode", "inputs": {"vae": link("ck", "vae"), "image": link("gray", "image")}}
+    nodes["s"]["inputs"].update(latent=link("enc", "latent"), denoise=0.7)
+    del nodes["lat"]
+    nodes["color"] = {
+        "type": "Colorize",
+        "inputs": {"grayscale": link("gray", "image"), "colors": link("d", "image")},
+    }
+    nodes["show"]["inputs"]["images"] = link("color", "image")
+    result = run_graph(nodes, models_root, manager)
+    assert result.status == "done", result.error
+    out = result.outputs["show"]["images"]
+    gray = np.asarray(Image.open(models_root / "inputs" / "shapes.png").convert("RGB"), np.float32) / 255.0
+    expected_luma = luminance(gray[None])  # the grayscale node keeps BT.601 luminance
+    assert np.abs(luminance(out) - expected_luma).max() < 1e-4
+    assert out.std(axis=-1).mean() > 0.001  # it has colour
+
+
+def test_colorize_never_clips_away_luminance():
+    rng = np.random.default_rng(0)
+    gray = np.repeat(rng.random((2, 6, 6, 1), dtype=np.float32), 3, axis=-1)
+    colors = rng.random((2, 6, 6, 3), dtype=np.float32)
+    out = run_node(Colorize, grayscale=gray, colors=colors, saturation=2.0)["image"]
+    assert np.abs(luminance(out) - luminance(gray)).max() < 1e-5
+    assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_prompt_weights_are_parsed():
+    assert parse_weights("a (red:1.5) circle") == [Piece("a ", 1.0), Piece("red", 1.5), Piece(" circle", 1.0)]
+    assert parse_weights("((big))") == [Piece("big", pytest.approx(1.21))]
+    assert parse_weights("[small] \\(literal\\)") == [
+        Piece("small", pytest.approx(1 / 1.1)),
+        Piece(" (literal)", 1.0),
+    ]
+    assert parse_weights("(a (b:2):0.5)") == [Piece("a ", 0.5), Piece("b", 1.0)]
+    assert parse_weights("unclosed (word") == [Piece("unclosed ", 1.0), Piece("word", pytest.approx(1.1))]
+
+
+def test_plain_prompts_encode_as_the_pipeline_does_and_weights_change_them(models_root):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(
+        str(models_root / "checkpoints" / "tiny-sd"), local_files_only=True, safety_checker=None
+    )
+    theirs, _ = pipe.encode_prompt(PROMPT, "cpu", 1, False)
+    ours, _ = encode(pipe.tokenizer, pipe.text_encoder, PROMPT)
+    assert torch.equal(ours, theirs)
+    weighted, _ = encode(pipe.tokenizer, pipe.text_encoder, "a (red:1.4) circle at the top left")
+    assert weighted.shape == ours.shape and not torch.equal(weighted, ours)
+    long_prompt = " ".join(["red circle"] * 60)
+    long, _ = encode(pipe.tokenizer, pipe.text_encoder, long_prompt)
+    assert long.shape[1] == 77 * 2  # two chunks of 75 tokens plus start and end
+
+
+def test_weights_file_of_another_kind_is_explained(tmp_path: Path):
+    from models.safety import PickleRefused, check_weights_file
+
+    with pytest.raises(PickleRefused, match="--allow-pickle"):
+        check_weights_file(tmp_path / "model.ckpt", allow_pickle=False)
+    check_weights_file(tmp_path / "model.ckpt", allow_pickle=True)
