@@ -21,3 +21,25 @@ if [[ ! -f "$stamp" ]]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
   touch "$stamp"
 fi
+
+# The node canvas's browser library (litegraph.js, pinned in package-lock.json) into
+# node_modules/, which the studio serves as static files.
+npm_stamp="node_modules/.installed-$(sha256sum package-lock.json | cut -c1-16)"
+if [[ ! -f "$npm_stamp" ]]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "setup.sh: npm is missing; install Node.js (apt-get install -y npm) and run again." >&2
+    echo "          The studio works without the node canvas until then." >&2
+  else
+    npm ci --no-audit --no-fund --loglevel=error
+    touch "$npm_stamp"
+  fi
+fi
+
+# Browser tests drive Debian's chromium through Playwright (never a downloaded browser).
+if [[ "${1:-}" == "--dev" && ! -x /usr/bin/chromium ]]; then
+  if [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update && apt-get install -y chromium
+  else
+    echo "setup.sh: /usr/bin/chromium is missing; the browser tests will be skipped." >&2
+  fi
+fi

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,22 +28,27 @@ def default_device() -> str:
 
 
 def modules_of(obj: Any) -> list[torch.nn.Module]:
-    """The torch modules an object holds (itself, its attributes, or a dict/list of them)."""
+    """The torch modules an object holds: itself, its attributes, or the items of its
+    lists, tuples and dicts (one level down), without repeats."""
     import torch
 
-    if isinstance(obj, torch.nn.Module):
-        return [obj]
     found: list[torch.nn.Module] = []
-    values: Iterable[Any]
-    if isinstance(obj, dict):
-        values = obj.values()
-    elif isinstance(obj, list | tuple):
-        values = obj
-    else:
-        values = getattr(obj, "__dict__", {}).values()
-    for value in values:
+
+    def visit(value: Any, depth: int) -> None:
         if isinstance(value, torch.nn.Module):
-            found.append(value)
+            if not any(value is m for m in found):
+                found.append(value)
+        elif depth < 2 and isinstance(value, dict):
+            for item in value.values():
+                visit(item, depth + 1)
+        elif depth < 2 and isinstance(value, list | tuple):
+            for item in value:
+                visit(item, depth + 1)
+        elif depth < 1 and hasattr(value, "__dict__"):
+            for item in vars(value).values():
+                visit(item, depth + 1)
+
+    visit(obj, 0)
     return found
 
 

@@ -47,6 +47,19 @@ def lora_choices() -> list[str]:
     return _paths().list("loras")
 
 
+def embedding_files() -> dict[str, Path]:
+    """Embeddings by name (file name without suffix)."""
+    from models.embeddings import SUFFIXES
+
+    paths = _paths()
+    files = {}
+    for name in paths.list("embeddings"):
+        path = paths.find("embeddings", name)
+        if path is not None and path.suffix in SUFFIXES:
+            files.setdefault(path.stem, path)
+    return files
+
+
 def checkpoint_for(ref: Any, ctx: Context) -> Any:
     """The checkpoint a MODEL or CLIP stands for, with its LoRAs fused (shared per LoRA set)."""
     from models.loading import with_loras
@@ -227,24 +240,54 @@ class CLIPTextEncode(Node):
     )
     outputs = (Output("conditioning", T.CONDITIONING),)
 
+    def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
+        from models.embeddings import find_names
+
+        text = inputs.get("text")
+        if not isinstance(text, str):
+            return None
+        files = embedding_files()
+        return ",".join(f"{n}:{_file_state(files[n])}" for n in find_names(text, files)) or None
+
     def run(self, ctx: Context, clip: Any, text: str) -> dict[str, Any]:
         import torch
 
+        from models.embeddings import EmbeddingError, expand, find_names, with_embeddings
         from models.prompts import encode
+        from models.safety import PickleRefused
         from models.values import Cond
 
         checkpoint = checkpoint_for(clip, ctx)
-        device = manager_of(ctx).device
+        manager = manager_of(ctx)
+        device = manager.device
+        tokenizers, encoders = checkpoint.tokenizers, checkpoint.text_encoders
+        files = embedding_files()
+        names = find_names(text, files)
+        if names:
+            used = {n: files[n] for n in names}
+            key = (
+                clip.checkpoint.key,
+                clip.loras,
+                "embeddings",
+                tuple((n, _file_state(p)) for n, p in used.items()),
+            )
+            try:
+                tokenizers, encoders, expansions = manager.get(
+                    key, lambda: with_embeddings(tokenizers, encoders, used, manager.allow_pickle)
+                )
+            except (EmbeddingError, PickleRefused) as exc:
+                raise NodeInputError("text", str(exc)) from None
+            text = expand(text, expansions)
         if checkpoint.family == "sdxl":
             parts, pooled = [], None
-            for tokenizer, encoder in zip(checkpoint.tokenizers, checkpoint.text_encoders, strict=True):
+            for tokenizer, encoder in zip(tokenizers, encoders, strict=True):
                 hidden, pooled_part = encode(tokenizer, encoder, text, hidden_layer=-2, device=device)
                 parts.append(hidden)
                 pooled = pooled_part if pooled_part is not None else pooled
             length = min(p.shape[1] for p in parts)
             embeds = torch.cat([p[:, :length] for p in parts], dim=-1)
             return {"conditioning": (Cond(embeds, pooled=pooled),)}
-        embeds, _ = encode(checkpoint.tokenizers[0], checkpoint.text_encoders[0], text, device=device)
+        embeds, _ = encode(tokenizers[0], encoders[0], text, device=device)
         return {"conditioning": (Cond(embeds),)}
 
 

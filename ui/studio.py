@@ -42,6 +42,7 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+from fastapi import APIRouter
 
 from graph.events import (
     Event,
@@ -55,12 +56,17 @@ from graph.events import (
     RunStarted,
 )
 from graph.executor import MAX_SEED, Executor, RunResult
-from graph.issues import Issue
+from graph.issues import InvalidWorkflow, Issue
 from graph.validate import validate
 from graph.workflow import UnreadableFile, Workflow, read_source
 from nodes import types as T
 from nodes.base import CancelToken, RunSettings
 from nodes.registry import Registry
+from server.api import api_router, gradio_login_user
+from server.history import History
+from server.jobs import Job, JobQueue, QueueClosed, QueueFull
+from ui.canvas import connect_canvas, workflow_canvas
+from ui.history import add_history_panel
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +93,11 @@ RunUpdate = tuple[str, Any, list[dict[str, Any]]]
 
 
 class Session:
-    """What one browser tab keeps between events: the cancel token of its current run."""
+    """What one browser tab keeps between events: the cancel token and job id of its current run."""
 
     def __init__(self) -> None:
         self.token: CancelToken | None = None
+        self.job_id: str | None = None
 
 
 # --- formatting ----------------------------------------------------------------------
@@ -257,11 +264,14 @@ class StudioHandlers:
         executor: Executor,
         settings_factory: Callable[[], RunSettings],
         examples_dir: Path,
+        jobs: JobQueue | None = None,
     ) -> None:
         self.registry = registry
         self.executor = executor
         self.settings_factory = settings_factory
         self.examples_dir = Path(examples_dir)
+        self._jobs = jobs
+        self._jobs_lock = threading.Lock()
         self._export_dir = Path(tempfile.mkdtemp(prefix="studio-export-"))
         self._exports: OrderedDict[str, Path] = OrderedDict()
         self._export_lock = threading.Lock()
@@ -350,11 +360,20 @@ class StudioHandlers:
         cls = self.registry.get(node_type)
         return cls is not None and cls.output_node
 
-    def run(self, text: str | None, seed: Any, session: Session | None = None) -> Iterator[RunUpdate]:
-        """Validate, then run in a thread; yield (status, gallery, log) as events arrive.
+    @property
+    def jobs(self) -> JobQueue:
+        """The job queue runs go through (shared with the API; made here when none was given)."""
+        with self._jobs_lock:
+            if self._jobs is None:
+                self._jobs = JobQueue(self.executor, self.registry, self.settings_factory)
+            return self._jobs
 
-        The gallery entry is ``gr.skip()`` while it has not changed; the last
-        update always carries the full list of result images.
+    def run(self, text: str | None, seed: Any, session: Session | None = None) -> Iterator[RunUpdate]:
+        """Validate, then queue the run as a job; yield (status, gallery, log) as events arrive.
+
+        The run shares the job queue (and history) with the HTTP API. The gallery
+        entry is ``gr.skip()`` while it has not changed; the last update always
+        carries the full list of result images.
         """
         checked = validate(text or "", self.registry)
         if not checked.ok or checked.workflow is None:
@@ -365,32 +384,31 @@ class StudioHandlers:
             yield md_escape(f"Cannot run: {problem}."), gr.skip(), []
             return
         workflow = checked.workflow
-        settings = self.settings_factory()
-        if settings.workflow_json is None:
-            settings.workflow_json = workflow.to_json()
         token = CancelToken()
-        if session is not None:
-            session.token = token
         events: queue.Queue[Any] = queue.Queue()
-        outcome: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                outcome["result"] = self.executor.run(
-                    workflow, settings=settings, seed=seed_value, cancel=token, listener=events.put
-                )
-            except BaseException as exc:  # noqa: BLE001 - reported on the page, logged here
-                log.exception("the run failed inside the studio")
-                outcome["error"] = exc
-            finally:
-                events.put(_DONE)
+        try:
+            job = self.jobs.submit(
+                workflow,
+                seed_value,
+                "ui",
+                listener=events.put,
+                on_end=lambda _job: events.put(_DONE),
+                cancel=token,
+            )
+        except InvalidWorkflow as exc:
+            yield issues_markdown(exc.issues), [], []
+            return
+        except (QueueFull, QueueClosed) as exc:
+            yield md_escape(f"Cannot run: {exc}."), gr.skip(), []
+            return
+        if session is not None:
+            session.token, session.job_id = token, job.id
 
         view = RunView(workflow)
         done = False
-        thread = threading.Thread(target=work, name="studio-run", daemon=True)
         try:
-            thread.start()
-            yield "**Starting…**", [], []
+            ahead = self._jobs_ahead(job)
+            yield self._waiting_status(ahead), [], []
             last_status = last_gallery = time.monotonic()
             dirty = False
             while not done:
@@ -407,44 +425,63 @@ class StudioHandlers:
                     if item is _DONE:
                         done = True
                     else:
-                        self._log_failure(item)
                         view.add(item)
                         dirty = True
+                if done:
+                    continue
+                if not dirty and job.status == "queued":
+                    now_ahead = self._jobs_ahead(job)
+                    if now_ahead != ahead:
+                        ahead = now_ahead
+                        yield self._waiting_status(ahead), gr.skip(), []
+                    continue
                 now = time.monotonic()
-                if done or not dirty or now - last_status < _STATUS_INTERVAL:
+                if not dirty or now - last_status < _STATUS_INTERVAL:
                     continue
                 gallery: Any = gr.skip()
                 if view.gallery_dirty and now - last_gallery >= _GALLERY_INTERVAL:
                     gallery, view.gallery_dirty, last_gallery = view.gallery(), False, now
                 yield view.progress_markdown(), gallery, list(view.log)
                 last_status, dirty = now, False
-            thread.join()
-            if "error" in outcome:
-                error = outcome["error"]
-                message = f"the studio hit an internal error: {type(error).__name__}: {error}"
-                yield f"**Failed**: {md_escape(message)}", view.gallery(), list(view.log)
+            result = job.result
+            if result is None:
+                yield self._ended_status(job), view.gallery(), list(view.log)
                 return
-            result: RunResult = outcome["result"]
             yield self._final_status(result, view), self._result_images(result, view), list(view.log)
         finally:
             if not done:
                 token.cancel()  # the page went away or the event was stopped: stop the run too
+                self.jobs.cancel(job.id)
             if session is not None and session.token is token:
-                session.token = None
+                session.token, session.job_id = None, None
+
+    def _jobs_ahead(self, job: Job) -> int:
+        """How many jobs (running or queued) come before ``job``; 0 once it runs."""
+        line = [queued.id for queued in self.jobs.list_queue()]
+        return line.index(job.id) if job.id in line else 0
 
     @staticmethod
-    def _log_failure(event: Any) -> None:
-        if isinstance(event, NodeFailed):
-            log.warning("run failed at %s", event)
-            if event.details:
-                log.debug("%s", event.details)
+    def _waiting_status(ahead: int) -> str:
+        if ahead <= 0:
+            return "**Starting…**"
+        return f"**Waiting in the queue**: {ahead} job{'s' if ahead != 1 else ''} before this one…"
+
+    @staticmethod
+    def _ended_status(job: Job) -> str:
+        """The status of a job that ended without a run result (cancelled while queued, ...)."""
+        if job.status == "cancelled":
+            return "**Cancelled** before it started."
+        head = {"failed": "Failed", "interrupted": "Interrupted"}.get(job.status, job.status)
+        return f"**{head}**: {md_escape(job.error or 'no reason given')}"
 
     def cancel(self, session: Session | None) -> Any:
-        """Cancel this tab's run; the run's own handler then reports it as cancelled."""
+        """Cancel this tab's run (queued or running); the run's own handler then reports it."""
         token = session.token if session is not None else None
         if token is None:
             return gr.skip()
         token.cancel()
+        if session is not None and session.job_id is not None:
+            self.jobs.cancel(session.job_id)
         return "**Cancelling…**"
 
     def _final_status(self, result: RunResult, view: RunView) -> str:
@@ -517,9 +554,13 @@ def build_studio(
     executor: Executor,
     settings_factory: Callable[[], RunSettings],
     examples_dir: Path,
+    jobs: JobQueue | None = None,
 ) -> gr.Blocks:
-    """The studio page; ``settings_factory()`` gives a fresh RunSettings for each run."""
-    return build_blocks(StudioHandlers(registry, executor, settings_factory, examples_dir))
+    """The studio page; ``settings_factory()`` gives a fresh RunSettings for each run.
+
+    Runs go through ``jobs`` (the queue the HTTP API shares), or a queue of the page's own.
+    """
+    return build_blocks(StudioHandlers(registry, executor, settings_factory, examples_dir, jobs=jobs))
 
 
 def build_blocks(handlers: StudioHandlers) -> gr.Blocks:
@@ -531,6 +572,7 @@ def build_blocks(handlers: StudioHandlers) -> gr.Blocks:
     with gr.Blocks(title="Workflow Studio", analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
         session = gr.State(Session)
         gr.Markdown("# Workflow Studio")
+        canvas = workflow_canvas(handlers.registry, first_text, elem_id="studio-canvas")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=420):
                 examples = gr.Dropdown(
@@ -542,7 +584,7 @@ def build_blocks(handlers: StudioHandlers) -> gr.Blocks:
                     value=first_text,
                     language="json",
                     label="Workflow (JSON)",
-                    lines=24,
+                    lines=14,
                     max_lines=40,
                     interactive=True,
                     wrap_lines=True,
@@ -584,6 +626,7 @@ def build_blocks(handlers: StudioHandlers) -> gr.Blocks:
                 )
                 with gr.Accordion("Event log", open=False):
                     events_log = gr.JSON(label="Node events", value=[])
+                add_history_panel(handlers, editor, seed, status)
 
         examples.input(handlers.load_example, inputs=examples, outputs=[editor, status], **quick)
         upload.upload(
@@ -600,6 +643,8 @@ def build_blocks(handlers: StudioHandlers) -> gr.Blocks:
             **private,
         )
         cancel_button.click(handlers.cancel, inputs=session, outputs=status, **quick)
+        buttons = [validate_button, run_button]
+        connect_canvas(canvas, editor, handlers.registry, check_buttons=buttons, events_log=events_log)
         demo.load(lambda: gr.update(choices=handlers.example_names()), outputs=examples, **quick)
     demo.queue(default_concurrency_limit=1)
     return demo
@@ -613,9 +658,15 @@ def launch(
     token: str | None = None,
     allowed_paths: Sequence[Path | str] = (),
     prevent_thread_lock: bool = False,
+    api: APIRouter | None = None,
 ) -> gr.Blocks:
-    """Start serving ``demo`` on ``host:port`` only; with a token, log in as ``studio`` / token."""
+    """Start serving ``demo`` on ``host:port`` only; with a token, log in as ``studio`` / token.
+
+    ``api`` (the routes of ``server.api.api_router``) is served by the same server,
+    installed before Gradio's own routes so it answers from the first request.
+    """
     demo.launch(
+        app_kwargs={"routes": list(api.routes)} if api is not None else None,
         server_name=host,
         server_port=port,
         share=False,
@@ -659,8 +710,22 @@ def serve(
     the token. The output folder (from one call of ``settings_factory``) is added
     to Gradio's allowed paths only when it lies outside the working directory and
     the temp folder, so the gallery can show the images saved there.
+
+    Page runs and the HTTP API under ``/api`` (docs/api.md) share one job queue,
+    whose history lives in ``OUTPUT/.studio/history.sqlite3``; the token, when
+    given, guards the API too (``Authorization: Bearer TOKEN`` or the login cookie).
     """
-    demo = build_studio(registry, executor, settings_factory, examples_dir)
     output_dir = Path(settings_factory().output_dir)
+    history = History.in_output_folder(output_dir)
+    if history.interrupted:
+        count = len(history.interrupted)
+        log.warning("%d job(s) left unfinished by the last server were marked interrupted", count)
+    jobs = JobQueue(executor, registry, settings_factory, history)
+    demo = build_studio(registry, executor, settings_factory, examples_dir, jobs=jobs)
     allowed = [output_dir] if _outside_default_paths(output_dir) else []
-    launch(demo, host, port, token=token, allowed_paths=allowed)
+    router = api_router(jobs, token=token, session_user=gradio_login_user(demo), local_only=not token)
+    try:
+        launch(demo, host, port, token=token, allowed_paths=allowed, api=router)
+    finally:
+        jobs.close()
+        history.close()

@@ -1,0 +1,384 @@
+"""The HTTP API under ``/api``: submit, watch, cancel and list jobs; fetch output files.
+
+:func:`api_router` returns a FastAPI ``APIRouter`` over a :class:`JobQueue`; the
+studio serves it on the same server as the page (see ``ui/studio.py``). Every
+answer is JSON; errors are ``{"error": "plain words"}`` with a fitting status
+(``422 {"issues": [...]}`` for an invalid workflow). With a token, every route
+needs ``Authorization: Bearer TOKEN`` (or the page's login cookie); POST
+requests whose ``Origin`` is another site are refused. docs/api.md has it all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+
+from graph.issues import InvalidWorkflow
+from server.files import FileRefused, output_file
+from server.jobs import Job, JobQueue, QueueClosed, QueueFull
+
+log = logging.getLogger(__name__)
+
+#: Largest request body taken (a workflow with embedded text is far smaller).
+MAX_BODY_BYTES = 16 * 1024 * 1024
+#: Longest a long-poll waits, in seconds, and how often waiting routes look again.
+MAX_WAIT = 60.0
+_POLL = 0.05
+#: Seconds between keep-alive comments on an idle event stream.
+_KEEP_ALIVE = 15.0
+
+SessionUser = Callable[[Request], str | None]
+
+
+class ApiError(Exception):
+    """An error answer: ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _validation_text(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("query", "path", "body"))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg")))
+    return "bad request: " + "; ".join(parts)
+
+
+class _JsonErrorRoute(APIRoute):
+    """Turns every error inside a route (its dependencies included) into ``{"error": ...}``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ApiError as exc:
+                return error_response(exc.status, exc.message, exc.headers)
+            except RequestValidationError as exc:
+                return error_response(400, _validation_text(exc))
+            except HTTPException as exc:
+                return error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+        return route
+
+
+def gradio_login_user(blocks: Any) -> SessionUser:
+    """A check for the login cookie of a launched Gradio page (user name, or None)."""
+
+    def user(request: Request) -> str | None:
+        app = getattr(blocks, "server_app", None) or getattr(blocks, "app", None)
+        cookie_id = getattr(app, "cookie_id", None)
+        tokens = getattr(app, "tokens", None)
+        if not cookie_id or not isinstance(tokens, dict):
+            return None
+        value = request.cookies.get(f"access-token-{cookie_id}") or request.cookies.get(
+            f"access-token-unsecure-{cookie_id}"
+        )
+        found = tokens.get(value) if value else None
+        return str(found) if found else None
+
+    return user
+
+
+def _is_local_host(host_header: str) -> bool:
+    """Whether a Host header names this machine (a guard against DNS rebinding)."""
+    host = urlsplit(f"//{host_header}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _summary(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "status": job.status,
+        "source": job.source,
+        "submitted": job.submitted,
+        "started": job.started,
+        "seed": job.seed,
+    }
+
+
+def _sse(entry: dict[str, Any]) -> str:
+    return f"id: {entry['seq']}\nevent: {entry['event']}\ndata: {json.dumps(entry)}\n\n"
+
+
+class StudioApi:
+    """The route handlers, over one job queue."""
+
+    def __init__(
+        self,
+        jobs: JobQueue,
+        token: str | None = None,
+        session_user: SessionUser | None = None,
+        local_only: bool = False,
+    ) -> None:
+        self.jobs = jobs
+        self.token = token or None
+        self.session_user = session_user
+        self.local_only = local_only
+
+    # -- checks run before every route ---------------------------------------------
+
+    def authorize(self, request: Request) -> None:
+        if self.token is None:
+            if self.local_only and not _is_local_host(request.headers.get("host", "")):
+                raise ApiError(
+                    403, "without a token, the studio answers only requests addressed to localhost"
+                )
+            return
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and secrets.compare_digest(
+            value.strip().encode("utf-8"), self.token.encode("utf-8")
+        ):
+            return
+        if self.session_user is not None and self.session_user(request):
+            return
+        raise ApiError(
+            401,
+            "this studio needs its token: send the header 'Authorization: Bearer TOKEN'",
+            {"WWW-Authenticate": "Bearer"},
+        )
+
+    @staticmethod
+    def same_origin(request: Request) -> None:
+        """Refuse POSTs a page of another site makes the browser send."""
+        origin = request.headers.get("origin")
+        if request.method != "POST" or origin is None:
+            return
+        if urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
+            raise ApiError(403, "requests from pages of other sites are refused")
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    async def submit(self, request: Request) -> JSONResponse:
+        body = await self._json_body(request)
+        if not isinstance(body, dict) or "workflow" not in body:
+            raise ApiError(400, 'send a JSON object: {"workflow": {...} or "text", "seed": optional}')
+        unknown = sorted(set(body) - {"workflow", "seed"})
+        if unknown:
+            raise ApiError(400, f"unknown keys in the request: {', '.join(unknown)}")
+        seed = body.get("seed")
+        workflow = body["workflow"]
+        try:
+            job = await run_in_threadpool(self.jobs.submit, workflow, seed, "api")
+        except InvalidWorkflow as exc:
+            return JSONResponse({"issues": [issue.to_dict() for issue in exc.issues]}, status_code=422)
+        except QueueFull as exc:
+            raise ApiError(429, str(exc)) from None
+        except QueueClosed as exc:
+            raise ApiError(503, str(exc)) from None
+        position = self.jobs.position(job.id)
+        return JSONResponse(
+            {"id": job.id, "status": job.status, "position": position, "url": f"/api/jobs/{job.id}"},
+            status_code=201,
+            headers={"Location": f"/api/jobs/{job.id}"},
+        )
+
+    async def _json_body(self, request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise ApiError(413, f"the request is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise ApiError(413, f"the request is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB")
+            chunks.append(chunk)
+        try:
+            return json.loads(b"".join(chunks) or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"the request body is not JSON: {exc}") from None
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        found = self.jobs.lookup(job_id)
+        if found is None:
+            raise ApiError(404, f"there is no job {job_id!r}")
+        position = self.jobs.position(job_id)
+        if position is not None:
+            found["position"] = position
+        return found
+
+    def cancel(self, job_id: str) -> JSONResponse:
+        outcome = self.jobs.cancel(job_id)
+        if outcome == "unknown":
+            if self.jobs.lookup(job_id) is None:
+                raise ApiError(404, f"there is no job {job_id!r}")
+            outcome = "finished"
+        job = self.jobs.lookup(job_id) or {}
+        status = job.get("status")
+        if outcome == "finished":
+            raise ApiError(409, f"job {job_id!r} has already ended ({status})")
+        code = 200 if outcome == "removed" else 202
+        return JSONResponse({"id": job_id, "status": status, "cancel": outcome}, status_code=code)
+
+    async def events(
+        self,
+        job_id: str,
+        after: int = Query(0, ge=0, description="return the events numbered above this"),
+        wait: float = Query(20.0, ge=0.0, le=MAX_WAIT, description="seconds to wait for one"),
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + wait
+        while True:
+            batch = self.jobs.events(job_id, after, 0.0)
+            if batch is None:
+                return self._ended_events(job_id, after)
+            job = self.jobs.get(job_id)
+            if batch or job is None or job.ended or time.monotonic() >= deadline:
+                return batch
+            await asyncio.sleep(_POLL)
+
+    def _ended_events(self, job_id: str, after: int) -> list[dict[str, Any]]:
+        """The events of a job no longer in memory: only its end, from the history."""
+        found = self.jobs.lookup(job_id)
+        if found is None:
+            raise ApiError(404, f"there is no job {job_id!r}")
+        end = {
+            "seq": 1,
+            "event": "job_finished",
+            "job_id": job_id,
+            "status": found["status"],
+            "error": found.get("error"),
+        }
+        return [end] if after < 1 else []
+
+    async def stream(self, job_id: str, request: Request, after: int = Query(0, ge=0)) -> StreamingResponse:
+        if self.jobs.lookup(job_id) is None:
+            raise ApiError(404, f"there is no job {job_id!r}")
+        last_id = request.headers.get("last-event-id", "")
+        start = int(last_id) if last_id.isdigit() else after
+        return StreamingResponse(
+            self._stream(job_id, start),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def _stream(self, job_id: str, after: int) -> AsyncIterator[str]:
+        """Events as Server-Sent Events until the job ends (Starlette stops it on disconnect)."""
+        quiet_since = time.monotonic()
+        while True:
+            batch = self.jobs.events(job_id, after, 0.0)
+            if batch is None:
+                for entry in self._ended_events(job_id, after):
+                    yield _sse(entry)
+                return
+            for entry in batch:
+                yield _sse(entry)
+                after = entry["seq"]
+                if entry["event"] == "job_finished":
+                    return
+            if batch:
+                quiet_since = time.monotonic()
+                continue
+            job = self.jobs.get(job_id)
+            if job is None or job.ended:
+                return
+            if time.monotonic() - quiet_since >= _KEEP_ALIVE:
+                quiet_since = time.monotonic()
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(_POLL)
+
+    def queue(self) -> dict[str, Any]:
+        running, queued = [], []
+        for job in self.jobs.list_queue():
+            if job.status == "running":
+                running.append(_summary(job))
+            else:
+                queued.append({**_summary(job), "position": len(queued)})
+        return {"running": running, "queued": queued}
+
+    def history(
+        self,
+        limit: int = Query(50, ge=1, le=500),
+        offset: int = Query(0, ge=0),
+        status: str | None = Query(None, description="comma-separated statuses to keep"),
+    ) -> dict[str, Any]:
+        statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None
+        history = self.jobs.history
+        if history is None:
+            raise ApiError(404, "this studio keeps no history")
+        records = history.list(limit, offset, statuses)
+        return {
+            "jobs": [record.to_dict(workflow=False) for record in records],
+            "total": history.count(statuses),
+            "limit": limit,
+            "offset": offset,
+        }
+
+    # -- files and nodes ---------------------------------------------------------------
+
+    def file(self, path: str) -> FileResponse:
+        try:
+            target = output_file(self.jobs.output_dir, path)
+        except FileRefused as exc:
+            raise ApiError(exc.status, exc.message) from None
+        return FileResponse(
+            target,
+            headers={
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "default-src 'none'; sandbox",
+                "Cache-Control": "no-cache",
+            },
+        )
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self.jobs.registry.describe()
+
+
+def api_router(
+    jobs: JobQueue,
+    *,
+    token: str | None = None,
+    session_user: SessionUser | None = None,
+    local_only: bool = False,
+) -> APIRouter:
+    """The ``/api`` routes over ``jobs``.
+
+    With ``token``, each route needs it (or a user from ``session_user``, the page's
+    login). Without one and with ``local_only``, only requests whose Host header
+    names this machine are answered, so a web page cannot reach a loopback studio
+    through DNS rebinding.
+    """
+    api = StudioApi(jobs, token, session_user, local_only)
+    router = APIRouter(
+        prefix="/api",
+        route_class=_JsonErrorRoute,
+        dependencies=[Depends(api.authorize), Depends(api.same_origin)],
+        tags=["studio"],
+    )
+    router.add_api_route("/jobs", api.submit, methods=["POST"], status_code=201, response_model=None)
+    router.add_api_route("/jobs/{job_id}", api.job, methods=["GET"])
+    router.add_api_route("/jobs/{job_id}/events", api.events, methods=["GET"])
+    router.add_api_route("/jobs/{job_id}/stream", api.stream, methods=["GET"], response_model=None)
+    router.add_api_route("/jobs/{job_id}/cancel", api.cancel, methods=["POST"], response_model=None)
+    router.add_api_route("/queue", api.queue, methods=["GET"])
+    router.add_api_route("/history", api.history, methods=["GET"])
+    router.add_api_route("/files/{path:path}", api.file, methods=["GET"], response_model=None)
+    router.add_api_route("/nodes", api.nodes, methods=["GET"])
+    return router

@@ -1,0 +1,377 @@
+"""The studio in a real browser: the node canvas, as a person uses it.
+
+Playwright drives Debian's chromium (never a downloaded browser). Skipped when
+playwright, /usr/bin/chromium or the canvas library (npm, setup.sh) is missing.
+Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "workflows"
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 20_000
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (bash setup.sh --dev)"
+)
+
+if not CHROMIUM.is_file():
+    pytest.skip(f"{CHROMIUM} is missing (bash setup.sh --dev installs it)", allow_module_level=True)
+
+from ui.canvas import library_installed  # noqa: E402
+
+if not library_installed():
+    pytest.skip("the canvas library is missing (bash setup.sh runs npm ci)", allow_module_level=True)
+
+Page = Any  # playwright.sync_api.Page
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def studio_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from graph.executor import Executor
+    from nodes.base import RunSettings
+    from nodes.registry import default_registry
+    from ui.studio import build_studio, launch
+
+    output = tmp_path_factory.mktemp("output")
+    registry = default_registry()
+
+    def settings() -> RunSettings:
+        return RunSettings(output_dir=output, input_dirs=(EXAMPLES,))
+
+    demo = build_studio(registry, Executor(registry), settings, EXAMPLES)
+    port = _free_port()
+    launch(demo, "127.0.0.1", port, prevent_thread_lock=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser: Any, studio_url: str) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(studio_url)
+    page.wait_for_function("window.studioCanvas && window.studioCanvas.graph._nodes.length > 0")
+    page.wait_for_timeout(300)  # let the layout settle before clicking on the canvas
+    try:
+        yield page
+    finally:
+        context.close()
+    assert not errors, errors
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def shot(page: Page, name: str, *, full_page: bool = False) -> Path:
+    """A screenshot of the page scrolled to the top, in test-artifacts/."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(100)
+    page.screenshot(path=str(path), full_page=full_page)
+    return path
+
+
+def canvas_workflow(page: Page) -> dict[str, Any]:
+    return page.evaluate("window.studioCanvas.toWorkflow()")
+
+
+def editor_text(page: Page) -> str:
+    """The editor's text, read back from the canvas's copy of the editor value."""
+    return page.evaluate("document.querySelector('#studio-editor .cm-content').innerText")
+
+
+def editor_workflow(page: Page) -> dict[str, Any]:
+    return json.loads(editor_text(page))
+
+
+def wait_editor(page: Page, predicate: str) -> None:
+    """Wait until ``predicate`` (JS over ``wf``, the editor's parsed JSON) is true."""
+    page.wait_for_function(
+        "(() => { let wf; try { wf = JSON.parse(document.querySelector('#studio-editor .cm-content')"
+        f".innerText); }} catch (e) {{ return false; }} return Boolean({predicate}); }})()"
+    )
+
+
+def graph_part(workflow: dict[str, Any]) -> dict[str, Any]:
+    """The workflow without the canvas's view (pan and zoom)."""
+    copy = json.loads(json.dumps(workflow))
+    metadata = copy.get("metadata")
+    if isinstance(metadata, dict):
+        metadata.pop("canvas", None)
+        if not metadata:
+            copy.pop("metadata")
+    return copy
+
+
+def point(page: Page, expression: str) -> tuple[float, float]:
+    found = page.evaluate(f"window.studioCanvas.{expression}")
+    assert found is not None, expression
+    return found["x"], found["y"]
+
+
+def choose_example(page: Page, name: str) -> None:
+    page.get_by_label("Example workflows").click()
+    page.get_by_role("option", name=name).click()
+
+
+def set_editor_text(page: Page, text: str) -> None:
+    page.locator("#studio-editor .cm-content").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.insert_text(text)
+
+
+# --- tests ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.json")))
+def test_round_trip_keeps_each_example(page: Page, name: str) -> None:
+    """JSON -> canvas -> JSON gives the same file (only the view is added)."""
+    source = json.loads((EXAMPLES / name).read_text())
+    loaded = page.evaluate("(text) => window.studioCanvas.loadText(text)", (EXAMPLES / name).read_text())
+    assert loaded is True
+    back = canvas_workflow(page)
+    assert graph_part(back) == source
+    assert set(back["metadata"]["canvas"]) == {"offset", "scale"}
+    # and once more through the editor's text format
+    again = page.evaluate(
+        "(wf) => { const c = window.studioCanvas; c.loadText(window.StudioCanvas.formatWorkflow(wf));"
+        " return c.toWorkflow(); }",
+        back,
+    )
+    assert graph_part(again) == source
+
+
+def test_example_from_the_dropdown_is_drawn(page: Page) -> None:
+    choose_example(page, "switch.json")
+    source = json.loads((EXAMPLES / "switch.json").read_text())
+    page.wait_for_function("window.studioCanvas.nodeById('use_photo') !== null")
+    ids = page.evaluate("window.studioCanvas.nodes().map(n => n.properties.id)")
+    assert ids == list(source["nodes"])
+    links = page.evaluate("Object.keys(window.studioCanvas.graph.links).length")
+    assert links == 7
+    shot(page, "canvas-switch-example")
+
+
+def test_build_a_graph_and_run_it(page: Page) -> None:
+    canvas = page.locator("#studio-canvas canvas")
+    box = canvas.bounding_box()
+    assert box is not None
+    # clear the canvas: select all, delete
+    page.mouse.click(box["x"] + 30, box["y"] + 30)
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
+    wait_editor(page, "Object.keys(wf.nodes).length === 0")
+
+    # the palette: double-click on the canvas, search, Enter
+    page.mouse.dblclick(box["x"] + 120, box["y"] + 120)
+    search = page.locator(".litesearchbox input")
+    search.fill("EmptyIm")
+    page.wait_for_selector(".litesearchbox .lite-search-item")
+    search.press("Enter")
+    page.wait_for_function("window.studioCanvas.nodeById('empty_image') !== null")
+    page.evaluate("window.studioCanvas.nodeById('empty_image').pos = [60, 80]")
+    save_id = page.evaluate("window.studioCanvas.addNode('SaveImage', [420, 80])")
+    assert save_id == "save_image"
+    page.evaluate("window.studioCanvas.lgcanvas.draw(true, true)")
+
+    # connect: drag from the output socket to the input socket
+    start = point(page, "slotScreenPosition('empty_image', 'image', false)")
+    end = point(page, "slotScreenPosition('save_image', 'images', true)")
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move((start[0] + end[0]) / 2, end[1] + 20, steps=5)
+    page.mouse.move(*end, steps=5)
+    page.mouse.up()
+    wait_editor(page, "wf.nodes.save_image && wf.nodes.save_image.inputs.images")
+
+    # a widget: click the number, type a new value
+    page.evaluate("window.studioCanvas.lgcanvas.draw(true, true)")
+    page.mouse.click(*point(page, "widgetScreenPosition('empty_image', 'width')"))
+    dialog = page.locator(".graphdialog input")
+    dialog.fill("64.4")
+    dialog.press("Enter")
+    page.evaluate("window.studioCanvas.setWidget('empty_image', 'height', 48)")
+    page.evaluate("window.studioCanvas.setWidget('empty_image', 'color', '#cc3366')")
+    wait_editor(page, "wf.nodes.empty_image.inputs.width === 64 && wf.nodes.empty_image.inputs.height === 48")
+    workflow = editor_workflow(page)
+    assert workflow["nodes"]["save_image"]["inputs"]["images"] == {"node": "empty_image", "output": "image"}
+    assert workflow["nodes"]["empty_image"]["type"] == "EmptyImage"
+    assert workflow["nodes"]["empty_image"]["inputs"]["color"] == "#cc3366"
+    shot(page, "canvas-built-graph")
+
+    # run it, watching the status as it changes
+    page.evaluate(
+        "window.__statuses = []; new MutationObserver(() => window.__statuses.push("
+        "document.querySelector('#studio-status').innerText)).observe("
+        "document.querySelector('#studio-status'), {subtree: true, childList: true, characterData: true})"
+    )
+    page.locator("#studio-run").click()
+    page.wait_for_function("document.querySelector('#studio-status').innerText.includes('Finished')")
+    statuses = page.evaluate("window.__statuses")
+    assert any("Running" in s or "Starting" in s or "Queued" in s or "queue" in s for s in statuses), statuses
+    page.wait_for_selector("img[src*='.png']")
+    page.wait_for_function("window.studioCanvas.nodeById('save_image')._studio.runState === 'done'")
+    shot(page, "canvas-after-run")
+
+
+def test_validation_error_shows_on_the_node(page: Page) -> None:
+    broken = json.loads((EXAMPLES / "invert.json").read_text())
+    del broken["nodes"]["save"]["inputs"]["images"]
+    broken["nodes"]["invert"]["inputs"]["image"] = {"node": "load", "output": "nope"}
+    set_editor_text(page, json.dumps(broken, indent=2))
+    page.wait_for_function(
+        "window.studioCanvas.nodeById('save') && !window.studioCanvas.nodeById('save').inputs[0].link"
+    )
+    page.get_by_role("button", name="Validate").click()
+    page.wait_for_function("window.studioCanvas.nodeIssues('save').length > 0")
+    assert page.evaluate("window.studioCanvas.nodeIssues('load')") == []
+    save_issues = page.evaluate("window.studioCanvas.nodeIssues('save')")
+    invert_issues = page.evaluate("window.studioCanvas.nodeIssues('invert')")
+    assert any(text.startswith("images") for text in save_issues), save_issues
+    assert any("nope" in text for text in invert_issues), invert_issues
+    # the broken link is kept as written, so the file still says what it said
+    assert canvas_workflow(page)["nodes"]["invert"]["inputs"]["image"] == {"node": "load", "output": "nope"}
+    shot(page, "canvas-validation-error")
+
+
+def test_download_and_open_again(page: Page, tmp_path: Path) -> None:
+    choose_example(page, "poster.json")
+    page.wait_for_function("window.studioCanvas.nodeById('compose') !== null")
+    # move a node on the canvas, so the file differs from the example
+    start = point(page, "screenPosition('gray')")
+    page.mouse.move(start[0] + 40, start[1] - 15)
+    page.mouse.down()
+    page.mouse.move(start[0] + 40, start[1] + 60, steps=5)
+    page.mouse.up()
+    wait_editor(page, "wf.nodes.gray.position[1] > 100")
+    expected = graph_part(canvas_workflow(page))
+    page.wait_for_timeout(600)  # the download button follows the editor
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Download workflow").click()
+    saved = tmp_path / "saved.json"
+    info.value.save_as(saved)
+    assert graph_part(json.loads(saved.read_text())) == expected
+
+    choose_example(page, "invert.json")
+    page.wait_for_function("window.studioCanvas.nodeById('compose') === null")
+    page.locator("input[type=file]").set_input_files(str(saved))
+    page.wait_for_function("window.studioCanvas.nodeById('compose') !== null")
+    assert graph_part(canvas_workflow(page)) == expected
+    shot(page, "canvas-opened-again")
+
+
+def test_copy_paste_delete_and_undo(page: Page) -> None:
+    first = point(page, "screenPosition('invert')")
+    page.mouse.click(first[0] + 60, first[1] - 10)  # the title bar selects the node
+    page.wait_for_function("Object.keys(window.studioCanvas.lgcanvas.selected_nodes).length === 1")
+    page.keyboard.press("Control+C")
+    box = page.locator("#studio-canvas canvas").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + 300, box["y"] + 450)
+    page.keyboard.press("Control+V")
+    wait_editor(page, "wf.nodes.image_invert && wf.nodes.image_invert.type === 'ImageInvert'")
+    assert page.evaluate("window.studioCanvas.nodes().map(n => n.properties.id)") == [
+        "load",
+        "invert",
+        "save",
+        "image_invert",
+    ]
+    page.keyboard.press("Delete")
+    wait_editor(page, "!wf.nodes.image_invert")
+    page.keyboard.press("Control+Z")
+    wait_editor(page, "wf.nodes.image_invert")
+    page.keyboard.press("Control+Z")
+    wait_editor(page, "!wf.nodes.image_invert")
+    page.keyboard.press("Control+Y")
+    wait_editor(page, "wf.nodes.image_invert")
+
+
+def test_screenshot_for_the_docs(page: Page) -> None:
+    choose_example(page, "poster.json")
+    page.wait_for_function("window.studioCanvas.nodeById('compose') !== null")
+    page.locator("#studio-run").click()
+    page.wait_for_function("document.querySelector('#studio-status').innerText.includes('Finished')")
+    page.wait_for_selector("img[src*='.png']")
+    page.wait_for_timeout(300)
+    path = shot(page, "studio-poster", full_page=True)
+    assert path.stat().st_size > 10_000
+
+
+def test_what_the_canvas_cannot_draw_is_kept(page: Page) -> None:
+    """Unknown types and inputs, wrong values, broken links: saved back as written."""
+    odd = {
+        "version": 1,
+        "nodes": {
+            "mystery": {"type": "NoSuchNode", "inputs": {"x": 1, "y": {"node": "load", "output": "image"}}},
+            "load": {"type": "LoadImage", "inputs": {"path": 5, "extra": "?"}, "position": [0, 0]},
+            "inv": {"type": "ImageInvert", "inputs": {"image": "not a link"}, "position": [300, 0]},
+            "mask": {
+                "type": "MaskInvert",
+                "inputs": {"mask": {"node": "load", "output": "image"}},
+                "position": [300, 200],
+            },
+            "w": {
+                "type": "EmptyImage",
+                "inputs": {"width": 2.5, "height": None},
+                "position": [0, 300],
+                "size": [300, 200],
+            },
+        },
+        "groups": [{"title": "G", "bounds": [0, 0, 100, 100], "color": "#123456"}],
+        "notes": [{"text": "hello", "position": [500, 500]}],
+    }
+    back = page.evaluate(
+        "(text) => { window.studioCanvas.loadText(text); return window.studioCanvas.toWorkflow(); }",
+        json.dumps(odd),
+    )
+    kept = graph_part(back)
+    assert isinstance(kept["nodes"]["mystery"].pop("position"), list)  # drawn somewhere
+    assert kept == odd
+    # sockets of different types do not connect; "*" takes anything
+    assert page.evaluate("window.studioCanvas.connect('load', 'mask', 'inv', 'image')") is False
+    page.evaluate("window.studioCanvas.addNode('Switch', [600, 0])")
+    assert page.evaluate("window.studioCanvas.connect('load', 'image', 'switch', 'on_true')") is True
+    assert page.evaluate("window.studioCanvas.connect('switch', 'value', 'inv', 'image')") is True

@@ -1,0 +1,128 @@
+"""The node canvas without a browser: what the page hands to litegraph.js, and its wiring."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+import pytest
+
+from graph.executor import Executor
+from nodes import types as T
+from nodes.base import RunSettings
+from nodes.registry import Registry, default_registry
+from ui.canvas import (
+    CANVAS_CSS,
+    CANVAS_SCRIPT,
+    FALLBACK_COLOR,
+    ROOT,
+    CanvasBridge,
+    canvas_config,
+    head_html,
+    library_installed,
+    socket_colors,
+)
+from ui.studio import build_studio
+
+HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+WIDGET_TYPES = {T.INT, T.FLOAT, T.STRING, T.BOOLEAN, T.ANY}
+
+
+def test_every_socket_type_has_a_colour(registry: Registry) -> None:
+    config = canvas_config(registry)
+    colors = config["colors"]
+    for description in config["node_defs"]:
+        for spec in [*description["inputs"], *description["outputs"]]:
+            assert HEX.match(colors[spec["type"]]), (description["type"], spec["name"])
+    assert {k: colors[k] for k in T.COLORS} == T.COLORS
+    # a type nodes/types.py does not list falls back to a neutral colour
+    made_up = [{"type": "X", "inputs": [], "outputs": [{"name": "o", "type": "NEW_THING"}]}]
+    assert socket_colors(made_up)["NEW_THING"] == FALLBACK_COLOR
+
+
+def test_descriptions_are_what_the_canvas_reads(registry: Registry) -> None:
+    """Every field studio_canvas.js uses is there, and widget inputs have a widget type."""
+    config = canvas_config(registry)
+    json.dumps(config)  # it travels to the browser as JSON
+    types = [d["type"] for d in config["node_defs"]]
+    assert len(types) == len(set(types)) == len(registry)
+    for description in config["node_defs"]:
+        assert {"type", "version", "category", "description", "inputs", "outputs"} <= set(description)
+        for spec in description["inputs"]:
+            assert spec["accepts"] in ("both", "link", "constant")
+            if spec["accepts"] != "link":
+                assert spec["type"] in WIDGET_TYPES or "choices" in spec, (description["type"], spec)
+            if "choices" in spec:
+                assert all(isinstance(choice, str) for choice in spec["choices"])
+            for key in ("min", "max", "step"):
+                assert spec.get(key) is None or isinstance(spec[key], int | float)
+        names = [o["name"] for o in description["outputs"]]
+        assert len(names) == len(set(names))
+
+
+def test_the_page_holds_the_canvas(tmp_path: Path) -> None:
+    import gradio as gr
+
+    registry = default_registry()
+    examples = ROOT / "workflows"
+    demo = build_studio(registry, Executor(registry), lambda: RunSettings(output_dir=tmp_path), examples)
+    assert isinstance(demo, gr.Blocks)
+    canvases = [b for b in demo.blocks.values() if isinstance(b, gr.HTML) and b.elem_id == "studio-canvas"]
+    assert len(canvases) == 1
+    canvas = canvases[0]
+    editor = next(b for b in demo.blocks.values() if isinstance(b, gr.Code))
+    assert canvas.value.strip() == editor.value.strip()  # both start from the first example
+    assert canvas.props["node_defs"] == registry.describe()
+    if library_installed():
+        assert "litegraph.core.js" in canvas.head and "studio_canvas.js" in canvas.head
+        assert "StudioCanvas.mount" in (canvas.js_on_load or "")
+    else:
+        assert "setup.sh" in canvas.html_template
+
+
+def test_head_loads_versioned_files() -> None:
+    if not library_installed():
+        pytest.skip("the canvas library is missing (bash setup.sh runs npm ci)")
+    head = head_html()
+    for path in (CANVAS_SCRIPT, CANVAS_CSS):
+        assert f"gradio_api/file={path}?v=" in head
+    # scripts keep their order: the library before the canvas code that uses it
+    assert head.index("litegraph.core.js") < head.index("studio_canvas.js")
+
+
+def test_bridge_reports_node_issues_only(registry: Registry) -> None:
+    bridge = CanvasBridge(registry)
+    broken = {
+        "version": 1,
+        "nodes": {
+            "a": {"type": "Int", "inputs": {"value": "seven"}},
+            "s": {"type": "ShowValue", "inputs": {"value": {"node": "a", "output": "nope"}}},
+        },
+    }
+    issues = bridge.issues(json.dumps(broken))
+    assert {issue["node_id"] for issue in issues} == {"a", "s"}
+    assert all(issue["message"] and issue["text"] for issue in issues)
+    assert bridge.issues("{") == []  # not JSON: nothing to point at on the canvas
+    fine = {
+        "version": 1,
+        "nodes": {
+            "a": {"type": "Int", "inputs": {"value": 3}},
+            "s": {"type": "ShowValue", "inputs": {"value": {"node": "a", "output": "value"}}},
+        },
+    }
+    assert bridge.issues(json.dumps(fine)) == []
+
+
+def test_npm_lock_pins_the_library_from_the_registry() -> None:
+    package = json.loads((ROOT / "package.json").read_text())
+    lock = json.loads((ROOT / "package-lock.json").read_text())
+    version = package["dependencies"]["litegraph.js"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version)  # an exact pin
+    entry = lock["packages"]["node_modules/litegraph.js"]
+    assert entry["version"] == version and entry["integrity"].startswith("sha512-")
+    assert "registry.npmjs.org" in entry.get("resolved", "https://registry.npmjs.org/")
+    assert "node_modules/" in (ROOT / ".gitignore").read_text().split()
