@@ -306,3 +306,31 @@ def test_weights_file_of_another_kind_is_explained(tmp_path: Path):
     with pytest.raises(PickleRefused, match="--allow-pickle"):
         check_weights_file(tmp_path / "model.ckpt", allow_pickle=False)
     check_weights_file(tmp_path / "model.ckpt", allow_pickle=True)
+
+
+def test_embeddings_by_name_match_diffusers_textual_inversion(models_root, manager):
+    from diffusers import StableDiffusionPipeline
+
+    from models.embeddings import expand, with_embeddings
+
+    folder = models_root / "embeddings"
+    folder.mkdir(exist_ok=True)
+    vectors = torch.randn(2, 32, generator=torch.Generator().manual_seed(4))
+    save_file({"emb_params": vectors}, str(folder / "mystyle.safetensors"))
+    pipe = StableDiffusionPipeline.from_pretrained(str(models_root / "checkpoints" / "tiny-sd"),
+                                                   local_files_only=True, safety_checker=None)
+    tokenizers, encoders, expansions = with_embeddings(
+        [pipe.tokenizer], [pipe.text_encoder], {"mystyle": folder / "mystyle.safetensors"}, allow_pickle=False
+    )
+    ours, _ = encode(tokenizers[0], encoders[0], expand("a circle in mystyle", expansions))
+    pipe.load_textual_inversion(str(folder / "mystyle.safetensors"), token="mystyle")
+    theirs, _ = pipe.encode_prompt("a circle in mystyle", "cpu", 1, False)
+    assert torch.equal(ours, theirs)
+
+    def graph(text: str) -> np.ndarray:
+        nodes = txt2img()
+        nodes["pos"]["inputs"]["text"] = text
+        return image_of(run_graph(nodes, models_root, manager))
+
+    assert not np.array_equal(graph("a circle in embedding:mystyle"), graph("a circle in"))
+    assert np.array_equal(graph("a circle in embedding:mystyle"), graph("a circle in mystyle"))
