@@ -1,4 +1,4 @@
-"""Editing helpers around generation: colorization keeps the original's luminance."""
+"""Editing: prompt-to-prompt (attention control) and colorization that keeps the luminance."""
 
 from __future__ import annotations
 
@@ -53,4 +53,133 @@ class Colorize(Node):
         return {"image": recombine(luma, chroma[..., 0], chroma[..., 1])}
 
 
-NODES = (Colorize,)
+def parse_reweight(text: str) -> dict[str, float]:
+    """``"red:2, circle:0.5"`` into {"red": 2.0, "circle": 0.5}."""
+    weights: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        word, sep, number = part.rpartition(":")
+        try:
+            if not sep or not word.strip():
+                raise ValueError
+            weights[word.strip()] = float(number)
+        except ValueError:
+            raise NodeInputError(
+                "reweight", f"{part!r}: write words with scales, like 'red:2, circle:0.5'"
+            ) from None
+    return weights
+
+
+class PromptToPrompt(Node):
+    category = "sampling/edit"
+    description = "Make an image and an edit of it that keeps its layout: swap, add or reweight words."
+    inputs = (
+        Input("model", T.MODEL),
+        Input("clip", T.CLIP),
+        Input("latent", T.LATENT, description="An EmptyLatent: the size of the pictures."),
+        Input("source_prompt", T.STRING, default="a red circle", multiline=True),
+        Input("edited_prompt", T.STRING, default="a blue circle", multiline=True),
+        Input("negative_prompt", T.STRING, default="", multiline=True),
+        Input(
+            "mode",
+            T.STRING,
+            default="replace",
+            choices=("replace", "refine", "reweight"),
+            accepts="constant",
+            description="replace: swap words (same length); refine: add words; reweight: scale words.",
+        ),
+        Input(
+            "reweight", T.STRING, default="", description="Words of the edited prompt with scales: 'red:2'."
+        ),
+        Input(
+            "cross_replace",
+            T.FLOAT,
+            default=0.8,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            description="Fraction of the steps that share the words' attention maps.",
+        ),
+        Input(
+            "self_replace",
+            T.FLOAT,
+            default=0.4,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            description="Fraction of the steps that share the layout (self-attention).",
+        ),
+        Input("seed", T.INT, default=0, min=0, max=2**53 - 1),
+        Input("steps", T.INT, default=20, min=1, max=1000),
+        Input("cfg", T.FLOAT, default=7.5, min=0.0, max=100.0, step=0.1),
+        Input("sampler", T.STRING, default="ddim", choices=("ddim", "euler", "dpmpp_2m", "pndm", "unipc")),
+    )
+    outputs = (Output("source", T.LATENT), Output("edited", T.LATENT))
+
+    def run(
+        self,
+        ctx: Context,
+        model: Any,
+        clip: Any,
+        latent: Any,
+        source_prompt: str,
+        edited_prompt: str,
+        negative_prompt: str,
+        mode: str,
+        reweight: str,
+        cross_replace: float,
+        self_replace: float,
+        seed: int,
+        steps: int,
+        cfg: float,
+        sampler: str,
+    ) -> dict[str, Any]:
+        from models.p2p import Controller, EditError, P2PJob, plan_tokens, sample_p2p
+        from models.prompts import encode
+        from models.values import Cond, Latent
+        from nodes.diffusion import checkpoint_for, manager_of
+
+        checkpoint = checkpoint_for(model, ctx)
+        text = checkpoint_for(clip, ctx)
+        if checkpoint.family == "sdxl":
+            raise NodeInputError("model", "prompt-to-prompt works with SD 1.x and 2.x models")
+        weights = parse_reweight(reweight)
+        if mode == "reweight" and not weights:
+            raise NodeInputError("reweight", "name the words to reweight, like 'red:2'")
+        tokenizer, encoder = text.tokenizers[0], text.text_encoders[0]
+        try:
+            plan = plan_tokens(tokenizer, source_prompt, edited_prompt, mode, weights)
+        except EditError as exc:
+            raise NodeInputError("edited_prompt", str(exc)) from None
+        manager = manager_of(ctx)
+        conds = [
+            Cond(encode(tokenizer, encoder, p, device=manager.device)[0])
+            for p in (source_prompt, edited_prompt, negative_prompt)
+        ]
+        controller = Controller(
+            total_steps=steps, cross_steps=cross_replace, self_steps=self_replace, mode=mode, **plan
+        )
+
+        def on_step(step: int, total: int, latents: Any) -> None:
+            ctx.progress(step, total)
+
+        job = P2PJob(
+            unet=checkpoint.unet,
+            scheduler_config=checkpoint.scheduler_config,
+            source=conds[0],
+            target=conds[1],
+            negative=conds[2],
+            shape=(1, *latent.samples.shape[1:]),
+            seed=seed,
+            steps=steps,
+            cfg=cfg,
+            sampler=sampler,
+            controller=controller,
+            device=manager.device,
+            dtype=manager.dtype,
+            on_step=on_step,
+        )
+        both = sample_p2p(job, ctx.check_cancelled)
+        return {"source": Latent(both[:1]), "edited": Latent(both[1:])}
+
+
+NODES = (Colorize, PromptToPrompt)

@@ -317,8 +317,9 @@ def test_embeddings_by_name_match_diffusers_textual_inversion(models_root, manag
     folder.mkdir(exist_ok=True)
     vectors = torch.randn(2, 32, generator=torch.Generator().manual_seed(4))
     save_file({"emb_params": vectors}, str(folder / "mystyle.safetensors"))
-    pipe = StableDiffusionPipeline.from_pretrained(str(models_root / "checkpoints" / "tiny-sd"),
-                                                   local_files_only=True, safety_checker=None)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        str(models_root / "checkpoints" / "tiny-sd"), local_files_only=True, safety_checker=None
+    )
     tokenizers, encoders, expansions = with_embeddings(
         [pipe.tokenizer], [pipe.text_encoder], {"mystyle": folder / "mystyle.safetensors"}, allow_pickle=False
     )
@@ -334,3 +335,77 @@ def test_embeddings_by_name_match_diffusers_textual_inversion(models_root, manag
 
     assert not np.array_equal(graph("a circle in embedding:mystyle"), graph("a circle in"))
     assert np.array_equal(graph("a circle in embedding:mystyle"), graph("a circle in mystyle"))
+
+
+def p2p_nodes(mode: str, edited: str, **extra: Any) -> dict:
+    nodes = txt2img(sampler="ddim", seed=21, steps=8)
+    nodes["p2p"] = {
+        "type": "PromptToPrompt",
+        "inputs": {
+            "model": link("ck", "model"),
+            "clip": link("ck", "clip"),
+            "latent": link("lat", "latent"),
+            "source_prompt": PROMPT,
+            "edited_prompt": edited,
+            "mode": mode,
+            "seed": 21,
+            "steps": 8,
+            "cfg": 7.5,
+            "sampler": "ddim",
+            **extra,
+        },
+    }
+    for name in ("source", "edited"):
+        nodes[f"d_{name}"] = {
+            "type": "VAEDecode",
+            "inputs": {"vae": link("ck", "vae"), "latent": link("p2p", name)},
+        }
+        nodes[f"show_{name}"] = {"type": "PreviewImage", "inputs": {"images": link(f"d_{name}", "image")}}
+    for name in ("s", "d", "show", "pos", "neg"):
+        nodes.pop(name)
+    return nodes
+
+
+def test_prompt_to_prompt_keeps_the_layout(models_root, manager):
+    plain = image_of(run_graph(txt2img(sampler="ddim", seed=21, steps=8), models_root, manager)).astype(int)
+    edit = "a blue circle at the top left"
+    result = run_graph(p2p_nodes("replace", edit), models_root, manager)
+    source, edited = image_of(result, "show_source").astype(int), image_of(result, "show_edited").astype(int)
+    assert np.abs(source - plain).max() <= 3  # the source is the plain image of the same seed
+    fresh = image_of(
+        run_graph(
+            dict(
+                txt2img(sampler="ddim", seed=21, steps=8),
+                pos={"type": "CLIPTextEncode", "inputs": {"clip": link("ck", "clip"), "text": edit}},
+            ),
+            models_root,
+            manager,
+        )
+    ).astype(int)
+    assert not np.array_equal(edited, source)  # the edit changed something
+    assert (
+        np.abs(edited - source).mean() < np.abs(fresh - source).mean()
+    )  # ... but kept more than a fresh image
+
+
+def test_prompt_to_prompt_modes_and_errors(models_root, manager):
+    same = run_graph(p2p_nodes("replace", PROMPT, cross_replace=1.0, self_replace=1.0), models_root, manager)
+    assert np.array_equal(image_of(same, "show_source"), image_of(same, "show_edited"))
+    refine = run_graph(p2p_nodes("refine", PROMPT + " on a green field"), models_root, manager)
+    assert refine.status == "done"
+    unit = run_graph(
+        p2p_nodes("reweight", PROMPT, reweight="red:1.0", cross_replace=0.0, self_replace=0.0),
+        models_root,
+        manager,
+    )
+    assert np.array_equal(image_of(unit, "show_source"), image_of(unit, "show_edited"))
+    louder = run_graph(p2p_nodes("reweight", PROMPT, reweight="red:3.0"), models_root, manager)
+    assert not np.array_equal(image_of(louder, "show_source"), image_of(louder, "show_edited"))
+    longer = run_graph(p2p_nodes("replace", PROMPT + " on grass"), models_root, manager)
+    assert (
+        longer.status == "failed"
+        and longer.error.input == "edited_prompt"
+        and "refine" in longer.error.message
+    )
+    missing = run_graph(p2p_nodes("reweight", PROMPT, reweight="purple:2"), models_root, manager)
+    assert missing.status == "failed" and "purple" in missing.error.message
