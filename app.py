@@ -30,6 +30,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="also load the node pack MODULE (a module with a NODES tuple); repeatable",
     )
+    parser.add_argument(
+        "--models",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="another models folder to search (a ComfyUI or A1111 one works); repeatable",
+    )
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load pickle weight files (.ckpt/.pt/.bin), tensors only (weights_only=True)",
+    )
+    parser.add_argument(
+        "--attention",
+        choices=("auto", "triton", "sdpa"),
+        default="auto",
+        help="attention kernel: auto = our Triton kernel on CUDA, PyTorch SDPA elsewhere",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     studio = commands.add_parser("studio", help="serve the browser studio (the default)")
@@ -104,6 +122,12 @@ def _studio_args(parser: argparse.ArgumentParser, suppress_defaults: bool = Fals
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "studio"
+    if args.models:
+        import os
+
+        extra = os.pathsep.join(args.models)
+        current = os.environ.get("STUDIO_MODELS")
+        os.environ["STUDIO_MODELS"] = f"{extra}{os.pathsep}{current}" if current else extra
     if command == "run":
         from cli.run import run_command
 

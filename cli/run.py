@@ -129,6 +129,8 @@ def run_command(args: argparse.Namespace) -> int:
         input_dirs=input_dirs,
         allow_absolute_paths=True,
         workflow_json=workflow.to_json(indent=None),
+        allow_pickle=args.allow_pickle,
+        attention=args.attention,
     )
     seed = args.seed if args.seed is not None else source.run_seed
     cancel = CancelToken()
@@ -153,6 +155,10 @@ def run_command(args: argparse.Namespace) -> int:
     if not args.json:
         for file in result.files:
             print(file)
+        for node_id, outputs in result.outputs.items():  # values shown by output nodes (ShowValue)
+            for name, value in outputs.items():
+                if isinstance(value, str | int | float) and not isinstance(value, bool):
+                    print(f"{node_id}.{name}: {value}")
         if result.status == "failed" and result.error is not None:
             print(f"error: {result.error}", file=sys.stderr)
         elif result.status == "cancelled":

@@ -33,11 +33,16 @@ def studio_command(args: argparse.Namespace) -> int:
     registry = load_registry(args)
     output_dir = Path(args.out).resolve()
 
+    from models.manager import ModelManager
+
+    models = ModelManager(allow_pickle=args.allow_pickle, attention=args.attention)  # shared by every run
+
     def settings_factory() -> RunSettings:
         return RunSettings(
             output_dir=output_dir,
             input_dirs=(Path("input").resolve(), REPO / "workflows"),
             allow_absolute_paths=False,
+            models=models,
         )
 
     from ui.studio import serve

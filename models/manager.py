@@ -99,6 +99,13 @@ class ModelManager:
             return int(total * 0.8)
         return 12 * 1024**3
 
+    def install_attention(self, model: Any) -> str:
+        """Put the attention kernel chosen by ``self.attention`` into a UNet or ControlNet
+        ("auto": our Triton kernel on CUDA, PyTorch's SDPA elsewhere). Returns what was installed."""
+        from kernels.processor import install_attention
+
+        return install_attention(model, self.attention)
+
     def get(self, key: Hashable, load: Callable[[], T]) -> T:
         """The model under ``key``, loading it (once) with ``load`` when absent."""
         with self._lock:

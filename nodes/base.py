@@ -232,6 +232,8 @@ class RunSettings:
     allow_absolute_paths: bool = True
     workflow_json: str | None = None  # the workflow as saved, embedded into output images
     models: Any = None  # the process's models.manager.ModelManager, shared by every run
+    allow_pickle: bool = False  # for a manager made on first use: load pickle weights (weights only)
+    attention: str = "auto"  # for a manager made on first use: "auto", "triton" or "sdpa"
 
 
 @dataclass

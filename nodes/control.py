@@ -51,9 +51,11 @@ class ControlNetLoader(Node):
         key = ("controlnet", str(path.resolve()), _file_state(path))
 
         def load() -> Any:
-            return load_controlnet(
+            controlnet = load_controlnet(
                 path, device=manager.device, dtype=manager.dtype, allow_pickle=manager.allow_pickle
             )
+            manager.install_attention(controlnet)
+            return controlnet
 
         try:
             manager.get(key, load)

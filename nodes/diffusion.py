@@ -80,7 +80,8 @@ def manager_of(ctx: Context) -> Any:
     if ctx.settings.models is None:
         from models.manager import ModelManager
 
-        ctx.settings.models = ModelManager()
+        settings = ctx.settings
+        settings.models = ModelManager(allow_pickle=settings.allow_pickle, attention=settings.attention)
     return ctx.settings.models
 
 
@@ -132,13 +133,15 @@ class CheckpointLoader(Node):
         key = ("checkpoint", str(path.resolve()), _file_state(path), prediction)
 
         def load() -> Any:
-            return load_checkpoint(
+            loaded = load_checkpoint(
                 path,
                 device=manager.device,
                 dtype=manager.dtype,
                 allow_pickle=manager.allow_pickle,
                 prediction=prediction,
             )
+            manager.install_attention(loaded.unet)
+            return loaded
 
         try:
             checkpoint = manager.get(key, load)

@@ -304,6 +304,9 @@ def test_download_and_open_again(page: Page, tmp_path: Path) -> None:
 
 
 def test_copy_paste_delete_and_undo(page: Page) -> None:
+    choose_example(page, "invert.json")
+    page.wait_for_function("window.studioCanvas.nodeById('invert') !== null")
+    page.wait_for_timeout(300)
     first = point(page, "screenPosition('invert')")
     page.mouse.click(first[0] + 60, first[1] - 10)  # the title bar selects the node
     page.wait_for_function("Object.keys(window.studioCanvas.lgcanvas.selected_nodes).length === 1")

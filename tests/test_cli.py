@@ -20,8 +20,10 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "workflows" / "invert.json"
 
 
-def app(*args: str, cwd: Path = REPO, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def app(
+    *args: str, cwd: Path = REPO, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run(
         [sys.executable, str(REPO / "app.py"), *args],
         cwd=cwd,

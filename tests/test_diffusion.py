@@ -291,3 +291,31 @@ def test_models_are_shared_and_evicted_under_a_budget(models_root):
     assert small.loads == loads  # the loaded checkpoint was shared, not loaded again
     run_graph(txt2img("tiny-sdxl"), models_root, small)
     assert len(small.keys()) == 1  # the first checkpoint was dropped for the second
+
+
+def test_pickle_checkpoint_loads_with_the_opt_in(models_root, tmp_path):
+    from tests.fixtures.original_layout import original_sd1_state_dict
+    from tests.fixtures.tiny_models import save_config_folder
+    from tests.test_cli import app
+
+    folder = models_root / "checkpoints" / "tiny-sd"
+    ckpt = models_root / "checkpoints" / "tiny-pickle.ckpt"
+    torch.save({"state_dict": original_sd1_state_dict(folder)}, ckpt)
+    save_config_folder(folder, models_root / "checkpoints" / "tiny-pickle.config")
+    workflow = Path(__file__).resolve().parent.parent / "workflows" / "txt2img.json"
+    common = (
+        "run",
+        str(workflow),
+        "--out",
+        str(tmp_path),
+        "--set",
+        "ck.ckpt_name=tiny-pickle.ckpt",
+        "--set",
+        "s.steps=2",
+    )
+    env = {"STUDIO_MODELS": str(models_root)}
+    refused = app(*common, env=env)
+    assert refused.returncode == 1 and "--allow-pickle" in refused.stderr
+    loaded = app("--allow-pickle", *common, env=env)
+    assert loaded.returncode == 0, loaded.stderr
+    assert list(tmp_path.glob("txt2img_*.png"))

@@ -16,23 +16,45 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((REPO / "workflows").glob("*.json"))
 
 
-def test_there_are_examples():
-    assert len(EXAMPLES) >= 3
+TASKS = {
+    "txt2img",
+    "img2img",
+    "inpaint",
+    "outpaint",
+    "controlnet",
+    "instruct-edit",
+    "prompt-to-prompt",
+    "colorize",
+    "regional-prompt",
+    "caption",
+    "clip-score",
+}
+
+
+def test_there_is_an_example_per_task():
+    assert TASKS <= {p.stem for p in EXAMPLES}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
-def test_example_is_valid(path, registry):
+def test_example_is_valid(path, registry, models_root):
     result = validate(path.read_text(), registry)
     assert result.ok, [str(i) for i in result.issues]
     assert json.loads(path.read_text()).get("metadata", {}).get("description"), "say what the example does"
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
-def test_example_runs_headless(path, tmp_path):
-    done = app("run", str(path), "--out", str(tmp_path))
+def test_example_runs_headless(path, tmp_path, models_root):
+    done = app("run", str(path), "--out", str(tmp_path), env={"STUDIO_MODELS": str(models_root)})
     assert done.returncode == 0, done.stderr
-    files = [Path(line) for line in done.stdout.splitlines()]
-    assert files and all(f.is_file() and f.parent == tmp_path for f in files)
+    lines = done.stdout.splitlines()
+    files = [Path(line) for line in lines if line.endswith(".png")]
+    assert all(f.is_file() and f.parent == tmp_path for f in files)
+    if path.stem in ("caption", "clip-score"):
+        assert lines, "the value is shown"
+    else:
+        assert files, "the example saves an image"
+        with Image.open(files[0]) as picture:
+            assert picture.size[0] >= 48 and np.asarray(picture).std() > 1  # a picture, not a blank
 
 
 def test_switch_example_follows_the_switch(tmp_path):

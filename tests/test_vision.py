@@ -30,83 +30,19 @@ from models.manager import ModelManager  # noqa: E402
 from nodes.base import CancelToken, Context, NodeInputError, RunSettings  # noqa: E402
 from nodes.registry import default_registry  # noqa: E402
 from nodes.vision import Captioner, CaptionerLoader, ClipLoader, CLIPScore  # noqa: E402
+from tests.fixtures.tiny_vision import (  # noqa: E402
+    TOWER,
+    VISION,
+    bert_tokenizer,
+    save_tiny_blip,
+    save_tiny_clip,
+    save_tiny_git,
+)
 from tests.helpers import link  # noqa: E402
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 WIDTH, HEIGHT = 48, 40
-WORDS = (
-    "a an the of on in with and is are there what color shape picture photo of cat dog red blue "
-    "green yellow circle square triangle small large two one sitting table"
-).split()
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
-#: initializer_range 0.2 (not 0.02): random towers that small otherwise caption every picture alike
-TOWER = {
-    "hidden_size": 32,
-    "intermediate_size": 37,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "initializer_range": 0.2,
-}
-VISION = {**TOWER, "image_size": 32, "patch_size": 8}
-
-
-def bert_tokenizer(folder: Path) -> Any:
-    """A tiny BERT WordPiece tokenizer from a vocab.txt written here (BLIP's and GIT's kind)."""
-    from transformers import BertTokenizer
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = SPECIALS + WORDS + [f"w{i}" for i in range(200)]
-    (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
-    return BertTokenizer.from_pretrained(str(folder), bos_token="[DEC]", local_files_only=True)
-
-
-def save_tiny_blip(folder: Path, tokenizer: Any, vqa: bool = False) -> None:
-    from transformers import (
-        BlipConfig,
-        BlipForConditionalGeneration,
-        BlipForQuestionAnswering,
-        BlipImageProcessor,
-        BlipProcessor,
-    )
-
-    config = BlipConfig(
-        vision_config=VISION,
-        text_config={
-            **TOWER,
-            "vocab_size": len(tokenizer),
-            "max_position_embeddings": 64,
-            "pad_token_id": tokenizer.pad_token_id,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.sep_token_id,
-            "sep_token_id": tokenizer.sep_token_id,
-        },
-        projection_dim=32,
-        image_text_hidden_size=32,
-    )
-    torch.manual_seed(2 if vqa else 1)
-    model = (BlipForQuestionAnswering if vqa else BlipForConditionalGeneration)(config)
-    model.save_pretrained(folder, safe_serialization=True)
-    image_processor = BlipImageProcessor(size={"height": 32, "width": 32})
-    BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
-
-
-def save_tiny_git(folder: Path, tokenizer: Any) -> None:
-    from transformers import CLIPImageProcessor, GitConfig, GitForCausalLM, GitProcessor
-
-    config = GitConfig(
-        vision_config=VISION,
-        **TOWER,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=64,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.cls_token_id,
-        eos_token_id=tokenizer.sep_token_id,
-    )
-    torch.manual_seed(3)
-    GitForCausalLM(config).save_pretrained(folder, safe_serialization=True)
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    GitProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
 
 
 def save_tiny_blip2(folder: Path) -> None:
@@ -211,29 +147,6 @@ def save_tiny_florence2(folder: Path) -> None:
     torch.manual_seed(6)
     Florence2ForConditionalGeneration(config).save_pretrained(folder, safe_serialization=True)
     processor.save_pretrained(folder)
-
-
-def save_tiny_clip(folder: Path) -> None:
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-
-    from models.tokenizer import clip_tokenizer
-
-    config = CLIPConfig(
-        text_config={
-            **TOWER,
-            "vocab_size": 49408,
-            "max_position_embeddings": 77,
-            "bos_token_id": 49406,
-            "eos_token_id": 49407,
-            "pad_token_id": 49407,
-        },
-        vision_config=VISION,
-        projection_dim=16,
-    )
-    torch.manual_seed(4)
-    CLIPModel(config).save_pretrained(folder, safe_serialization=True)
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPProcessor(image_processor=image_processor, tokenizer=clip_tokenizer()).save_pretrained(folder)
 
 
 def pictures() -> list[Image.Image]:

@@ -283,11 +283,22 @@ class StudioHandlers:
             return []
         return sorted(p.name for p in self.examples_dir.glob("*.json") if p.is_file())
 
+    #: Shown first when the page opens, if it can run here (its models are present).
+    PREFERRED_FIRST = ("txt2img.json", "invert.json")
+
     def initial_text(self) -> tuple[str | None, str]:
-        """The example shown when the page opens (the first one), and its text."""
+        """The example shown when the page opens, and its text: the first one of
+        :attr:`PREFERRED_FIRST` that is valid here, else the first valid one, else the first."""
         names = self.example_names()
         if not names:
             return None, EMPTY_WORKFLOW
+        ordered = [n for n in self.PREFERRED_FIRST if n in names] + [
+            n for n in names if n not in self.PREFERRED_FIRST
+        ]
+        for name in ordered:
+            text, _ = self.load_example(name)
+            if isinstance(text, str) and validate(text, self.registry).ok:
+                return name, text
         text, _ = self.load_example(names[0])
         return names[0], text
 
