@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from models.lora import LoraError, fuse, read_pairs  # noqa: E402
 from models.prompts import Piece, encode, parse_weights  # noqa: E402
 from models.sampling import combine  # noqa: E402
 from models.values import Cond  # noqa: E402
+from nodes.base import NodeInputError  # noqa: E402
 from nodes.edit import Colorize  # noqa: E402
 from nodes.image import luminance  # noqa: E402
 from tests.fixtures.models_root import SIZE  # noqa: E402
@@ -409,3 +411,89 @@ def test_prompt_to_prompt_modes_and_errors(models_root, manager):
     )
     missing = run_graph(p2p_nodes("reweight", PROMPT, reweight="purple:2"), models_root, manager)
     assert missing.status == "failed" and "purple" in missing.error.message
+
+
+def test_preprocessors_against_opencv():
+    import cv2
+
+    from nodes.control import CannyEdges, SoftEdges, TileBlur
+
+    picture = (
+        np.asarray(
+            Image.open(Path(__file__).parent.parent / "workflows" / "assets" / "shapes.png").convert("RGB"),
+            np.float32,
+        )[None]
+        / 255.0
+    )
+    edges = run_node(CannyEdges, image=picture, low_threshold=50, high_threshold=150)["image"]
+    gray = (np.clip(picture[0] @ np.asarray([0.299, 0.587, 0.114], np.float32), 0, 1) * 255 + 0.5).astype(
+        np.uint8
+    )
+    expected = cv2.Canny(gray, 50, 150).astype(np.float32) / 255.0
+    assert np.array_equal(edges[0, ..., 0], expected) and np.array_equal(edges[..., 0], edges[..., 2])
+    assert edges.max() == 1.0 and edges.mean() < 0.3  # thin white lines on black
+    soft = run_node(SoftEdges, image=picture, blur=1.0)["image"]
+    assert soft.shape == picture.shape and 0.0 <= soft.min() and soft.max() == pytest.approx(1.0)
+    flat = run_node(SoftEdges, image=np.full((1, 8, 8, 3), 0.5, np.float32), blur=1.0)["image"]
+    assert not flat.any()  # no edges in a flat picture
+    tile = run_node(TileBlur, image=picture, factor=4)["image"]
+    small = cv2.resize(picture[0], (16, 12), interpolation=cv2.INTER_AREA)
+    assert np.allclose(tile[0], np.clip(cv2.resize(small, (64, 48), interpolation=cv2.INTER_CUBIC), 0, 1))
+    with pytest.raises(NodeInputError) as err:
+        run_node(CannyEdges, image=picture, low_threshold=200, high_threshold=100)
+    assert err.value.input_name == "high_threshold"
+
+
+def test_vae_loader_overrides_the_checkpoint_vae(models_root, manager):
+    from tests.fixtures.tiny_models import tiny_vae
+
+    tiny_vae(seed=5).save_pretrained(models_root / "vae" / "other-vae")
+    nodes = txt2img()
+    nodes["vae"] = {"type": "VAELoader", "inputs": {"vae_name": "other-vae"}}
+    nodes["d"]["inputs"]["vae"] = link("vae", "vae")
+    other = image_of(run_graph(nodes, models_root, manager))
+    own = image_of(run_graph(txt2img(), models_root, manager))
+    assert other.shape == own.shape and not np.array_equal(other, own)
+    shutil.copytree(models_root / "checkpoints" / "tiny-sd" / "vae", models_root / "vae" / "same-vae")
+    nodes["vae"]["inputs"]["vae_name"] = "same-vae"
+    assert np.array_equal(image_of(run_graph(nodes, models_root, manager)), own)  # the same VAE, loaded alone
+
+
+def test_sdxl_single_file_loads_the_same_model(models_root, manager):
+    from tests.fixtures.original_layout import write_original_sdxl
+    from tests.fixtures.tiny_models import save_config_folder
+
+    folder = models_root / "checkpoints" / "tiny-sdxl"
+    write_original_sdxl(folder, models_root / "checkpoints" / "tiny-xl-single.safetensors")
+    save_config_folder(folder, models_root / "checkpoints" / "tiny-xl-single.config")
+    from_folder = image_of(run_graph(txt2img("tiny-sdxl", negative="blurry"), models_root, manager))
+    single = image_of(
+        run_graph(txt2img("tiny-xl-single.safetensors", negative="blurry"), models_root, manager)
+    )
+    assert np.array_equal(from_folder, single)
+
+
+def test_chained_controlnets_add_up(models_root, manager):
+    def with_controls(strengths: list[float]) -> np.ndarray:
+        nodes = txt2img(seed=3, steps=4)
+        nodes["cn"] = {"type": "ControlNetLoader", "inputs": {"control_net_name": "tiny-cn"}}
+        nodes["hint"] = {"type": "LoadImage", "inputs": {"path": "shapes.png"}}
+        source = link("pos", "conditioning")
+        for index, strength in enumerate(strengths):
+            nodes[f"c{index}"] = {
+                "type": "ControlNetApply",
+                "inputs": {
+                    "conditioning": source,
+                    "control_net": link("cn", "control_net"),
+                    "image": link("hint", "image"),
+                    "strength": strength,
+                },
+            }
+            source = link(f"c{index}", "conditioning")
+        nodes["s"]["inputs"]["positive"] = source
+        return image_of(run_graph(nodes, models_root, manager)).astype(int)
+
+    twice = with_controls([0.4, 0.4])
+    once = with_controls([0.8])
+    assert np.abs(twice - once).max() <= 1  # residuals sum: two at 0.4 act as one at 0.8
+    assert np.abs(with_controls([0.8]) - with_controls([])).max() > 1
