@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import secrets
 import sys
 from pathlib import Path
 
 from cli.info import load_registry
+from server.net import is_loopback  # noqa: F401 - part of this module's interface
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def studio_command(args: argparse.Namespace) -> int:

@@ -213,59 +213,58 @@ def _load_single_file(path: Path, dtype: torch.dtype, allow_pickle: bool) -> Che
     return _from_components(pipe.components, family, str(path))
 
 
-def _single_model_config(path: Path, default: Path) -> Path:
-    """A sidecar ``<stem>.config`` folder next to the file wins over the shipped config."""
-    sidecar = path.with_name(path.stem + ".config")
-    return sidecar if (sidecar / "config.json").is_file() else default
-
-
 def load_controlnet(
     path: Path, *, device: str = "cpu", dtype: torch.dtype | None = None, allow_pickle: bool = False
 ) -> Any:
     """A ControlNet from a diffusers folder or a single file (SD 1.x or SDXL layout)."""
-    import torch
     from diffusers import ControlNetModel
 
-    dtype = dtype or torch.float32
-    path = Path(path)
-    try:
-        if path.is_dir():
-            model = ControlNetModel.from_pretrained(str(path), local_files_only=True, dtype=dtype)
-        else:
-            check_weights_file(path, allow_pickle)
-            keys = load_state_dict(path, allow_pickle=allow_pickle)
-            xl = any("add_embedding" in k or "label_emb" in k for k in keys)
-            del keys
-            default = CONFIGS / ("controlnet-sdxl" if xl else "controlnet-sd15")
-            config = _single_model_config(path, default)
-            model = ControlNetModel.from_single_file(
-                str(path), config=str(config), local_files_only=True, dtype=dtype
-            )
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"cannot load the ControlNet {path.name}: {exc}") from None
-    return model.to(device).eval().requires_grad_(False)
+    def default_config(state: dict[str, Any]) -> Path:
+        xl = any("add_embedding" in k or "label_emb" in k for k in state)
+        return CONFIGS / ("controlnet-sdxl" if xl else "controlnet-sd15")
+
+    return _load_model(ControlNetModel, "ControlNet", path, default_config, device, dtype, allow_pickle)
 
 
 def load_vae(
     path: Path, *, device: str = "cpu", dtype: torch.dtype | None = None, allow_pickle: bool = False
 ) -> Any:
     """A VAE from a diffusers folder or a single file (the original layout)."""
-    import torch
     from diffusers import AutoencoderKL
+
+    return _load_model(
+        AutoencoderKL, "VAE", path, lambda _: CONFIGS / "sd15" / "vae", device, dtype, allow_pickle
+    )
+
+
+def _load_model(
+    cls: Any,
+    what: str,
+    path: Path,
+    default_config: Any,
+    device: str,
+    dtype: torch.dtype | None,
+    allow_pickle: bool,
+) -> Any:
+    """One diffusers model from its folder, or from a single file with a config folder (a sidecar
+    ``<stem>.config`` next to the file, else ``default_config(state_dict)``)."""
+    import torch
 
     dtype = dtype or torch.float32
     path = Path(path)
     try:
         if path.is_dir():
-            model = AutoencoderKL.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+            model = cls.from_pretrained(str(path), local_files_only=True, dtype=dtype)
         else:
             check_weights_file(path, allow_pickle)
-            config = _single_model_config(path, CONFIGS / "sd15" / "vae")
-            model = AutoencoderKL.from_single_file(
-                str(path), config=str(config), local_files_only=True, dtype=dtype
-            )
+            sidecar = path.with_name(path.stem + ".config")
+            if (sidecar / "config.json").is_file():
+                config = sidecar
+            else:
+                config = default_config(load_state_dict(path, allow_pickle=allow_pickle))
+            model = cls.from_single_file(str(path), config=str(config), local_files_only=True, dtype=dtype)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"cannot load the VAE {path.name}: {exc}") from None
+        raise CheckpointError(f"cannot load the {what} {path.name}: {exc}") from None
     return model.to(device).eval().requires_grad_(False)
 
 

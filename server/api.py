@@ -11,7 +11,6 @@ requests whose ``Origin`` is another site are refused. docs/api.md has it all.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import secrets
@@ -29,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from graph.issues import InvalidWorkflow
 from server.files import FileRefused, output_file
 from server.jobs import Job, JobQueue, QueueClosed, QueueFull
+from server.net import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +104,7 @@ def gradio_login_user(blocks: Any) -> SessionUser:
 
 def _is_local_host(host_header: str) -> bool:
     """Whether a Host header names this machine (a guard against DNS rebinding)."""
-    host = urlsplit(f"//{host_header}").hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(urlsplit(f"//{host_header}").hostname or "")
 
 
 def _summary(job: Job) -> dict[str, Any]:
