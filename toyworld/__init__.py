@@ -1,0 +1,55 @@
+"""A procedural toy world of simple colored shapes on a 3x3 grid, with captions, and a rule-based analyzer.
+
+``render(random_scene(rng))`` draws a picture, ``caption(scene)`` says "a red circle at the top left";
+``analyze(image)`` reads it back and ``score(scene, image)`` checks a (generated) picture against a scene.
+"""
+
+from toyworld.analyzer import Analysis, Detection, analyze, describe, score
+from toyworld.world import (
+    BACKGROUNDS,
+    COLORS,
+    POSITION_PHRASES,
+    POSITIONS,
+    SHAPES,
+    Scene,
+    Shape,
+    all_instructions,
+    caption,
+    dataset,
+    edges,
+    edit,
+    grayscale,
+    held_out_combinations,
+    instructions,
+    mask,
+    random_scene,
+    render,
+    split_of,
+)
+
+__all__ = [
+    "BACKGROUNDS",
+    "COLORS",
+    "POSITIONS",
+    "POSITION_PHRASES",
+    "SHAPES",
+    "Analysis",
+    "Detection",
+    "Scene",
+    "Shape",
+    "all_instructions",
+    "analyze",
+    "caption",
+    "dataset",
+    "describe",
+    "edges",
+    "edit",
+    "grayscale",
+    "held_out_combinations",
+    "instructions",
+    "mask",
+    "random_scene",
+    "render",
+    "score",
+    "split_of",
+]
