@@ -13,12 +13,12 @@ import numpy as np
 
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
-from nodes.diffusion import _file_state, _paths, manager_of
+from nodes.diffusion import file_state, manager_of, model_paths
 from nodes.image import as_image
 
 
 def controlnet_choices() -> list[str]:
-    return _paths().list("controlnet")
+    return model_paths().list("controlnet")
 
 
 class ControlNetLoader(Node):
@@ -36,19 +36,19 @@ class ControlNetLoader(Node):
     outputs = (Output("control_net", T.CONTROL_NET),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        path = _paths().find("controlnet", str(inputs.get("control_net_name") or ""))
-        return _file_state(path) if path is not None else "missing"
+        path = model_paths().find("controlnet", str(inputs.get("control_net_name") or ""))
+        return file_state(path) if path is not None else "missing"
 
     def run(self, ctx: Context, control_net_name: str) -> dict[str, Any]:
         from models.loading import CheckpointError, load_controlnet
         from models.safety import PickleRefused, UnsafeOrBrokenFile
         from models.values import ModuleRef
 
-        path = _paths().find("controlnet", control_net_name)
+        path = model_paths().find("controlnet", control_net_name)
         if path is None:
             raise NodeInputError("control_net_name", f"{control_net_name!r} is not in models/controlnet")
         manager = manager_of(ctx)
-        key = ("controlnet", str(path.resolve()), _file_state(path))
+        key = ("controlnet", str(path.resolve()), file_state(path))
 
         def load() -> Any:
             controlnet = load_controlnet(

@@ -29,29 +29,29 @@ SAMPLER_NAMES = (
 SEED_MAX = 2**53 - 1
 
 
-def _paths() -> Any:
+def model_paths() -> Any:
     from models.paths import ModelPaths
 
     return ModelPaths.from_env()
 
 
 def checkpoint_choices() -> list[str]:
-    return _paths().list("checkpoints")
+    return model_paths().list("checkpoints")
 
 
 def vae_choices() -> list[str]:
-    return _paths().list("vae")
+    return model_paths().list("vae")
 
 
 def lora_choices() -> list[str]:
-    return _paths().list("loras")
+    return model_paths().list("loras")
 
 
 def embedding_files() -> dict[str, Path]:
     """Embeddings by name (file name without suffix)."""
     from models.embeddings import SUFFIXES
 
-    paths = _paths()
+    paths = model_paths()
     files = {}
     for name in paths.list("embeddings"):
         path = paths.find("embeddings", name)
@@ -85,7 +85,7 @@ def manager_of(ctx: Context) -> Any:
     return ctx.settings.models
 
 
-def _file_state(path: Path) -> str:
+def file_state(path: Path) -> str:
     if path.is_dir():
         stamps = [p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()]
         return f"dir:{max(stamps, default=0)}:{len(stamps)}"
@@ -116,21 +116,21 @@ class CheckpointLoader(Node):
     outputs = (Output("model", T.MODEL), Output("clip", T.CLIP), Output("vae", T.VAE))
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        path = _paths().find("checkpoints", str(inputs.get("ckpt_name") or ""))
-        return _file_state(path) if path is not None else "missing"
+        path = model_paths().find("checkpoints", str(inputs.get("ckpt_name") or ""))
+        return file_state(path) if path is not None else "missing"
 
     def run(self, ctx: Context, ckpt_name: str, prediction: str) -> dict[str, Any]:
         from models.loading import CheckpointError, load_checkpoint
         from models.safety import PickleRefused, UnsafeOrBrokenFile
         from models.values import CheckpointRef, ClipRef, ModelRef, ModuleRef
 
-        path = _paths().find("checkpoints", ckpt_name)
+        path = model_paths().find("checkpoints", ckpt_name)
         if path is None:
             raise NodeInputError(
                 "ckpt_name", f"{ckpt_name!r} is not in models/checkpoints; put the file there"
             )
         manager = manager_of(ctx)
-        key = ("checkpoint", str(path.resolve()), _file_state(path), prediction)
+        key = ("checkpoint", str(path.resolve()), file_state(path), prediction)
 
         def load() -> Any:
             loaded = load_checkpoint(
@@ -171,8 +171,8 @@ class LoraLoader(Node):
     outputs = (Output("model", T.MODEL), Output("clip", T.CLIP))
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        path = _paths().find("loras", str(inputs.get("lora_name") or ""))
-        return _file_state(path) if path is not None else "missing"
+        path = model_paths().find("loras", str(inputs.get("lora_name") or ""))
+        return file_state(path) if path is not None else "missing"
 
     def run(
         self, ctx: Context, model: Any, clip: Any, lora_name: str, strength_model: float, strength_clip: float
@@ -181,14 +181,14 @@ class LoraLoader(Node):
 
         from models.safety import check_weights_file
 
-        path = _paths().find("loras", lora_name)
+        path = model_paths().find("loras", lora_name)
         if path is None:
             raise NodeInputError("lora_name", f"{lora_name!r} is not in models/loras; put the file there")
         try:
             check_weights_file(path, manager_of(ctx).allow_pickle)
         except Exception as exc:  # noqa: BLE001 - PickleRefused, said in plain words
             raise NodeInputError("lora_name", str(exc)) from None
-        entry = (str(path.resolve()), float(strength_model), float(strength_clip), _file_state(path))
+        entry = (str(path.resolve()), float(strength_model), float(strength_clip), file_state(path))
         loras = model.loras + (entry,)
         return {"model": replace(model, loras=loras), "clip": replace(clip, loras=loras)}
 
@@ -208,19 +208,19 @@ class VAELoader(Node):
     outputs = (Output("vae", T.VAE),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        path = _paths().find("vae", str(inputs.get("vae_name") or ""))
-        return _file_state(path) if path is not None else "missing"
+        path = model_paths().find("vae", str(inputs.get("vae_name") or ""))
+        return file_state(path) if path is not None else "missing"
 
     def run(self, ctx: Context, vae_name: str) -> dict[str, Any]:
         from models.loading import CheckpointError, load_vae
         from models.safety import PickleRefused
         from models.values import ModuleRef
 
-        path = _paths().find("vae", vae_name)
+        path = model_paths().find("vae", vae_name)
         if path is None:
             raise NodeInputError("vae_name", f"{vae_name!r} is not in models/vae; put the file there")
         manager = manager_of(ctx)
-        key = ("vae", str(path.resolve()), _file_state(path))
+        key = ("vae", str(path.resolve()), file_state(path))
 
         def load() -> Any:
             return load_vae(
@@ -250,7 +250,7 @@ class CLIPTextEncode(Node):
         if not isinstance(text, str):
             return None
         files = embedding_files()
-        return ",".join(f"{n}:{_file_state(files[n])}" for n in find_names(text, files)) or None
+        return ",".join(f"{n}:{file_state(files[n])}" for n in find_names(text, files)) or None
 
     def run(self, ctx: Context, clip: Any, text: str) -> dict[str, Any]:
         import torch
@@ -272,7 +272,7 @@ class CLIPTextEncode(Node):
                 clip.checkpoint.key,
                 clip.loras,
                 "embeddings",
-                tuple((n, _file_state(p)) for n, p in used.items()),
+                tuple((n, file_state(p)) for n, p in used.items()),
             )
             try:
                 tokenizers, encoders, expansions = manager.get(

@@ -18,7 +18,7 @@ import numpy as np
 
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
-from nodes.diffusion import _file_state, _paths, manager_of
+from nodes.diffusion import file_state, manager_of, model_paths
 
 #: A loaded captioning model (with its processor) in the model manager.
 CAPTIONER = "CAPTIONER"
@@ -36,11 +36,11 @@ FLORENCE_DEFAULT_TASK = "<CAPTION>"
 
 
 def captioner_choices() -> list[str]:
-    return _paths().list("captioners")
+    return model_paths().list("captioners")
 
 
 def clip_choices() -> list[str]:
-    return _paths().list("clip")
+    return model_paths().list("clip")
 
 
 @dataclass(eq=False)
@@ -64,7 +64,7 @@ def _model_folder(kind: str, name: str, input_name: str, what: str) -> Path:
     """The transformers folder ``name`` of ``kind``, or a NodeInputError naming the input."""
     if not name:
         raise NodeInputError(input_name, f"no model chosen: put a {what} folder in models/{kind}")
-    path = _paths().find(kind, name)
+    path = model_paths().find(kind, name)
     if path is None:
         raise NodeInputError(input_name, f"{name!r} is not in models/{kind}; put the {what} folder there")
     if not path.is_dir() or not (path / "config.json").is_file():
@@ -218,8 +218,8 @@ class CaptionerLoader(Node):
     outputs = (Output("captioner", CAPTIONER),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        path = _paths().find("captioners", str(inputs.get("captioner_name") or ""))
-        return _file_state(path) if path is not None else "missing"
+        path = model_paths().find("captioners", str(inputs.get("captioner_name") or ""))
+        return file_state(path) if path is not None else "missing"
 
     def run(self, ctx: Context, captioner_name: str) -> dict[str, Any]:
         from models.values import ModuleRef
@@ -230,7 +230,7 @@ class CaptionerLoader(Node):
         kind = _captioner_kind(config, captioner_name, name)
         manager = manager_of(ctx)
         use_safetensors = _use_safetensors(path, name, manager.allow_pickle)
-        key = ("captioner", str(path.resolve()), _file_state(path))
+        key = ("captioner", str(path.resolve()), file_state(path))
 
         def load() -> LoadedCaptioner:
             model = _load_pretrained(_caption_model_class(kind), path, name, manager, use_safetensors, config)
@@ -304,8 +304,8 @@ class ClipLoader(Node):
     outputs = (Output("clip", CLIP_SCORER),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        path = _paths().find("clip", str(inputs.get("clip_name") or ""))
-        return _file_state(path) if path is not None else "missing"
+        path = model_paths().find("clip", str(inputs.get("clip_name") or ""))
+        return file_state(path) if path is not None else "missing"
 
     def run(self, ctx: Context, clip_name: str) -> dict[str, Any]:
         from models.values import ModuleRef
@@ -321,7 +321,7 @@ class ClipLoader(Node):
             )
         manager = manager_of(ctx)
         use_safetensors = _use_safetensors(path, name, manager.allow_pickle)
-        key = ("clip-scorer", str(path.resolve()), _file_state(path))
+        key = ("clip-scorer", str(path.resolve()), file_state(path))
 
         def load() -> LoadedClip:
             from transformers import CLIPModel
