@@ -1,0 +1,193 @@
+"""The toy-model training scripts with tiny sizes and a few steps: the VAE trains and exports, the SD
+trains, a resumed run equals a straight one, the time budget stops cleanly, and the exported
+checkpoint loads in the studio and draws a 32x32 picture through its nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from training import export, sd, vae  # noqa: E402
+from training.common import read_log, read_state, toy_batch  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_VAE = "--channels 16,16,16 --groups 8 --batch 4 --eval-images 16 --threads 1".split()
+TINY_SD = "--channels 16,32 --groups 8 --text-hidden 32 --text-layers 2 --batch 4 --threads 1".split()
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_settings():
+    """The scripts switch on deterministic algorithms, seed torch and set its threads (one here: tiny
+    models on a shared machine); put the session back."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    rng = torch.get_rng_state()
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.set_rng_state(rng)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained tiny VAE (3 steps) and a straight 4-step SD run on it."""
+    root = tmp_path_factory.mktemp("runs")
+    assert vae.main(["--out", str(root / "vae"), "--steps", "3", *TINY_VAE]) == 0
+    assert sd.main(sd_args(root, "sd", 4)) == 0
+    return root
+
+
+def sd_args(root: Path, name: str, steps: int, *extra: str) -> list[str]:
+    return ["--out", str(root / name), "--vae", str(root / "vae"), "--steps", str(steps), *TINY_SD, *extra]
+
+
+def state_tensors(run: Path) -> dict[str, torch.Tensor]:
+    return {
+        f"{f.stem}/{k}": v
+        for f in sorted((run / "state").glob("*.safetensors"))
+        for k, v in load_file(f).items()
+    }
+
+
+def test_the_stream_is_the_train_split_and_depends_only_on_seed_and_step():
+    from toyworld import split_of
+
+    first, again, other = toy_batch(7, 8, seed=3), toy_batch(7, 8, seed=3), toy_batch(8, 8, seed=3)
+    assert torch.equal(first.images, again.images) and first.captions == again.captions
+    assert not torch.equal(first.images, other.images)
+    assert first.images.shape == (8, 3, 32, 32) and -1 <= first.images.min() < first.images.max() <= 1
+    many = toy_batch(0, 200, seed=0, drop_p=0.5)
+    assert all(split_of(scene) == "train" for scene in many.scenes)
+    assert 50 < sum(c == "" for c in many.captions) < 150
+
+
+def test_vae_trains_and_exports(runs: Path):
+    from diffusers import AutoencoderKL
+
+    state = read_state(runs / "vae")
+    assert state is not None and (state.step, state.status) == (3, "done")
+    assert [r["step"] for r in read_log(runs / "vae")] == [1, 2, 3]
+    model = AutoencoderKL.from_pretrained(str(runs / "vae" / "vae"), local_files_only=True)
+    assert model.config.latent_channels == 4 and len(model.config.block_out_channels) == 3
+    summary = json.loads((runs / "vae" / "summary.json").read_text())
+    assert summary["latent"] == [4, 8, 8] and summary["scaling_factor"] == pytest.approx(
+        model.config.scaling_factor
+    )
+    with torch.no_grad():
+        latents = model.encode(torch.zeros(1, 3, 32, 32)).latent_dist.mode()
+    assert latents.shape == (1, 4, 8, 8)
+
+
+def test_sd_trains_and_logs_every_step(runs: Path):
+    state = read_state(runs / "sd")
+    assert state is not None and (state.step, state.status) == (4, "done")
+    log = read_log(runs / "sd")
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in log)
+    config = json.loads((runs / "sd" / "config.json").read_text())
+    assert config["models"]["unet"]["cross_attention_dim"] == config["models"]["text_encoder"]["hidden_size"]
+
+
+def test_resuming_in_a_new_process_equals_a_straight_run(runs: Path, tmp_path: Path):
+    (tmp_path / "vae").symlink_to(runs / "vae")  # the same trained VAE
+    assert sd.main(sd_args(tmp_path, "sd", 2)) == 0
+    assert read_state(tmp_path / "sd").step == 2
+    # the second half in a new process, from the command line, as a real resumption would be
+    command = [sys.executable, "-m", "training.sd", *sd_args(tmp_path, "sd", 4)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    resumed, straight = state_tensors(tmp_path / "sd"), state_tensors(runs / "sd")
+    assert resumed.keys() == straight.keys() and any(k.startswith("ema_unet/") for k in resumed)
+    different = [k for k in straight if not k.startswith("rng/") and not torch.equal(resumed[k], straight[k])]
+    assert different == []
+    losses = [r["loss"] for r in read_log(tmp_path / "sd")]
+    assert losses == [r["loss"] for r in read_log(runs / "sd")]
+
+
+def test_resuming_with_other_sizes_is_refused(runs: Path, tmp_path: Path):
+    (tmp_path / "vae").symlink_to(runs / "vae")
+    assert sd.main(sd_args(tmp_path, "sd", 1)) == 0
+    with pytest.raises(ValueError, match="text_hidden"):
+        sd.main(sd_args(tmp_path, "sd", 2, "--text-hidden", "16"))
+
+
+def test_the_time_budget_saves_and_stops(runs: Path, tmp_path: Path):
+    (tmp_path / "vae").symlink_to(runs / "vae")
+    assert sd.main(sd_args(tmp_path, "sd", 50, "--max-minutes", "0.00001")) == 0
+    state = read_state(tmp_path / "sd")
+    assert state is not None and (state.step, state.status) == (1, "stopped")
+
+
+def run_txt2img(root: Path, ckpt: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from graph.executor import Executor
+    from graph.validate import validate
+    from models.manager import ModelManager
+    from nodes.base import RunSettings
+    from nodes.registry import default_registry
+    from tests.helpers import link
+
+    monkeypatch.setenv("STUDIO_MODELS", str(root))
+    nodes = {
+        "ck": {"type": "CheckpointLoader", "inputs": {"ckpt_name": ckpt}},
+        "pos": {"type": "CLIPTextEncode", "inputs": {"clip": link("ck", "clip"), "text": "a red circle"}},
+        "neg": {"type": "CLIPTextEncode", "inputs": {"clip": link("ck", "clip"), "text": ""}},
+        "lat": {"type": "EmptyLatent", "inputs": {"width": 32, "height": 32, "vae": link("ck", "vae")}},
+        "s": {
+            "type": "Sampler",
+            "inputs": {
+                "model": link("ck", "model"),
+                "positive": link("pos", "conditioning"),
+                "negative": link("neg", "conditioning"),
+                "latent": link("lat", "latent"),
+                "seed": 1,
+                "steps": 2,
+                "cfg": 5.0,
+                "sampler": "dpmpp_2m",
+            },
+        },
+        "d": {"type": "VAEDecode", "inputs": {"vae": link("ck", "vae"), "latent": link("s", "latent")}},
+        "show": {"type": "PreviewImage", "inputs": {"images": link("d", "image")}},
+    }
+    registry = default_registry()
+    checked = validate({"version": 1, "nodes": nodes}, registry)
+    assert checked.ok, [str(i) for i in checked.issues]
+    settings = RunSettings(models=ModelManager(device="cpu"), output_dir=root / "out")
+    return Executor(registry).run(checked.workflow, settings=settings)
+
+
+def test_export_loads_and_draws_through_the_nodes(runs: Path, tmp_path: Path, monkeypatch):
+    from models.loading import load_checkpoint
+
+    folder = export.export_sd(runs / "sd", tmp_path / "checkpoints" / "toy-sd")
+    for part in (
+        "model_index.json",
+        "README.md",
+        "tokenizer/tokenizer_config.json",
+        "scheduler/scheduler_config.json",
+    ):
+        assert (folder / part).is_file(), part
+    assert list(folder.rglob("*.safetensors")) and not list(folder.rglob("*.bin"))
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["safety_checker"] == [None, None]
+    card = (folder / "README.md").read_text()
+    assert "4 steps" in card and "seed 0" in card and "toyworld" in card
+    checkpoint = load_checkpoint(folder)
+    assert (checkpoint.family, checkpoint.vae_scale, checkpoint.unet.config.sample_size) == ("sd1", 4, 8)
+    ema = load_file(runs / "sd" / "state" / "ema_unet.safetensors")
+    assert all(torch.equal(v, ema[k]) for k, v in checkpoint.unet.state_dict().items())
+    result = run_txt2img(tmp_path, "toy-sd", monkeypatch)
+    assert result.status == "done", result.error
+    images = np.asarray(result.outputs["show"]["images"])
+    assert images.shape == (1, 32, 32, 3) and np.isfinite(images).all()

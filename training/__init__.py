@@ -1,0 +1,11 @@
+"""Training the bundled toy models on the procedural toy world (:mod:`toyworld`).
+
+- :mod:`training.common`: seeding, the toy-world data stream, resumable run folders, logging, time budget
+- :mod:`training.vae`: a small AutoencoderKL (32 px pictures, 8x8x4 latents)
+- :mod:`training.sd`: an SD-style text-to-image model (a small CLIP text encoder and UNet, trained jointly)
+- :mod:`training.export`: a diffusers StableDiffusionPipeline folder with a model card, checked by loading it
+
+``python -m training.vae --out runs/vae --steps 3000 --batch 64`` then
+``python -m training.sd --out runs/sd --vae runs/vae --steps 4000 --batch 64`` then
+``python -m training.export --sd runs/sd --out models/checkpoints/toy-sd``.
+"""

@@ -1,0 +1,264 @@
+"""Export a trained toy SD as a diffusers StableDiffusionPipeline folder, with a model card, and check
+that the studio loads it.
+
+``python -m training.export --sd runs/sd --out models/checkpoints/toy-sd [--eval 64]``
+
+The folder holds safetensors weights (the EMA copies when the run kept them), CLIP's tokenizer files,
+a DPM++ 2M (or PNDM) scheduler config with SD's betas, no safety checker, and ``README.md`` saying how
+the model was made (data, sizes, steps, seed, time, loss; with ``--eval N`` also how often the toy
+world's analyzer reads N generated pictures as their captions say). The export is written beside
+``--out`` and swapped in only once :func:`models.loading.load_checkpoint` has loaded it back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.common import CONFIG, count_parameters, load_module_weights, read_state, recent_loss
+from training.sd import SD_SCHEDULER_CONFIG, load_vae
+
+SCHEDULERS = {"dpmpp": "DPMSolverMultistepScheduler", "pndm": "PNDMScheduler"}
+
+
+def trained_models(run: Path, use_ema: bool = True) -> tuple[Any, Any, dict[str, Any]]:
+    """(unet, text_encoder, run config) rebuilt from the run's config and latest state."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    run = Path(run)
+    config = json.loads((run / CONFIG).read_text())
+    unet = UNet2DConditionModel.from_config(config["models"]["unet"])
+    text_encoder = CLIPTextModel(CLIPTextConfig.from_dict(config["models"]["text_encoder"]))
+    ema = use_ema and bool(config.get("ema"))
+    for name, module in (("unet", unet), ("text_encoder", text_encoder)):
+        module.load_state_dict(load_module_weights(run, f"ema_{name}" if ema else name))
+    config["exported_weights"] = "EMA" if ema else "raw"
+    return unet.eval(), text_encoder.eval(), config
+
+
+def make_pipeline(unet: Any, text_encoder: Any, vae: Any, scheduler: str = "dpmpp") -> Any:
+    import diffusers
+    from diffusers import StableDiffusionPipeline
+
+    from models.tokenizer import clip_tokenizer
+
+    sampler = getattr(diffusers, SCHEDULERS[scheduler]).from_config(SD_SCHEDULER_CONFIG)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=clip_tokenizer(),
+        unet=unet,
+        scheduler=sampler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def evaluate(pipe: Any, n: int, seed: int = 1234, steps: int = 20, cfg: float = 5.0, size: int = 32) -> dict:
+    """Generate ``n`` pictures for captions of each split's scenes and score them with the analyzer."""
+    from toyworld import caption, random_scene, score
+
+    results: dict[str, Any] = {"n": n, "steps": steps, "cfg": cfg, "seed": seed}
+    for split in ("train", "test"):
+        scenes = [random_scene(np.random.default_rng([seed, i]), size=size, split=split) for i in range(n)]
+        captions = [caption(s) for s in scenes]
+        images = []
+        for i in range(0, n, 16):
+            out = pipe(
+                captions[i : i + 16],
+                height=size,
+                width=size,
+                num_inference_steps=steps,
+                guidance_scale=cfg,
+                generator=torch.Generator("cpu").manual_seed(seed + i),
+                output_type="np",
+            ).images
+            images.extend((np.clip(out, 0, 1) * 255).round().astype(np.uint8))
+        scores = [score(s, image) for s, image in zip(scenes, images, strict=True)]
+        results[split] = {
+            key: round(float(np.mean([s[key] for s in scores])), 3)
+            for key in ("kind", "color", "position", "all", "exact", "count")
+        }
+    return results
+
+
+def model_card(config: dict[str, Any], unet: Any, text_encoder: Any, vae: Any, run: Path, info: dict) -> str:
+    state = read_state(run)
+    vae_summary_path = Path(config["vae"]) / "summary.json"
+    vae_summary = json.loads(vae_summary_path.read_text()) if vae_summary_path.is_file() else {}
+    tc = text_encoder.config
+    loss = recent_loss(run)
+    lines = [
+        "# toy-sd: a tiny Stable-Diffusion-style model of the toy world",
+        "",
+        "A text-to-image model in the diffusers `StableDiffusionPipeline` layout (SD1.x family),",
+        "trained from scratch on the procedural toy world of this repository (`toyworld`): pictures",
+        'of one or two colored shapes on a 3x3 grid, with captions such as "a red circle at the top',
+        "left and a blue square in the center\". It exists to make the studio's workflows produce",
+        "meaningful pictures offline and in tests; it knows nothing but the toy world.",
+        "",
+        "## How it was made",
+        "",
+        '- **Data**: `toyworld.random_scene(split="train")` drawn afresh for every step from a',
+        "  generator seeded by (seed, step, item): held-out (shape, color, position) combinations",
+        f"  never appear. {config['size']} px pictures; captions name the background with probability",
+        f'  {config["background_p"]}; {config["drop"]:.0%} of captions are dropped to "" for',
+        "  classifier-free guidance.",
+        f"- **VAE**: AutoencoderKL, {count_parameters(vae):,} parameters, channels "
+        f"{list(vae.config.block_out_channels)}, 4 latent channels, latents "
+        f"{config['size'] // 2 ** (len(vae.config.block_out_channels) - 1)}x"
+        f"{config['size'] // 2 ** (len(vae.config.block_out_channels) - 1)}, scaling factor "
+        f"{float(vae.config.scaling_factor):.4f}.",
+    ]
+    if vae_summary:
+        lines.append(
+            f"  Trained {vae_summary.get('steps')} steps of batch {vae_summary.get('batch')} (L1 + L2 + "
+            f"{vae_summary.get('kl_weight')} KL, seed {vae_summary.get('seed')}) "
+            f"in {vae_summary.get('seconds')} s; reconstruction PSNR {vae_summary.get('psnr_train')} dB "
+            f"(train), {vae_summary.get('psnr_test')} dB (held-out scenes)."
+        )
+    lines += [
+        f"- **Text encoder**: CLIPTextModel, hidden size {tc.hidden_size}, {tc.num_hidden_layers} layers, "
+        f"{tc.num_attention_heads} heads, {count_parameters(text_encoder):,} parameters "
+        f"({tc.vocab_size} x {tc.hidden_size} of them the token embedding); CLIP's real tokenizer, "
+        f"{tc.max_position_embeddings} tokens.",
+        f"- **UNet**: UNet2DConditionModel, channels {list(unet.config.block_out_channels)}, "
+        f"{unet.config.layers_per_block} layer(s) per block, cross-attention at every resolution, "
+        f"{count_parameters(unet):,} parameters, sample size {unet.config.sample_size}.",
+        "- **Training**: text encoder and UNet jointly, epsilon prediction, DDPM noise schedule of SD "
+        "(scaled_linear betas 0.00085 to 0.012, 1000 steps), MSE loss, AdamW "
+        f"(lr {config['lr']}, {config['warmup']} warm-up steps, weight decay {config['weight_decay']}), "
+        f"gradient clipping at 1, batch {config['batch']}, seed {config['seed']}, "
+        f"{state.step if state else 0} steps ({state.status if state else 'new'}) "
+        f"in {state.elapsed / 60 if state else 0:.1f} minutes on {config['device']}; "
+        + (f"mean loss over the last 100 steps {loss:.4f}." if loss is not None else "no loss logged."),
+        f"- **Weights**: {config['exported_weights']}"
+        + (f" (EMA decay {config['ema']})" if config["exported_weights"] == "EMA" else "")
+        + f"; exported {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        "## Using it",
+        "",
+        f"Sampler in the folder: {info['scheduler']}. Pictures are {config['size']}x{config['size']}",
+        "(the studio's EmptyLatent takes pixel sizes and divides by the VAE's scale).",
+        "",
+        "```python",
+        "from diffusers import StableDiffusionPipeline",
+        "pipe = StableDiffusionPipeline.from_pretrained(FOLDER, local_files_only=True, safety_checker=None)",
+        f'image = pipe("a red circle at the top left", height={config["size"]}, width={config["size"]}, '
+        "num_inference_steps=20, guidance_scale=5).images[0]",
+        "```",
+        "",
+    ]
+    if info.get("eval"):
+        ev = info["eval"]
+        lines += [
+            "## Evaluation",
+            "",
+            f"{ev['n']} pictures per split ({ev['steps']} steps, guidance {ev['cfg']}, seed {ev['seed']})",
+            "scored by `toyworld.score`: the share of shapes whose kind, color, position (and all",
+            "three) the analyzer reads as the caption says, and of pictures entirely right (`exact`)",
+            "and with the right number of shapes.",
+            "`test` captions hold combinations never seen in training.",
+            "",
+            "| split | kind | color | position | all | exact | count |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for split in ("train", "test"):
+            cells = [str(ev[split][k]) for k in ("kind", "color", "position", "all", "exact", "count")]
+            lines.append(f"| {split} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [
+        "## Reproducing it",
+        "",
+        "```bash",
+        f"python -m training.vae --out runs/vae --steps {vae_summary.get('steps', 'N')} "
+        f"--batch {vae_summary.get('batch', 'B')} --seed {vae_summary.get('seed', 0)} "
+        f"--channels {','.join(map(str, vae.config.block_out_channels))} "
+        f"--groups {vae.config.norm_num_groups} --kl {vae_summary.get('kl_weight')} "
+        f"--lr {vae_summary.get('lr')} --warmup {vae_summary.get('warmup')}",
+        f"python -m training.sd --out runs/sd --vae runs/vae --steps {config['steps']} "
+        f"--batch {config['batch']} "
+        f"--seed {config['seed']} --channels {','.join(map(str, unet.config.block_out_channels))} "
+        f"--layers {unet.config.layers_per_block} --groups {unet.config.norm_num_groups} "
+        f"--text-hidden {tc.hidden_size} --text-layers {tc.num_hidden_layers} "
+        f"--text-heads {tc.num_attention_heads} --lr {config['lr']} --warmup {config['warmup']} "
+        f"--ema {config['ema']} --drop {config['drop']} --background-p {config['background_p']}",
+        "python -m training.export --sd runs/sd --out models/checkpoints/toy-sd",
+        "```",
+        "",
+        "Training state, settings (`config.json`) and the loss per step (`log.jsonl`) stay in the",
+        "run folders.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def check_loads(folder: Path, unet: Any) -> None:
+    """Load the folder through the studio's loader and compare the UNet's weights with ours."""
+    from models.loading import load_checkpoint
+
+    checkpoint = load_checkpoint(folder)
+    ours, theirs = unet.state_dict(), checkpoint.unet.state_dict()
+    if ours.keys() != theirs.keys() or any(
+        not torch.equal(ours[k], theirs[k].to(ours[k].dtype)) for k in ours
+    ):
+        raise RuntimeError(f"{folder} does not load back as the trained model")
+    if checkpoint.family != "sd1":
+        raise RuntimeError(f"{folder} loads as {checkpoint.family}, not sd1")
+
+
+def export_sd(
+    run: Path, out: Path, *, use_ema: bool = True, scheduler: str = "dpmpp", eval_n: int = 0
+) -> Path:
+    """Write the diffusers folder and its model card to ``out`` (replacing it), checked by loading."""
+    run, out = Path(run), Path(out)
+    unet, text_encoder, config = trained_models(run, use_ema)
+    vae = load_vae(Path(config["vae"]), torch.device("cpu"))
+    pipe = make_pipeline(unet, text_encoder, vae, scheduler)
+    info: dict[str, Any] = {"scheduler": SCHEDULERS[scheduler]}
+    if eval_n:
+        info["eval"] = evaluate(pipe, eval_n, size=config["size"])
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(str(tmp), safe_serialization=True)
+    (tmp / "README.md").write_text(model_card(config, unet, text_encoder, vae, run, info))
+    if info.get("eval"):
+        (tmp / "eval.json").write_text(json.dumps(info["eval"], indent=1))
+    check_loads(tmp, unet)
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.export", description=__doc__)
+    parser.add_argument("--sd", type=Path, required=True, help="the SD run folder (training.sd --out)")
+    parser.add_argument("--out", type=Path, required=True, help="e.g. models/checkpoints/toy-sd")
+    parser.add_argument("--raw", action="store_true", help="export the raw weights, not the EMA copies")
+    parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="dpmpp")
+    parser.add_argument("--eval", type=int, default=0, help="score N generated pictures per split")
+    args = parser.parse_args(argv)
+    folder = export_sd(args.sd, args.out, use_ema=not args.raw, scheduler=args.scheduler, eval_n=args.eval)
+    print(f"exported {folder} (loads with models.loading.load_checkpoint)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
