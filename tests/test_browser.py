@@ -11,6 +11,7 @@ import json
 import os
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,26 +53,52 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class Studio:
+    """The served studio: its address and the folders it uses."""
+
+    url: str
+    input_dir: Path
+    models_root: Path
+    output_dir: Path
+
+
 @pytest.fixture(scope="module")
-def studio_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
+    """The studio over the built-in nodes and the test pack, with its own input and models folders."""
     from graph.executor import Executor
     from nodes.base import RunSettings
     from nodes.registry import default_registry
     from ui.studio import build_studio, launch
 
     output = tmp_path_factory.mktemp("output")
+    inputs = tmp_path_factory.mktemp("input")
+    models = tmp_path_factory.mktemp("models")
+    (models / "checkpoints").mkdir()
+    old_models = os.environ.get("STUDIO_MODELS")
+    os.environ["STUDIO_MODELS"] = str(models)
     registry = default_registry()
+    registry.add_pack("tests.packs.testing")
 
     def settings() -> RunSettings:
-        return RunSettings(output_dir=output, input_dirs=(EXAMPLES,))
+        return RunSettings(output_dir=output, input_dirs=(inputs, EXAMPLES))
 
     demo = build_studio(registry, Executor(registry), settings, EXAMPLES)
     port = _free_port()
     launch(demo, "127.0.0.1", port, prevent_thread_lock=True)
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield Studio(f"http://127.0.0.1:{port}/", inputs, models, output)
     finally:
         demo.close()
+        if old_models is None:
+            os.environ.pop("STUDIO_MODELS", None)
+        else:
+            os.environ["STUDIO_MODELS"] = old_models
+
+
+@pytest.fixture(scope="module")
+def studio_url(studio: Studio) -> str:
+    return studio.url
 
 
 @pytest.fixture(scope="module")
@@ -297,7 +324,7 @@ def test_download_and_open_again(page: Page, tmp_path: Path) -> None:
 
     choose_example(page, "invert.json")
     page.wait_for_function("window.studioCanvas.nodeById('compose') === null")
-    page.locator("input[type=file]").set_input_files(str(saved))
+    page.locator("input[type=file]:has(+ #studio-open)").set_input_files(str(saved))
     page.wait_for_function("window.studioCanvas.nodeById('compose') !== null")
     assert graph_part(canvas_workflow(page)) == expected
     shot(page, "canvas-opened-again")
@@ -378,3 +405,180 @@ def test_what_the_canvas_cannot_draw_is_kept(page: Page) -> None:
     page.evaluate("window.studioCanvas.addNode('Switch', [600, 0])")
     assert page.evaluate("window.studioCanvas.connect('load', 'image', 'switch', 'on_true')") is True
     assert page.evaluate("window.studioCanvas.connect('switch', 'value', 'inv', 'image')") is True
+
+
+# --- a run as it goes: previews, node states; refreshed lists; files in and out -------------------
+
+LIVE = {
+    "version": 1,
+    "nodes": {
+        "slow": {
+            "type": "Sleep",
+            "inputs": {"value": 3, "steps": 25, "seconds_per_step": 0.1},
+            "position": [40, 60],
+        },
+        "show": {
+            "type": "ShowValue",
+            "inputs": {"value": {"node": "slow", "output": "value"}},
+            "position": [360, 60],
+        },
+        "paint": {
+            "type": "SlowPreview",
+            "inputs": {"steps": 12, "seconds_per_step": 0.25, "size": 4},
+            "position": [40, 300],
+        },
+        "peek": {
+            "type": "PreviewImage",
+            "inputs": {"images": {"node": "paint", "output": "image"}},
+            "position": [360, 300],
+        },
+    },
+}
+
+FINISHED = "document.querySelector('#studio-status').innerText.includes('Finished')"
+PREVIEW_SHOWN = (
+    "(() => { const img = document.querySelector('#studio-preview img'); return Boolean(img && img.src); })()"
+)
+
+
+def test_live_preview_and_node_states_on_the_canvas(page: Page) -> None:
+    set_editor_text(page, json.dumps(LIVE, indent=2))
+    page.wait_for_function("window.studioCanvas.nodeById('paint') !== null")
+    # what the canvas shows, sampled every 50 ms
+    page.evaluate(
+        "window.__seen = []; window.__watch = setInterval(() => "
+        "window.__seen.push(window.studioCanvas.runStates()), 50)"
+    )
+    page.locator("#studio-run").click()
+    # the running node is marked on the canvas while it runs
+    page.wait_for_function("window.studioCanvas.runStates().paint === 'running'", timeout=30_000)
+    # a preview image shows before the run finishes
+    page.wait_for_function(f"{PREVIEW_SHOWN} && !{FINISHED}")
+    page.wait_for_timeout(600)  # a later preview
+    shot(page, "studio-running-preview", full_page=True)
+    page.wait_for_function(FINISHED, timeout=30_000)
+    seen = page.evaluate("clearInterval(window.__watch); window.__seen")
+    assert any(states.get("slow") == "running" and "show" not in states for states in seen), seen
+    page.wait_for_function("window.studioCanvas.runStates().show === 'done'")
+    states = page.evaluate("window.studioCanvas.runStates()")
+    assert states == {"slow": "done", "show": "done", "paint": "done", "peek": "done"}, states
+    shot(page, "studio-run-done")
+
+    # the second run comes from the cache, and the canvas says so
+    page.evaluate(
+        "window.__runs = 0; new MutationObserver(() => { if (document.querySelector('#studio-status')"
+        ".innerText.includes('Finished')) window.__runs += 1; }).observe("
+        "document.querySelector('#studio-status'), {subtree: true, childList: true, characterData: true})"
+    )
+    page.locator("#studio-run").click()
+    page.wait_for_function("window.__runs > 0 && window.studioCanvas.runStates().show === 'cached'")
+    states = page.evaluate("window.studioCanvas.runStates()")
+    assert states == {"slow": "cached", "show": "cached", "paint": "cached", "peek": "cached"}, states
+    shot(page, "studio-run-cached")
+
+
+def test_refresh_lists_models_added_after_the_page_opened(page: Page, studio: Studio) -> None:
+    page.evaluate("window.studioCanvas.addNode('CheckpointLoader', [600, 60])")
+    before = page.evaluate("window.studioCanvas.widgetChoices('checkpoint_loader', 'ckpt_name')")
+    assert before is not None and "dropped-in-later.safetensors" not in before
+    (studio.models_root / "checkpoints" / "dropped-in-later.safetensors").write_bytes(b"x")
+    page.get_by_role("button", name="Refresh models").click()
+    page.wait_for_function(
+        "window.studioCanvas.widgetChoices('checkpoint_loader', 'ckpt_name')"
+        ".includes('dropped-in-later.safetensors')"
+    )
+    # a node added now offers it too
+    page.evaluate("window.studioCanvas.addNode('CheckpointLoader', [600, 300])")
+    later = page.evaluate("window.studioCanvas.widgetChoices('checkpoint_loader_2', 'ckpt_name')")
+    assert "dropped-in-later.safetensors" in later
+    # coming back to the page refreshes the lists too
+    (studio.models_root / "checkpoints" / "while-away.safetensors").write_bytes(b"x")
+    page.wait_for_timeout(2100)
+    page.evaluate("window.dispatchEvent(new Event('focus'))")
+    page.wait_for_function(
+        "window.studioCanvas.widgetChoices('checkpoint_loader', 'ckpt_name')"
+        ".includes('while-away.safetensors')"
+    )
+
+
+def test_upload_an_image_for_load_image(page: Page, studio: Studio, tmp_path: Path) -> None:
+    from PIL import Image
+
+    picture = tmp_path / "uploaded-photo.png"
+    Image.new("RGB", (12, 8), (20, 200, 90)).save(picture)
+    choose_example(page, "invert.json")
+    page.wait_for_function("window.studioCanvas.nodeById('load') !== null")
+    page.evaluate("window.studioCanvas.lgcanvas.selectNodes([window.studioCanvas.nodeById('load')])")
+    page.locator("input[type=file]:has(+ #studio-upload-image)").set_input_files(str(picture))
+    wait_editor(page, "wf.nodes.load.inputs.path === 'uploaded-photo.png'")
+    assert (studio.input_dir / "uploaded-photo.png").read_bytes() == picture.read_bytes()
+    choices = page.evaluate("window.studioCanvas.widgetChoices('load', 'path')")
+    assert "uploaded-photo.png" in choices and "assets/shapes.png" in choices
+    page.locator("#studio-run").click()
+    page.wait_for_function(FINISHED, timeout=30_000)
+    shot(page, "studio-uploaded-image")
+
+
+def test_paint_a_mask_and_save_it(page: Page, studio: Studio, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    picture = tmp_path / "to-inpaint.png"
+    Image.new("RGB", (256, 192), (40, 90, 160)).save(picture)
+    choose_example(page, "invert.json")
+    page.wait_for_function("window.studioCanvas.nodeById('load') !== null")
+    page.get_by_text("Paint a mask (for inpainting)").click()
+    page.wait_for_selector("#studio-mask-editor", state="visible")
+    page.locator("#studio-mask-editor input[type=file]").set_input_files(str(picture))
+    page.wait_for_selector("#studio-mask-editor button[aria-label='Brush']")
+    page.wait_for_timeout(800)
+    box = page.locator("#studio-mask-editor canvas").first.bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] * 0.5
+    page.mouse.move(box["x"] + box["width"] * 0.35, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.65, y, steps=12)
+    page.mouse.up()
+    page.wait_for_timeout(500)
+    page.get_by_label("Mask file name").fill("painted")
+    page.locator("#studio-mask").scroll_into_view_if_needed()
+    page.locator("#studio-mask").screenshot(path=str(ARTIFACTS / "studio-mask-editor.png"))
+    page.get_by_role("button", name="Save mask to input/").click()
+    page.wait_for_function("document.querySelector('#studio-status').innerText.includes('painted.png')")
+    mask = np.asarray(Image.open(studio.input_dir / "painted.png").convert("L"))
+    assert mask.shape == (192, 256)
+    assert set(np.unique(mask)) == {0, 255}
+    assert mask[96, 128] == 255 and mask[0, 0] == 0  # white where painted, black elsewhere
+    page.wait_for_function("window.studioCanvas.widgetChoices('load', 'path').includes('painted.png')")
+
+
+def test_drop_a_studio_png_on_the_canvas(page: Page, tmp_path: Path) -> None:
+    import base64
+
+    from PIL import Image, PngImagePlugin
+
+    source = (EXAMPLES / "switch.json").read_text()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("workflow", source)
+    info.add_text("run_seed", "4242")
+    made = tmp_path / "made.png"
+    Image.new("RGB", (8, 8), (10, 10, 10)).save(made, pnginfo=info)
+    choose_example(page, "invert.json")
+    page.wait_for_function("window.studioCanvas.nodeById('use_photo') === null")
+    page.evaluate(
+        """(data) => {
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "made.png", {type: "image/png"}));
+            const target = document.querySelector("#studio-canvas canvas");
+            const box = target.getBoundingClientRect();
+            const at = {clientX: box.left + 200, clientY: box.top + 200, bubbles: true, cancelable: true};
+            target.dispatchEvent(new DragEvent("dragover", {...at, dataTransfer: transfer}));
+            target.dispatchEvent(new DragEvent("drop", {...at, dataTransfer: transfer}));
+        }""",
+        base64.b64encode(made.read_bytes()).decode(),
+    )
+    page.wait_for_function("window.studioCanvas.nodeById('use_photo') !== null")
+    assert graph_part(canvas_workflow(page)) == json.loads(source)
+    assert page.locator("#studio-seed textarea, #studio-seed input").first.input_value() == "4242"
+    shot(page, "studio-dropped-png")

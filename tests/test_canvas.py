@@ -76,7 +76,12 @@ def test_the_page_holds_the_canvas(tmp_path: Path) -> None:
     canvas = canvases[0]
     editor = next(b for b in demo.blocks.values() if isinstance(b, gr.Code))
     assert canvas.value.strip() == editor.value.strip()  # both start from the first example
-    assert canvas.props["node_defs"] == registry.describe()
+    # the registry's descriptions, with LoadImage's path listing the input folder's images
+    defs = json.loads(json.dumps(canvas.props["node_defs"]))
+    (load,) = [d for d in defs if d["type"] == "LoadImage"]
+    path_spec = next(spec for spec in load["inputs"] if spec["name"] == "path")
+    assert path_spec.pop("file_list") is True and isinstance(path_spec.pop("choices"), list)
+    assert defs == registry.describe()
     if library_installed():
         assert "litegraph.core.js" in canvas.head and "studio_canvas.js" in canvas.head
         assert "StudioCanvas.mount" in (canvas.js_on_load or "")
@@ -126,3 +131,22 @@ def test_npm_lock_pins_the_library_from_the_registry() -> None:
     assert entry["version"] == version and entry["integrity"].startswith("sha512-")
     assert "registry.npmjs.org" in entry.get("resolved", "https://registry.npmjs.org/")
     assert "node_modules/" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_file_inputs_list_the_input_images(registry: Registry, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from ui.canvas import node_descriptions
+    from ui.inputs import list_images
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / ".hidden").mkdir()
+    for name in ("b.png", "a.jpg", "sub/c.webp", ".hidden/d.png"):
+        Image.new("RGB", (2, 2)).save(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("x")
+    files = list_images([tmp_path, tmp_path / "missing"])
+    assert files == ["a.jpg", "b.png", "sub/c.webp"]
+    defs = node_descriptions(registry, files)
+    (load,) = [d for d in defs if d["type"] == "LoadImage"]
+    assert load["inputs"][0]["choices"] == files and load["inputs"][0]["file_list"] is True
+    assert node_descriptions(registry) == registry.describe()  # without a list: as the registry says

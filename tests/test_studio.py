@@ -39,8 +39,12 @@ def examples(tmp_path: Path) -> Path:
 @pytest.fixture
 def handlers(tmp_path: Path, examples: Path, registry: Registry) -> StudioHandlers:
     """Handlers over the built-in nodes plus the test pack (Sleep, RandomImage, ...)."""
+    inputs = (tmp_path / "input",)
     return StudioHandlers(
-        registry, Executor(registry), lambda: RunSettings(output_dir=tmp_path / "out"), examples
+        registry,
+        Executor(registry),
+        lambda: RunSettings(output_dir=tmp_path / "out", input_dirs=inputs),
+        examples,
     )
 
 
@@ -236,3 +240,200 @@ def test_server_with_token_needs_login(tmp_path: Path, examples: Path) -> None:
         assert login("s3cret") == 200
     finally:
         demo.close()
+
+
+# --- live previews, node states, several tabs -------------------------------------------------
+
+PREVIEWED = {
+    "version": 1,
+    "nodes": {
+        "paint": {"type": "SlowPreview", "inputs": {"steps": 6, "seconds_per_step": 0.15, "size": 4}},
+        "peek": {"type": "PreviewImage", "inputs": {"images": {"node": "paint", "output": "image"}}},
+    },
+}
+
+
+def _has_states(update: tuple) -> bool:
+    """Whether a page update carries node states (not ``gr.skip()``, itself a dict)."""
+    return isinstance(update[4], dict) and "states" in update[4]
+
+
+def test_run_page_shows_previews_and_node_states(handlers: StudioHandlers) -> None:
+    import numpy as np
+
+    updates = list(handlers.run_page(json.dumps(PREVIEWED), 1, Session()))
+    status, _, _, first_preview, first_states = updates[0]
+    assert first_preview is None and first_states["states"] == {}  # a new run clears both
+    previews = [u[3] for u in updates[:-1] if isinstance(u[3], np.ndarray)]
+    assert previews, "no preview image before the run finished"
+    assert previews[0].dtype == np.uint8 and previews[0].shape == (256, 256, 3)  # 4x4 enlarged
+    assert len(np.unique(previews[0][:, :, 0])) == 4  # nearest neighbour: still 4 columns of values
+    states = [u[4]["states"] for u in updates if _has_states(u)]
+    assert {"paint": "running"} in states
+    assert states[-1] == {"paint": "done", "peek": "done"}
+    assert updates[-1][0].startswith("**Finished**")
+    # the second run comes from the cache, and the canvas is told so (also of the node
+    # upstream, which the run never visits: its result was in the cache as well)
+    again = list(handlers.run_page(json.dumps(PREVIEWED), 1, Session()))
+    last_states = [u[4]["states"] for u in again if _has_states(u)][-1]
+    assert last_states == {"paint": "cached", "peek": "cached"}
+
+
+def test_a_cancelled_node_is_no_longer_shown_running(handlers: StudioHandlers) -> None:
+    slow = {
+        "version": 1,
+        "nodes": {
+            "slow": {"type": "Sleep", "inputs": {"value": 1, "steps": 2000, "seconds_per_step": 0.005}},
+            "show": {"type": "ShowValue", "inputs": {"value": {"node": "slow", "output": "value"}}},
+        },
+    }
+    session = Session()
+    updates = handlers.run_page(json.dumps(slow), None, session)
+    for update in updates:
+        if _has_states(update) and update[4]["states"].get("slow") == "running":
+            break
+    handlers.cancel(session)
+    final = [u[4] for u in updates if _has_states(u)]
+    assert final and final[-1]["states"] == {}
+
+
+def test_two_tabs_both_enter_the_job_queue(handlers: StudioHandlers, tmp_path: Path) -> None:
+    """The page lets several runs into the JobQueue: the second tab sees its place in line."""
+    slow = {
+        "version": 1,
+        "nodes": {
+            "slow": {"type": "Sleep", "inputs": {"value": 1, "steps": 4000, "seconds_per_step": 0.005}},
+            "show": {"type": "ShowValue", "inputs": {"value": {"node": "slow", "output": "value"}}},
+        },
+    }
+    first, second = Session(), Session()
+    first_updates = handlers.run_page(json.dumps(slow), None, first)
+    for status, *_ in first_updates:
+        if " step " in status:
+            break
+    second_updates = handlers.run_page(json.dumps(TINY), None, second)
+    status, *_ = next(second_updates)
+    assert status == "**Waiting in the queue**: 1 job before this one…"
+    assert second.job_id is not None and handlers.jobs.position(second.job_id) == 0
+    handlers.cancel(first)
+    assert list(first_updates)[-1][0].startswith("**Cancelled**")
+    final = list(second_updates)[-1][0]
+    assert final.startswith("**Finished**"), final
+    # and the page's Run button lets more than one run in at a time (Gradio's queue would hold it)
+    demo = build_studio(
+        handlers.registry, handlers.executor, handlers.settings_factory, handlers.examples_dir
+    )
+    (run,) = [f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "run_page"]
+    assert run.concurrency_limit is None or run.concurrency_limit >= 2
+
+
+# --- the input folder: uploads, masks, refreshed lists -------------------------------------------
+
+
+def _png(path: Path, size: tuple[int, int] = (6, 4), color: tuple[int, int, int] = (200, 10, 10)) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", size, color).save(path)
+    return path
+
+
+def test_upload_image_goes_into_the_input_folder(handlers: StudioHandlers, tmp_path: Path) -> None:
+    source = _png(tmp_path / "photo.png")
+    defs, status = handlers.upload_image(str(source))
+    folder = tmp_path / "input"
+    assert (folder / "photo.png").read_bytes() == source.read_bytes()
+    assert "photo.png" in status and defs["set_file"] == "photo.png"
+    (load,) = [d for d in defs["node_defs"] if d["type"] == "LoadImage"]
+    path_spec = next(spec for spec in load["inputs"] if spec["name"] == "path")
+    assert path_spec["choices"] == ["photo.png"] and path_spec["file_list"] is True
+    # never overwritten: the same name again gets a number
+    (tmp_path / "other").mkdir()
+    other = _png(tmp_path / "other" / "photo.png", color=(1, 2, 3))
+    defs, status = handlers.upload_image(str(other))
+    assert defs["set_file"] == "photo_2.png" and (folder / "photo.png").read_bytes() == source.read_bytes()
+    assert handlers.input_files() == ["photo.png", "photo_2.png"]
+    # only images
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    defs, status = handlers.upload_image(str(text))
+    assert "not an image" in status and not (folder / "notes.txt").exists()
+    fake = tmp_path / "fake.png"
+    fake.write_text("not really")
+    _, status = handlers.upload_image(str(fake))
+    assert "not an image" in status and not (folder / "fake.png").exists()
+    assert handlers.upload_image(None)[1] == ""
+
+
+def test_file_names_with_folder_parts_are_refused() -> None:
+    from ui.inputs import InputRefused, check_name
+
+    assert check_name("a photo (1).png") == "a photo (1).png"
+    for bad in ("../x.png", "a/b.png", "a\\b.png", "/etc/x.png", ".hidden.png", "", "x.exe", "a\tb.png"):
+        with pytest.raises(InputRefused):
+            check_name(bad)
+
+
+def _editor_value(size: tuple[int, int] = (8, 10)) -> dict:
+    import numpy as np
+
+    height, width = size
+    background = np.zeros((height, width, 4), dtype=np.uint8)
+    background[..., :3] = 90
+    background[..., 3] = 255
+    layer = np.zeros((height, width, 4), dtype=np.uint8)
+    layer[2:5, 3:7] = (255, 255, 255, 255)
+    return {"background": background, "layers": [layer], "composite": background}
+
+
+def test_painted_mask_is_saved_and_loads_as_a_mask(handlers: StudioHandlers, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    defs, status = handlers.save_mask(_editor_value(), "hole")
+    saved = tmp_path / "input" / "hole.png"
+    assert saved.is_file() and "hole.png" in status and defs["set_file"] == "hole.png"
+    pixels = np.asarray(Image.open(saved).convert("L"))
+    assert pixels.shape == (8, 10)
+    assert (pixels[2:5, 3:7] == 255).all() and pixels.sum() == 255 * 12
+    # a second save never overwrites the first
+    _, status = handlers.save_mask(_editor_value(), "hole.png")
+    assert (tmp_path / "input" / "hole_2.png").is_file()
+    # nothing painted, no image, a bad name: nothing saved, a plain reason
+    empty = _editor_value()
+    empty["layers"] = [np.zeros((8, 10, 4), dtype=np.uint8)]
+    assert "nothing is painted" in handlers.save_mask(empty, "x.png")[1]
+    assert "open an image" in handlers.save_mask(None, "x.png")[1]
+    assert "folder parts" in handlers.save_mask(_editor_value(), "../x.png")[1]
+    assert "not an image" in handlers.save_mask(_editor_value(), "x.jpg")[1]
+    assert sorted(p.name for p in (tmp_path / "input").iterdir()) == ["hole.png", "hole_2.png"]
+
+    # LoadImage + ImageToMask read it back: 1 where painted
+    flow = {
+        "version": 1,
+        "nodes": {
+            "load": {"type": "LoadImage", "inputs": {"path": "hole.png"}},
+            "mask": {"type": "ImageToMask", "inputs": {"image": {"node": "load", "output": "image"}}},
+            "show": {"type": "MaskToImage", "inputs": {"mask": {"node": "mask", "output": "mask"}}},
+            "peek": {"type": "PreviewImage", "inputs": {"images": {"node": "show", "output": "image"}}},
+        },
+    }
+    status, gallery, _ = list(handlers.run(json.dumps(flow), 1, Session()))[-1]
+    assert status.startswith("**Finished**"), status
+    (frame, _caption), *_ = gallery
+    assert (frame[2:5, 3:7] == 255).all() and int(frame.sum()) == 255 * 12 * 3
+
+
+def test_refresh_lists_new_model_files(handlers: StudioHandlers, tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "models"
+    (root / "checkpoints").mkdir(parents=True)
+    monkeypatch.setenv("STUDIO_MODELS", str(root))
+
+    def ckpt_choices() -> list[str]:
+        defs, status = handlers.refresh_lists()
+        assert "refreshed" in status
+        (loader,) = [d for d in defs["node_defs"] if d["type"] == "CheckpointLoader"]
+        return next(spec for spec in loader["inputs"] if spec["name"] == "ckpt_name")["choices"]
+
+    assert "dropped-in.safetensors" not in ckpt_choices()
+    (root / "checkpoints" / "dropped-in.safetensors").write_bytes(b"x")
+    assert "dropped-in.safetensors" in ckpt_choices()

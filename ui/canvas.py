@@ -15,8 +15,13 @@ How the page keeps the canvas and the editor equal (all in the browser):
   the text into the editor; Run, Validate and Download then use it unchanged.
 - issues -> canvas: Validate and Run also ask :meth:`CanvasBridge.issues` for the
   problems of each node; the canvas draws those nodes with a red frame and the message.
-- run -> canvas: each update of the event log colours the running, finished and
-  cached nodes.
+- run -> canvas: the run handler pushes the state of each node (running, done,
+  cached, failed) into a hidden component; the canvas frames and badges those nodes.
+- refresh -> canvas: "Refresh models" (and saving an upload or a mask) sends the node
+  descriptions again, so combo widgets list model files and input images added
+  since the page opened; an upload also fills the path of the selected LoadImage.
+- drop -> editor: a workflow .json or studio-made .png dropped on the canvas goes
+  through the page's "Open workflow" upload.
 """
 
 from __future__ import annotations
@@ -63,6 +68,11 @@ start();
 COPY_TEXT_JS = "(text) => text"
 SHOW_ISSUES_JS = "(issues) => { if (window.studioCanvas) window.studioCanvas.showIssues(issues || []); }"
 SHOW_RUN_JS = "(log) => { if (window.studioCanvas) window.studioCanvas.showRun(log || []); }"
+SHOW_STATES_JS = "(states) => { if (window.studioCanvas) window.studioCanvas.showStates(states || {}); }"
+UPDATE_DEFS_JS = (
+    "(defs) => { if (!defs) return; if (window.studioCanvas) window.studioCanvas.updateDefs(defs);"
+    " else window.studioPendingDefs = defs; }"
+)
 
 
 def library_installed() -> bool:
@@ -79,9 +89,27 @@ def socket_colors(descriptions: Sequence[dict[str, Any]]) -> dict[str, str]:
     return colors
 
 
-def canvas_config(registry: Registry) -> dict[str, Any]:
-    """What the browser needs to register the node types: descriptions and socket colours."""
+#: Inputs naming a file in the input folder: (node type, input). The canvas offers the
+#: folder's images as their choices (``file_list``), refreshed with the model lists.
+FILE_INPUTS = frozenset({("LoadImage", "path")})
+
+
+def node_descriptions(registry: Registry, input_files: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The registry's descriptions (choices computed now), file inputs listing ``input_files``."""
     descriptions = registry.describe()
+    if input_files is None:
+        return descriptions
+    for description in descriptions:
+        for spec in description["inputs"]:
+            if (description["type"], spec["name"]) in FILE_INPUTS and "choices" not in spec:
+                spec["choices"] = list(input_files)
+                spec["file_list"] = True
+    return descriptions
+
+
+def canvas_config(registry: Registry, input_files: Sequence[str] | None = None) -> dict[str, Any]:
+    """What the browser needs to register the node types: descriptions and socket colours."""
+    descriptions = node_descriptions(registry, input_files)
     return {"node_defs": descriptions, "colors": socket_colors(descriptions)}
 
 
@@ -108,7 +136,9 @@ def _serve_static_files() -> None:
     gr.set_static_paths([LIBRARY_SCRIPT.parent, LIBRARY_CSS.parent, STATIC_DIR])
 
 
-def workflow_canvas(registry: Registry, value: str = "", **kwargs: Any) -> gr.HTML:
+def workflow_canvas(
+    registry: Registry, value: str = "", input_files: Sequence[str] | None = None, **kwargs: Any
+) -> gr.HTML:
     """A litegraph.js canvas whose value is the workflow's JSON text.
 
     A plain ``gr.HTML`` (a subclass would make Gradio write a ``.pyi`` stub next to
@@ -123,7 +153,7 @@ def workflow_canvas(registry: Registry, value: str = "", **kwargs: Any) -> gr.HT
         js_on_load=JS_ON_LOAD if installed else None,
         head=head_html() if installed else None,
         apply_default_css=False,
-        **canvas_config(registry),
+        **canvas_config(registry, input_files),
         **kwargs,
     )
 
@@ -147,8 +177,14 @@ def connect_canvas(
     *,
     check_buttons: Sequence[gr.Button] = (),
     events_log: gr.JSON | None = None,
+    run_states: gr.JSON | None = None,
+    node_defs: gr.JSON | None = None,
 ) -> gr.JSON:
-    """Wire the canvas to the editor (both ways), the issues and the run's event log.
+    """Wire the canvas to the editor (both ways), the issues and the run.
+
+    ``run_states`` (``{"states": {node id: state}}``, pushed by the run handler) marks
+    the nodes; without it the event log ``events_log`` does. ``node_defs`` (the
+    payload of :meth:`ui.studio.StudioHandlers.node_defs`) updates the combo widgets.
 
     Call inside the page's ``gr.Blocks``; returns the hidden component holding the
     issues last shown on the canvas.
@@ -162,6 +198,10 @@ def connect_canvas(
         button.click(bridge.issues, inputs=editor, outputs=issues, **quick).then(
             None, inputs=issues, js=SHOW_ISSUES_JS, **quick
         )
-    if events_log is not None:
+    if run_states is not None:
+        run_states.change(None, inputs=run_states, js=SHOW_STATES_JS, **quick)
+    elif events_log is not None:
         events_log.change(None, inputs=events_log, js=SHOW_RUN_JS, **quick)
+    if node_defs is not None:
+        node_defs.change(None, inputs=node_defs, js=UPDATE_DEFS_JS, **quick)
     return issues

@@ -1,18 +1,28 @@
-"""The first browser studio: load, edit, validate, run and watch a workflow.
+"""The browser studio: load, edit, validate, run and watch a workflow.
 
-The page holds a JSON editor (filled from an example, an uploaded workflow file
-or a PNG the studio saved), Validate / Run / Cancel buttons, a seed box, a
-status panel, a gallery of the images a run produced and a log of its events.
-A node canvas comes later; this page only needs the engine in ``graph/``.
+The page holds the node canvas (ui/canvas.py) and a JSON editor kept equal to it
+(filled from an example, an uploaded workflow file, or a PNG the studio saved,
+also dropped on the canvas), Validate / Run / Cancel buttons, a seed box, a
+status panel, a gallery of the images a run produced, the latest live preview a
+node sent (a sampler's after each step), a log of its events and the history.
+While a run goes, the canvas marks each node running, done, cached or failed.
 
-The handlers live on :class:`StudioHandlers` as plain methods (``run`` is a
-generator), so tests call them without a browser; :func:`build_blocks` wires
-them to Gradio components.
+Files for LoadImage: "Upload image" saves an image into the input folder (the
+first of the run settings' ``input_dirs``; never overwriting) and "Paint a mask"
+saves a painted mask there as a black-and-white PNG (ui/inputs.py). LoadImage's
+path lists the folder's images; "Refresh models" (and opening the page) sends the
+node descriptions again, so model files added since then appear in the loaders.
+
+The handlers live on :class:`StudioHandlers` as plain methods (``run`` and
+``run_page`` are generators), so tests call them without a browser;
+:func:`build_blocks` wires them to Gradio components.
 
 Sessions: each browser tab gets its own :class:`Session` in a ``gr.State``; it
 holds the cancel token of that tab's run, so Cancel never reaches another
-tab's run. Runs go through Gradio's queue one at a time (the quick handlers
-bypass that limit so a tab can validate or cancel while another runs).
+tab's run. Runs from all tabs go straight into the job queue (up to
+:data:`PAGE_RUNS` at once), which runs them in turn and tells each its place
+in line; the quick handlers bypass Gradio's queue limit so a tab can validate
+or cancel while another runs.
 
 Access: :func:`serve` binds only to the host and port it is given. With a
 token, the page asks for a login: user name ``studio``, password the token
@@ -26,6 +36,7 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import contextlib
 import hashlib
 import logging
 import queue
@@ -58,15 +69,16 @@ from graph.events import (
 from graph.executor import MAX_SEED, Executor, RunResult
 from graph.issues import InvalidWorkflow, Issue
 from graph.validate import validate
-from graph.workflow import UnreadableFile, Workflow, read_source
+from graph.workflow import Link, UnreadableFile, Workflow, read_source
 from nodes import types as T
 from nodes.base import CancelToken, RunSettings
 from nodes.registry import Registry
 from server.api import api_router, gradio_login_user
 from server.history import History
 from server.jobs import Job, JobQueue, QueueClosed, QueueFull
-from ui.canvas import connect_canvas, workflow_canvas
+from ui.canvas import connect_canvas, node_descriptions, workflow_canvas
 from ui.history import add_history_panel
+from ui.inputs import InputRefused, list_images, save_mask, save_upload
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +97,20 @@ _STATUS_INTERVAL = 0.1
 _GALLERY_INTERVAL = 0.5
 #: Exported workflow files kept on disk (one per distinct editor text).
 _MAX_EXPORTS = 20
+#: Seconds between updates of the live preview image.
+_PREVIEW_INTERVAL = 0.25
+#: Live previews smaller than this (pixels, longer side) are enlarged with nearest-neighbour.
+PREVIEW_SIZE = 256
+_MAX_ENLARGE = 64
+#: Runs the page lets into the job queue at once (all tabs together); the queue runs them in turn.
+PAGE_RUNS = 16
 
 _DONE = object()
 
 GalleryItem = tuple[Any, str]
 RunUpdate = tuple[str, Any, list[dict[str, Any]]]
+#: A run update for the page: status, gallery, log, live preview, node states.
+PageUpdate = tuple[str, Any, Any, Any, Any]
 
 
 class Session:
@@ -146,6 +167,15 @@ def to_uint8_frames(image: Any) -> list[np.ndarray]:
     return list(array)
 
 
+def enlarge(frame: np.ndarray, least: int = PREVIEW_SIZE) -> np.ndarray:
+    """A small frame made at least ``least`` pixels on its longer side by repeating pixels."""
+    longest = max(frame.shape[0], frame.shape[1], 1)
+    factor = min(_MAX_ENLARGE, max(1, -(-least // longest)))
+    if factor == 1:
+        return frame
+    return np.repeat(np.repeat(frame, factor, axis=0), factor, axis=1)
+
+
 def _looks_like_image(value: Any) -> bool:
     shape = getattr(value, "shape", None)
     return shape is not None and len(shape) == 4 and shape[-1] in (3, 4)
@@ -184,15 +214,28 @@ class RunView:
     log: list[dict[str, Any]] = field(default_factory=list)
     finished: RunFinished | None = None
     gallery_dirty: bool = False
+    #: The state each node shows on the canvas: running, done, cached or failed.
+    states: dict[str, str] = field(default_factory=dict)
+    states_dirty: bool = False
+    #: The latest preview image of the run (8-bit, enlarged for the page), and whether it is new.
+    preview: np.ndarray | None = None
+    preview_dirty: bool = False
+
+    def _state(self, node_id: str, state: str) -> None:
+        self.states[node_id] = state
+        self.states_dirty = True
 
     def add(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self.seed = event.seed
             self.planned = len(event.planned)
+            self.states.clear()
+            self.states_dirty = True
         elif isinstance(event, NodeStarted):
             self.visited += 1
             self.current = (event.node_id, event.node_type)
             self.step = None
+            self._state(event.node_id, "running")
         elif isinstance(event, NodeProgress):
             self.step = (event.step, event.total)
         elif isinstance(event, NodePreview):
@@ -200,11 +243,15 @@ class RunView:
             if frames:
                 self.previews[event.node_id] = frames
                 self.gallery_dirty = True
+                self.preview = enlarge(frames[0])
+                self.preview_dirty = True
         elif isinstance(event, NodeCached):
+            self._state(event.node_id, "cached")
             self.visited += 1
             self.lines.append(f"- {md_escape(event.node_id)} ({md_escape(event.node_type)}): from cache")
             self._add_files(event.node_id, event.files)
         elif isinstance(event, NodeFinished):
+            self._state(event.node_id, "done")
             self.current = None
             self.step = None
             self.lines.append(
@@ -212,14 +259,32 @@ class RunView:
             )
             self._add_files(event.node_id, event.files)
         elif isinstance(event, NodeFailed):
+            self._state(event.node_id, "failed")
             self.current = None
             self.lines.append(f"- {md_escape(event.node_id)} ({md_escape(event.node_type)}): failed")
         elif isinstance(event, RunFinished):
             self.finished = event
+            if event.status == "done":
+                self._mark_cached_upstream()
         if not isinstance(event, NodeProgress | NodePreview):
             entry = event.to_dict()
             entry.pop("details", None)  # tracebacks go to the server log, not the page
             self.log.append(entry)
+
+    def _mark_cached_upstream(self) -> None:
+        """Nodes feeding only cached nodes are not visited at all: their results were in the
+        cache too, so the canvas shows them cached."""
+        stack = [node_id for node_id, state in self.states.items() if state == "cached"]
+        while stack:
+            entry = self.workflow.nodes.get(stack.pop())
+            for value in entry.inputs.values() if entry is not None else ():
+                if (
+                    isinstance(value, Link)
+                    and value.node in self.workflow.nodes
+                    and value.node not in self.states
+                ):
+                    self._state(value.node, "cached")
+                    stack.append(value.node)
 
     def _add_files(self, node_id: str, files: list[str]) -> None:
         self.files.setdefault(node_id, []).extend(files)
@@ -352,6 +417,67 @@ class StudioHandlers:
                 shutil.rmtree(old.parent, ignore_errors=True)
         return str(path)
 
+    # -- the input folder and the node descriptions ------------------------------------
+
+    @property
+    def input_dirs(self) -> tuple[Path, ...]:
+        """Where LoadImage looks for files (the run settings' input folders)."""
+        return tuple(Path(folder) for folder in self.settings_factory().input_dirs)
+
+    def input_files(self) -> list[str]:
+        """The images in the input folders, as LoadImage's path takes them."""
+        return list_images(self.input_dirs)
+
+    def node_defs(self, set_file: str | None = None) -> dict[str, Any]:
+        """The node descriptions for the canvas, with choices as they are now (model files,
+        input images); ``set_file`` goes into the path of the selected LoadImage nodes."""
+        return {
+            "node_defs": node_descriptions(self.registry, self.input_files()),
+            "set_file": set_file,
+            "nonce": time.monotonic_ns(),
+        }
+
+    def refresh_lists(self) -> tuple[dict[str, Any], str]:
+        """(node descriptions, status) for the "Refresh models" button."""
+        return self.node_defs(), "Model and input image lists refreshed."
+
+    def _input_folder(self) -> Path:
+        dirs = self.input_dirs
+        if not dirs:
+            raise InputRefused("the studio has no input folder")
+        return dirs[0]
+
+    def upload_image(self, file: Any) -> tuple[Any, str]:
+        """Save an uploaded image in the input folder: (node descriptions, status)."""
+        if file is None:
+            return gr.skip(), ""
+        source = Path(getattr(file, "name", file))
+        try:
+            saved = save_upload(self._input_folder(), source, source.name)
+        except InputRefused as exc:
+            return gr.skip(), md_escape(f"Not saved: {exc}.")
+        except OSError as exc:
+            return gr.skip(), md_escape(f"Not saved: {exc.strerror or exc}.")
+        said = (
+            f"Saved {saved.name} in the input folder: LoadImage's path list has it "
+            "(a LoadImage node selected on the canvas gets it at once)."
+        )
+        return self.node_defs(set_file=saved.name), md_escape(said)
+
+    def save_mask(self, value: Any, name: str | None) -> tuple[Any, str]:
+        """Save the painted mask (white = repaint) as a PNG in the input folder."""
+        try:
+            saved = save_mask(self._input_folder(), value, name or "mask.png")
+        except InputRefused as exc:
+            return gr.skip(), md_escape(f"Mask not saved: {exc}.")
+        except OSError as exc:
+            return gr.skip(), md_escape(f"Mask not saved: {exc.strerror or exc}.")
+        said = (
+            f"Saved the mask as {saved.name} in the input folder (white = repaint): "
+            "load it with LoadImage and turn it into a mask with ImageToMask."
+        )
+        return self.node_defs(set_file=saved.name), md_escape(said)
+
     # -- validate, run, cancel --------------------------------------------------------
 
     def validate(self, text: str | None) -> str:
@@ -384,15 +510,28 @@ class StudioHandlers:
 
         The run shares the job queue (and history) with the HTTP API. The gallery
         entry is ``gr.skip()`` while it has not changed; the last update always
-        carries the full list of result images.
+        carries the full list of result images. :meth:`run_page` adds the live
+        preview and the node states.
         """
+        with contextlib.closing(self.run_page(text, seed, session)) as updates:
+            for status, gallery, log, _preview, _states in updates:
+                yield status, gallery, log
+
+    def run_page(self, text: str | None, seed: Any, session: Session | None = None) -> Iterator[PageUpdate]:
+        """:meth:`run` for the page: (status, gallery, log, preview, node states) updates.
+
+        ``preview`` is the latest preview image a node sent (enlarged when tiny;
+        ``None`` clears it when a run starts; ``gr.skip()`` while unchanged), and
+        ``node states`` is ``{"states": {node id: state}}`` for the canvas.
+        """
+        skip = gr.skip()
         checked = validate(text or "", self.registry)
         if not checked.ok or checked.workflow is None:
-            yield issues_markdown(checked.issues), [], []
+            yield issues_markdown(checked.issues), [], [], skip, skip
             return
         seed_value, problem = parse_seed(seed)
         if problem:
-            yield md_escape(f"Cannot run: {problem}."), gr.skip(), []
+            yield md_escape(f"Cannot run: {problem}."), skip, [], skip, skip
             return
         workflow = checked.workflow
         token = CancelToken()
@@ -407,20 +546,27 @@ class StudioHandlers:
                 cancel=token,
             )
         except InvalidWorkflow as exc:
-            yield issues_markdown(exc.issues), [], []
+            yield issues_markdown(exc.issues), [], [], skip, skip
             return
         except (QueueFull, QueueClosed) as exc:
-            yield md_escape(f"Cannot run: {exc}."), gr.skip(), []
+            yield md_escape(f"Cannot run: {exc}."), skip, [], skip, skip
             return
         if session is not None:
             session.token, session.job_id = token, job.id
 
         view = RunView(workflow)
         done = False
+
+        def states() -> Any:
+            if not view.states_dirty:
+                return skip
+            view.states_dirty = False
+            return {"job": job.id, "states": dict(view.states)}
+
         try:
             ahead = self._jobs_ahead(job)
-            yield self._waiting_status(ahead), [], []
-            last_status = last_gallery = time.monotonic()
+            yield self._waiting_status(ahead), [], [], None, {"job": job.id, "states": {}}
+            last_status = last_gallery = last_preview = time.monotonic()
             dirty = False
             while not done:
                 try:
@@ -444,21 +590,29 @@ class StudioHandlers:
                     now_ahead = self._jobs_ahead(job)
                     if now_ahead != ahead:
                         ahead = now_ahead
-                        yield self._waiting_status(ahead), gr.skip(), []
+                        yield self._waiting_status(ahead), skip, [], skip, skip
                     continue
                 now = time.monotonic()
                 if not dirty or now - last_status < _STATUS_INTERVAL:
                     continue
-                gallery: Any = gr.skip()
+                gallery: Any = skip
                 if view.gallery_dirty and now - last_gallery >= _GALLERY_INTERVAL:
                     gallery, view.gallery_dirty, last_gallery = view.gallery(), False, now
-                yield view.progress_markdown(), gallery, list(view.log)
+                preview: Any = skip
+                if view.preview_dirty and now - last_preview >= _PREVIEW_INTERVAL:
+                    preview, view.preview_dirty, last_preview = view.preview, False, now
+                yield view.progress_markdown(), gallery, list(view.log), preview, states()
                 last_status, dirty = now, False
+            for node_id in [n for n, state in view.states.items() if state == "running"]:
+                del view.states[node_id]  # the run is over: nothing runs any more (cancelled)
+                view.states_dirty = True
+            last = view.preview if view.preview_dirty else skip
             result = job.result
             if result is None:
-                yield self._ended_status(job), view.gallery(), list(view.log)
+                yield self._ended_status(job), view.gallery(), list(view.log), last, states()
                 return
-            yield self._final_status(result, view), self._result_images(result, view), list(view.log)
+            images = self._result_images(result, view)
+            yield self._final_status(result, view), images, list(view.log), last, states()
         finally:
             if not done:
                 token.cancel()  # the page went away or the event was stopped: stop the run too
@@ -583,7 +737,11 @@ def build_blocks(handlers: StudioHandlers) -> gr.Blocks:
     with gr.Blocks(title="Workflow Studio", analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
         session = gr.State(Session)
         gr.Markdown("# Workflow Studio")
-        canvas = workflow_canvas(handlers.registry, first_text, elem_id="studio-canvas")
+        canvas = workflow_canvas(
+            handlers.registry, first_text, input_files=handlers.input_files(), elem_id="studio-canvas"
+        )
+        run_states = gr.JSON(value={}, visible="hidden", elem_id="studio-run-states")
+        node_defs = gr.JSON(value=None, visible="hidden", elem_id="studio-node-defs")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=420):
                 examples = gr.Dropdown(
@@ -607,10 +765,39 @@ def build_blocks(handlers: StudioHandlers) -> gr.Blocks:
                         file_types=[".json", ".png"],
                         type="filepath",
                         size="md",
+                        elem_id="studio-open",
                     )
                     download = gr.DownloadButton(
                         "Download workflow", value=handlers.export(first_text), size="md"
                     )
+                with gr.Row():
+                    upload_image = gr.UploadButton(
+                        "Upload image (to input/)",
+                        file_types=["image"],
+                        type="filepath",
+                        size="md",
+                        elem_id="studio-upload-image",
+                    )
+                    refresh = gr.Button("Refresh models", size="md", elem_id="studio-refresh")
+                    # pressed by the canvas when the page gains focus (studio_canvas.js)
+                    refresh_quiet = gr.Button(
+                        "Refresh lists", visible="hidden", elem_id="studio-refresh-quiet"
+                    )
+                with gr.Accordion("Paint a mask (for inpainting)", open=False, elem_id="studio-mask"):
+                    mask_editor = gr.ImageEditor(
+                        label="Open an image, paint where it should change",
+                        type="numpy",
+                        sources=["upload", "clipboard"],
+                        brush=gr.Brush(
+                            colors=[("#ffffff", 0.7)], default_color=("#ffffff", 0.7), color_mode="fixed"
+                        ),
+                        layers=False,
+                        height=420,
+                        elem_id="studio-mask-editor",
+                    )
+                    with gr.Row():
+                        mask_name = gr.Textbox(value="mask.png", label="Mask file name", max_lines=1, scale=3)
+                        mask_save = gr.Button("Save mask to input/", size="md", scale=1, min_width=80)
             with gr.Column(scale=2, min_width=360):
                 seed = gr.Textbox(
                     label="Seed",
@@ -627,14 +814,26 @@ def build_blocks(handlers: StudioHandlers) -> gr.Blocks:
                 status = gr.Markdown(
                     "Choose an example or open a workflow, then press Run.", elem_id="studio-status"
                 )
-                gallery = gr.Gallery(
-                    label="Images",
-                    columns=3,
-                    height=420,
-                    format="png",
-                    object_fit="contain",
-                    interactive=False,
-                )
+                with gr.Row(equal_height=False):
+                    gallery = gr.Gallery(
+                        label="Images",
+                        columns=3,
+                        height=420,
+                        format="png",
+                        object_fit="contain",
+                        interactive=False,
+                        scale=3,
+                    )
+                    preview = gr.Image(
+                        label="Preview",
+                        type="numpy",
+                        format="png",
+                        interactive=False,
+                        height=420,
+                        scale=2,
+                        min_width=160,
+                        elem_id="studio-preview",
+                    )
                 with gr.Accordion("Event log", open=False):
                     events_log = gr.JSON(label="Node events", value=[])
                 add_history_panel(handlers, editor, seed, status)
@@ -645,18 +844,35 @@ def build_blocks(handlers: StudioHandlers) -> gr.Blocks:
         )
         editor.change(handlers.export, inputs=editor, outputs=download, trigger_mode="always_last", **quick)
         validate_button.click(handlers.validate, inputs=editor, outputs=status, **quick)
+        # every tab's run goes straight into the job queue (which runs them in turn and
+        # tells each its place), rather than waiting unseen in Gradio's queue
         run_button.click(
-            handlers.run,
+            handlers.run_page,
             inputs=[editor, seed, session],
-            outputs=[status, gallery, events_log],
-            concurrency_limit=1,
+            outputs=[status, gallery, events_log, preview, run_states],
+            concurrency_limit=PAGE_RUNS,
             concurrency_id="studio-run",
             **private,
         )
         cancel_button.click(handlers.cancel, inputs=session, outputs=status, **quick)
+        refresh.click(handlers.refresh_lists, outputs=[node_defs, status], **quick)
+        refresh_quiet.click(lambda: handlers.node_defs(), outputs=node_defs, **quick)
+        upload_image.upload(handlers.upload_image, inputs=upload_image, outputs=[node_defs, status], **quick)
+        mask_save.click(
+            handlers.save_mask, inputs=[mask_editor, mask_name], outputs=[node_defs, status], **quick
+        )
         buttons = [validate_button, run_button]
-        connect_canvas(canvas, editor, handlers.registry, check_buttons=buttons, events_log=events_log)
+        connect_canvas(
+            canvas,
+            editor,
+            handlers.registry,
+            check_buttons=buttons,
+            events_log=events_log,
+            run_states=run_states,
+            node_defs=node_defs,
+        )
         demo.load(lambda: gr.update(choices=handlers.example_names()), outputs=examples, **quick)
+        demo.load(lambda: handlers.node_defs(), outputs=node_defs, **quick)
     demo.queue(default_concurrency_limit=1)
     return demo
 

@@ -72,4 +72,27 @@ class BadOutputs(Node):
         return {"wrong": 1}
 
 
-NODES = (Sleep, Fail, RandomImage, NoiseFromSeed, BadOutputs)
+class SlowPreview(Node):
+    category = "testing"
+    description = "Make an image in steps, sending a small preview after each (like a sampler)."
+    inputs = (
+        Input("steps", T.INT, default=5, min=1, max=1000),
+        Input("seconds_per_step", T.FLOAT, default=0.1, min=0.0, max=10.0),
+        Input("size", T.INT, default=4, min=1, max=256),
+    )
+    outputs = (Output("image", T.IMAGE),)
+
+    def run(self, ctx: Context, steps: int, seconds_per_step: float, size: int) -> dict[str, Any]:
+        ramp = np.linspace(0.0, 1.0, size, dtype=np.float32)
+        image = np.zeros((1, size, size, 3), dtype=np.float32)
+        for step in range(1, steps + 1):
+            image[0, ..., 0] = ramp[None, :]
+            image[0, ..., 1] = ramp[:, None]
+            image[0, ..., 2] = step / steps
+            ctx.preview(image.copy())
+            ctx.progress(step, steps)
+            time.sleep(seconds_per_step)
+        return {"image": image}
+
+
+NODES = (Sleep, Fail, RandomImage, NoiseFromSeed, BadOutputs, SlowPreview)

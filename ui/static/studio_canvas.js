@@ -8,7 +8,12 @@
  *       .loadText(text) / .loadWorkflow(obj) / .toWorkflow()
  *       .addNode(type, [x, y]) / .connect(fromId, output, toId, input)
  *       .setWidget(id, input, value) / .showIssues(list) / .showRun(log)
+ *       .showStates({states: {id: state}}) / .runStates()      run state per node
+ *       .updateDefs({node_defs, set_file}) / .widgetChoices(id, input)   refreshed lists
  *       .undo() / .redo()
+ *
+ * A .json or .png file dropped on the canvas goes to the page's "Open workflow"
+ * upload (the server reads the workflow, and the run seed of a PNG).
  *
  * Node ids: each litegraph node keeps the workflow's id (a string) in
  * properties.id; new and pasted nodes get a fresh one ("image_invert_2").
@@ -28,8 +33,12 @@
   const ERROR_COLOR = "#ff4d4f";
   const ERROR_BG = "#4a2323";
   const RUN_COLORS = { running: "#52c41a", done: "#3a7d2c", cached: "#1677ff", failed: ERROR_COLOR };
+  const RUN_LABELS = { running: "running…", done: "done", cached: "cached", failed: "failed" };
   const MAX_UNDO = 100;
   const POLL_MS = 300;
+  const FOCUS_REFRESH_MS = 2000;
+  // the file input of the page's "Open workflow" button (Gradio puts it just before the button)
+  const OPEN_INPUT = "input[type=file]:has(+ #studio-open), #studio-open input[type=file]";
 
   // --- pure helpers ------------------------------------------------------------------
 
@@ -254,16 +263,32 @@
     if (frame) {
       ctx.save();
       ctx.strokeStyle = frame;
-      ctx.lineWidth = st.runState === "running" || st.issues.length ? 4 : 2;
+      ctx.lineWidth = st.runState === "running" || st.runState === "failed" || st.issues.length ? 4 : 2;
+      if (st.runState === "running") {
+        ctx.shadowColor = frame;
+        ctx.shadowBlur = 16;
+      }
       ctx.strokeRect(-4, -titleHeight - 4, width + 8, height + titleHeight + 8);
       ctx.restore();
     }
-    if (st.runState === "cached" || st.runState === "done") {
+    if (st.runState) {
+      // a badge at the right end of the title: running / done / cached / failed
+      const label = RUN_LABELS[st.runState] || st.runState;
       ctx.save();
-      ctx.font = "11px sans-serif";
-      ctx.fillStyle = RUN_COLORS[st.runState];
-      ctx.textAlign = "right";
-      ctx.fillText(st.runState, width - 6, -titleHeight + 14);
+      ctx.font = "bold 11px sans-serif";
+      const textWidth = ctx.measureText(label).width;
+      const badgeWidth = textWidth + 12;
+      const x = width - badgeWidth - 6;
+      const y = -titleHeight + 5;
+      ctx.fillStyle = RUN_COLORS[st.runState] || FALLBACK_COLOR;
+      ctx.beginPath();
+      if (ctx.roundRect) ctx.roundRect(x, y, badgeWidth, titleHeight - 10, 6);
+      else ctx.rect(x, y, badgeWidth, titleHeight - 10);
+      ctx.fill();
+      ctx.fillStyle = "#ffffff";
+      ctx.textAlign = "center";
+      ctx.textBaseline = "middle";
+      ctx.fillText(label, x + badgeWidth / 2, y + (titleHeight - 10) / 2 + 0.5);
       ctx.restore();
     }
     if (st.issues.length) {
@@ -468,9 +493,49 @@
         true,
       );
       this.canvasEl.addEventListener("keyup", () => setTimeout(() => this.checkChanged(), 0));
+      // a workflow .json or a .png the studio made, dropped on the canvas, opens like "Open workflow"
+      host.addEventListener(
+        "dragover",
+        (event) => {
+          if (event.dataTransfer && Array.from(event.dataTransfer.types || []).includes("Files")) {
+            event.preventDefault();
+            event.stopPropagation();
+          }
+        },
+        true,
+      );
+      host.addEventListener("drop", (event) => this.dropped(event), true);
       new ResizeObserver(() => this.resize()).observe(host);
       this.resize();
       this.timer = setInterval(() => this.checkChanged(), POLL_MS);
+    }
+
+    /** A file dropped on the canvas: hand it to the page's "Open workflow" upload. */
+    dropped(event) {
+      const files = event.dataTransfer ? Array.from(event.dataTransfer.files || []) : [];
+      const file = files.find((f) => /\.(png|json)$/i.test(f.name));
+      if (!files.length) return;
+      event.preventDefault();
+      event.stopPropagation();
+      if (!file) {
+        this.flash("Drop a workflow .json or a .png the studio saved to open its workflow.");
+        return;
+      }
+      const input = document.querySelector(OPEN_INPUT);
+      if (!input) return;
+      const transfer = new DataTransfer();
+      transfer.items.add(file);
+      input.files = transfer.files;
+      input.dispatchEvent(new Event("change", { bubbles: true }));
+    }
+
+    flash(message) {
+      if (this.blocked) return;
+      this.overlay.textContent = message;
+      this.overlay.hidden = false;
+      setTimeout(() => {
+        if (!this.blocked) this.overlay.hidden = true;
+      }, 4000);
     }
 
     resize() {
@@ -900,6 +965,70 @@
       return states;
     }
 
+    /** Show the run's node states ({id: "running" | "done" | "cached" | "failed"}) pushed by the server. */
+    showStates(states) {
+      const given = isObject(states) && isObject(states.states) ? states.states : states;
+      const known = isObject(given) ? given : {};
+      for (const node of this.graph._nodes) {
+        const state = known[node.properties.id];
+        node._studio.runState = typeof state === "string" && state in RUN_COLORS ? state : null;
+      }
+      this.lgcanvas.setDirty(true, true);
+      return this.runStates();
+    }
+
+    /** The run state each node shows now (for tests). */
+    runStates() {
+      const out = {};
+      for (const node of this.graph._nodes) if (node._studio.runState) out[node.properties.id] = node._studio.runState;
+      return out;
+    }
+
+    /**
+     * New node descriptions from the server (Refresh, an upload): combo widgets get the
+     * current choices (model files, input images). ``setFile`` puts a file name into the
+     * path of the selected LoadImage nodes.
+     */
+    updateDefs(payload) {
+      if (!isObject(payload)) return 0;
+      const defs = Array.isArray(payload.node_defs) ? payload.node_defs : [];
+      let changed = 0;
+      for (const fresh of defs) {
+        const def = isObject(fresh) ? this.defs[fresh.type] : null;
+        if (!def || !Array.isArray(fresh.inputs)) continue;
+        for (const spec of def.inputs) {
+          const now = fresh.inputs.find((s) => isObject(s) && s.name === spec.name);
+          if (!now || !Array.isArray(now.choices) || !Array.isArray(spec.choices)) continue;
+          spec.choices = now.choices.slice();  // the node class reads the same object: new nodes see it
+          changed += 1;
+        }
+      }
+      for (const node of this.graph._nodes) {
+        for (const widget of node.widgets || []) {
+          const spec = widget.studioSpec;
+          if (spec && Array.isArray(spec.choices) && widget.type === "combo") widget.options.values = spec.choices.slice();
+        }
+      }
+      const file = payload.set_file;
+      if (typeof file === "string" && file) {
+        const selected = Object.values(this.lgcanvas.selected_nodes || {});
+        for (const node of selected) {
+          const def = node._studio && node._studio.def;
+          const target = def && def.inputs.find((spec) => spec.file_list);
+          if (target) this.setWidget(node.properties.id, target.name, file);
+        }
+      }
+      this.lgcanvas.setDirty(true, true);
+      return changed;
+    }
+
+    /** The choices a node's combo widget offers now (for tests). */
+    widgetChoices(id, name) {
+      const node = this.nodeById(id);
+      const widget = node && (node.widgets || []).find((w) => w.name === name);
+      return widget && widget.options && Array.isArray(widget.options.values) ? widget.options.values.slice() : null;
+    }
+
     // -- scripting (tests and the console) ----------------------------------------------
 
     addNode(type, position) {
@@ -975,6 +1104,19 @@
     canvas.loadText(props.value || "");
     element._studioCanvas = canvas;
     window.studioCanvas = canvas;
+    // back on the page (after dropping model files into models/, say): fresh lists, quietly
+    let lastRefresh = Date.now();
+    window.addEventListener("focus", () => {
+      if (Date.now() - lastRefresh < FOCUS_REFRESH_MS) return;
+      lastRefresh = Date.now();
+      const button = document.getElementById("studio-refresh-quiet");
+      if (button) button.click();
+    });
+    if (window.studioPendingDefs) {
+      // fresher lists sent while the canvas was being made
+      canvas.updateDefs(window.studioPendingDefs);
+      window.studioPendingDefs = null;
+    }
     return canvas;
   }
 
