@@ -28,6 +28,22 @@ SAMPLER_NAMES = (
 )
 SEED_MAX = 2**53 - 1
 
+#: Inputs every sampling node has, declared once.
+SEED = Input("seed", T.INT, default=0, min=0, max=SEED_MAX)
+STEPS = Input("steps", T.INT, default=20, min=1, max=1000)
+CFG = Input("cfg", T.FLOAT, default=7.5, min=0.0, max=100.0, step=0.1)
+
+
+def step_reporter(ctx: Context, preview: bool = False) -> Any:
+    """A sampler callback: progress (which also checks cancellation) and, if asked, a latent preview."""
+
+    def on_step(step: int, total: int, latents: Any) -> None:
+        ctx.progress(step, total)
+        if preview:
+            ctx.preview(latent_preview(latents.to("cpu")))
+
+    return on_step
+
 
 def model_paths() -> Any:
     from models.paths import ModelPaths
@@ -537,9 +553,9 @@ class Sampler(Node):
         Input("positive", T.CONDITIONING),
         Input("negative", T.CONDITIONING),
         Input("latent", T.LATENT),
-        Input("seed", T.INT, default=0, min=0, max=SEED_MAX),
-        Input("steps", T.INT, default=20, min=1, max=1000),
-        Input("cfg", T.FLOAT, default=7.5, min=0.0, max=100.0, step=0.1),
+        SEED,
+        STEPS,
+        CFG,
         Input("sampler", T.STRING, default="dpmpp_2m_karras", choices=SAMPLER_NAMES),
         Input("denoise", T.FLOAT, default=1.0, min=0.0, max=1.0, step=0.01),
         Input(
@@ -571,11 +587,6 @@ class Sampler(Node):
         checkpoint = checkpoint_for(model, ctx)
         manager = manager_of(ctx)
 
-        def on_step(step: int, total: int, latents: Any) -> None:
-            ctx.progress(step, total)
-            if preview:
-                ctx.preview(latent_preview(latents.to("cpu")))
-
         job = SampleJob(
             unet=checkpoint.unet,
             scheduler_config=checkpoint.scheduler_config,
@@ -591,7 +602,7 @@ class Sampler(Node):
             vae_scale=checkpoint.vae_scale,
             device=manager.device,
             dtype=manager.dtype,
-            on_step=on_step,
+            on_step=step_reporter(ctx, preview),
         )
         try:
             samples = sample(job, ctx.check_cancelled)
@@ -609,8 +620,8 @@ class InstructPix2Pix(Node):
         Input("negative", T.CONDITIONING),
         Input("vae", T.VAE),
         Input("image", T.IMAGE),
-        Input("seed", T.INT, default=0, min=0, max=SEED_MAX),
-        Input("steps", T.INT, default=20, min=1, max=1000),
+        SEED,
+        STEPS,
         Input(
             "cfg",
             T.FLOAT,
@@ -660,9 +671,6 @@ class InstructPix2Pix(Node):
             )
         source = encode_image(vae, image, "image", scaled=False).samples  # the mode, as the pipeline uses
 
-        def on_step(step: int, total: int, latents: Any) -> None:
-            ctx.progress(step, total)
-
         job = EditJob(
             unet=checkpoint.unet,
             scheduler_config=checkpoint.scheduler_config,
@@ -676,7 +684,7 @@ class InstructPix2Pix(Node):
             sampler=sampler,
             device=manager.device,
             dtype=manager.dtype,
-            on_step=on_step,
+            on_step=step_reporter(ctx),
         )
         try:
             return {"latent": Latent(sample_edit(job, ctx.check_cancelled))}

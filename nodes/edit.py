@@ -8,6 +8,7 @@ import numpy as np
 
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output
+from nodes.diffusion import CFG, SEED, STEPS
 from nodes.image import as_image, check_same_size, luminance
 
 #: BT.601 chroma (YCbCr) matrices, full range.
@@ -108,9 +109,9 @@ class PromptToPrompt(Node):
             step=0.05,
             description="Fraction of the steps that share the layout (self-attention).",
         ),
-        Input("seed", T.INT, default=0, min=0, max=2**53 - 1),
-        Input("steps", T.INT, default=20, min=1, max=1000),
-        Input("cfg", T.FLOAT, default=7.5, min=0.0, max=100.0, step=0.1),
+        SEED,
+        STEPS,
+        CFG,
         Input("sampler", T.STRING, default="ddim", choices=("ddim", "euler", "dpmpp_2m", "pndm", "unipc")),
     )
     outputs = (Output("source", T.LATENT), Output("edited", T.LATENT))
@@ -136,7 +137,7 @@ class PromptToPrompt(Node):
         from models.p2p import Controller, EditError, P2PJob, plan_tokens, sample_p2p
         from models.prompts import encode
         from models.values import Cond, Latent
-        from nodes.diffusion import checkpoint_for, manager_of
+        from nodes.diffusion import checkpoint_for, manager_of, step_reporter
 
         checkpoint = checkpoint_for(model, ctx)
         text = checkpoint_for(clip, ctx)
@@ -159,9 +160,6 @@ class PromptToPrompt(Node):
             total_steps=steps, cross_steps=cross_replace, self_steps=self_replace, mode=mode, **plan
         )
 
-        def on_step(step: int, total: int, latents: Any) -> None:
-            ctx.progress(step, total)
-
         job = P2PJob(
             unet=checkpoint.unet,
             scheduler_config=checkpoint.scheduler_config,
@@ -176,7 +174,7 @@ class PromptToPrompt(Node):
             controller=controller,
             device=manager.device,
             dtype=manager.dtype,
-            on_step=on_step,
+            on_step=step_reporter(ctx),
         )
         both = sample_p2p(job, ctx.check_cancelled)
         return {"source": Latent(both[:1]), "edited": Latent(both[1:])}
