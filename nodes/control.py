@@ -13,7 +13,7 @@ import numpy as np
 
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
-from nodes.diffusion import file_state, manager_of, model_paths
+from nodes.diffusion import file_state, manager_of, model_fingerprint, model_paths
 from nodes.image import as_image
 
 
@@ -36,8 +36,7 @@ class ControlNetLoader(Node):
     outputs = (Output("control_net", T.CONTROL_NET),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        path = model_paths().find("controlnet", str(inputs.get("control_net_name") or ""))
-        return file_state(path) if path is not None else "missing"
+        return model_fingerprint("controlnet", inputs.get("control_net_name"))
 
     def run(self, ctx: Context, control_net_name: str) -> dict[str, Any]:
         from models.loading import CheckpointError, load_controlnet

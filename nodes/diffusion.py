@@ -51,6 +51,12 @@ def model_paths() -> Any:
     return ModelPaths.from_env()
 
 
+def model_fingerprint(kind: str, name: Any) -> str:
+    """A loader's fingerprint: the size and time of the model it names, so an edited file reloads."""
+    path = model_paths().find(kind, str(name or ""))
+    return file_state(path) if path is not None else "missing"
+
+
 def checkpoint_choices() -> list[str]:
     return model_paths().list("checkpoints")
 
@@ -132,8 +138,7 @@ class CheckpointLoader(Node):
     outputs = (Output("model", T.MODEL), Output("clip", T.CLIP), Output("vae", T.VAE))
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        path = model_paths().find("checkpoints", str(inputs.get("ckpt_name") or ""))
-        return file_state(path) if path is not None else "missing"
+        return model_fingerprint("checkpoints", inputs.get("ckpt_name"))
 
     def run(self, ctx: Context, ckpt_name: str, prediction: str) -> dict[str, Any]:
         from models.loading import CheckpointError, load_checkpoint
@@ -187,8 +192,7 @@ class LoraLoader(Node):
     outputs = (Output("model", T.MODEL), Output("clip", T.CLIP))
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        path = model_paths().find("loras", str(inputs.get("lora_name") or ""))
-        return file_state(path) if path is not None else "missing"
+        return model_fingerprint("loras", inputs.get("lora_name"))
 
     def run(
         self, ctx: Context, model: Any, clip: Any, lora_name: str, strength_model: float, strength_clip: float
@@ -224,8 +228,7 @@ class VAELoader(Node):
     outputs = (Output("vae", T.VAE),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        path = model_paths().find("vae", str(inputs.get("vae_name") or ""))
-        return file_state(path) if path is not None else "missing"
+        return model_fingerprint("vae", inputs.get("vae_name"))
 
     def run(self, ctx: Context, vae_name: str) -> dict[str, Any]:
         from models.loading import CheckpointError, load_vae

@@ -18,7 +18,7 @@ import numpy as np
 
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
-from nodes.diffusion import file_state, manager_of, model_paths
+from nodes.diffusion import file_state, manager_of, model_fingerprint, model_paths
 
 #: A loaded captioning model (with its processor) in the model manager.
 CAPTIONER = "CAPTIONER"
@@ -218,8 +218,7 @@ class CaptionerLoader(Node):
     outputs = (Output("captioner", CAPTIONER),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        path = model_paths().find("captioners", str(inputs.get("captioner_name") or ""))
-        return file_state(path) if path is not None else "missing"
+        return model_fingerprint("captioners", inputs.get("captioner_name"))
 
     def run(self, ctx: Context, captioner_name: str) -> dict[str, Any]:
         from models.values import ModuleRef
@@ -304,8 +303,7 @@ class ClipLoader(Node):
     outputs = (Output("clip", CLIP_SCORER),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        path = model_paths().find("clip", str(inputs.get("clip_name") or ""))
-        return file_state(path) if path is not None else "missing"
+        return model_fingerprint("clip", inputs.get("clip_name"))
 
     def run(self, ctx: Context, clip_name: str) -> dict[str, Any]:
         from models.values import ModuleRef
