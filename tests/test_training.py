@@ -186,8 +186,91 @@ def test_export_loads_and_draws_through_the_nodes(runs: Path, tmp_path: Path, mo
     checkpoint = load_checkpoint(folder)
     assert (checkpoint.family, checkpoint.vae_scale, checkpoint.unet.config.sample_size) == ("sd1", 4, 8)
     ema = load_file(runs / "sd" / "state" / "ema_unet.safetensors")
-    assert all(torch.equal(v, ema[k]) for k, v in checkpoint.unet.state_dict().items())
+    # stored as float16, loaded as float32: the EMA weights to float16 rounding, exactly
+    assert all(torch.equal(v, ema[k].half().float()) for k, v in checkpoint.unet.state_dict().items())
+    assert {f.dtype for f in checkpoint.unet.parameters()} == {torch.float32}
     result = run_txt2img(tmp_path, "toy-sd", monkeypatch)
     assert result.status == "done", result.error
     images = np.asarray(result.outputs["show"]["images"])
     assert images.shape == (1, 32, 32, 3) and np.isfinite(images).all()
+
+
+@pytest.fixture(scope="module")
+def exported(runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder holding the tiny SD run exported as checkpoints/toy-sd."""
+    root = tmp_path_factory.mktemp("models")
+    export.export_sd(runs / "sd", root / "checkpoints" / "toy-sd")
+    return root
+
+
+def test_controlnet_trains_from_the_exported_sd_and_steers_it(exported: Path, tmp_path: Path, monkeypatch):
+    from training import controlnet, quality
+
+    run = tmp_path / "controlnet"
+    args = ["--out", str(run), "--sd", str(exported / "checkpoints" / "toy-sd"), "--steps", "2"]
+    args += ["--batch", "2", "--threads", "1", "--embedding", "8,8,8"]
+    assert controlnet.main([*args, "--export", str(exported / "controlnet" / "toy-edges")]) == 0
+    assert read_state(run).status == "done" and len(read_log(run)) == 2
+    folder = exported / "controlnet" / "toy-edges"
+    assert "toy-sd" in (folder / "README.md").read_text() and (folder / "config.json").is_file()
+    monkeypatch.setenv("STUDIO_MODELS", str(exported))
+    studio = quality.Studio()
+    hint = np.zeros((32, 32), np.uint8)
+    hint[4:12, 4:12] = 255
+    nodes = quality.controlnet_nodes("a red square at the top left", studio.put(hint), seed=1)
+    nodes["s"]["inputs"]["steps"] = 2
+    with_hint = studio.picture(nodes, seed=1)
+    nodes["control"]["inputs"]["strength"] = 0.0
+    without = studio.picture(nodes, seed=1)
+    assert with_hint.shape == (32, 32, 3)
+    assert not np.array_equal(with_hint, without)  # two training steps moved the zero convolutions
+
+
+def test_editor_trains_from_the_exported_sd_and_edits_through_the_nodes(
+    exported: Path, tmp_path, monkeypatch
+):
+    from safetensors.torch import load_file as load
+
+    from toyworld import Scene, Shape, render
+    from training import ip2p, quality
+
+    run = tmp_path / "ip2p"
+    args = ["--out", str(run), "--sd", str(exported / "checkpoints" / "toy-sd"), "--steps", "2"]
+    args += ["--batch", "2", "--threads", "1", "--export", str(exported / "checkpoints" / "toy-ip2p")]
+    assert ip2p.main(args) == 0
+    folder = exported / "checkpoints" / "toy-ip2p"
+    assert json.loads((folder / "unet" / "config.json").read_text())["in_channels"] == 8
+    for part in ("text_encoder/model.safetensors", "vae/diffusion_pytorch_model.safetensors"):
+        shared, ours = load(exported / "checkpoints" / "toy-sd" / part), load(folder / part)
+        assert all(torch.equal(shared[k], ours[k]) for k in shared)  # the SD's, frozen
+    monkeypatch.setenv("STUDIO_MODELS", str(exported))
+    studio = quality.Studio()
+    picture = render(Scene((Shape("circle", "red", (0, 0)),), "white", 32))
+    nodes = quality.edit_nodes("make the circle blue", studio.put(picture), seed=1)
+    nodes["edit"]["inputs"]["steps"] = 2
+    assert studio.picture(nodes, seed=1).shape == (32, 32, 3)
+
+
+def test_editor_items_are_valid_training_edits():
+    from training.ip2p import edit_item
+
+    for index in range(20):
+        source, instruction, target = edit_item(0, 3, index, 32)
+        assert instruction.startswith(("make the ", "move the "))
+        assert source.shape == target.shape == (32, 32, 3) and not np.array_equal(source, target)
+    assert edit_item(0, 3, 5, 32)[1] == edit_item(0, 3, 5, 32)[1]  # depends on (seed, step, item) only
+
+
+def test_halved_weights_keep_metadata_and_load_as_float32(tmp_path: Path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from training.common import halve_weights
+
+    weights = {"w": torch.randn(4, 4), "steps": torch.arange(3)}
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    halve_weights(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", framework="pt") as f:
+        assert f.metadata() == {"format": "pt"}
+        assert f.get_tensor("w").dtype == torch.float16 and f.get_tensor("steps").dtype == torch.int64
+        assert torch.equal(f.get_tensor("w").float(), weights["w"].half().float())

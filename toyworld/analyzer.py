@@ -203,18 +203,30 @@ def _template_iou(
     return best, by, side
 
 
+def _coverage(img: np.ndarray) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(background name, background picture, per-pixel residual of each palette color, best color
+    index per pixel, that color's coverage per pixel) of an RGB float picture."""
+    h, w = img.shape[:2]
+    background, bg = fit_background(img)
+    palette = np.asarray([COLORS[c] for c in COLORS], dtype=np.float32)
+    alpha_all, residual = _blend((img - bg).reshape(-1, 3), palette, bg.reshape(-1, 3))
+    label = residual.argmin(axis=1)
+    alpha = alpha_all[np.arange(len(label)), label].reshape(h, w)
+    return background, bg, residual, label.reshape(h, w), alpha
+
+
+def foreground(image: np.ndarray) -> np.ndarray:
+    """Boolean (H, W) mask of the pixels a shape covers at least half of (whatever its shape or color)."""
+    return _coverage(_as_rgb(image))[4] >= 0.5
+
+
 def analyze(image: np.ndarray) -> Analysis:
     """Read the background and the shapes of a toy-world picture (uint8 RGB, any size from 24 px)."""
     img = _as_rgb(image)
     h, w = img.shape[:2]
-    background, bg = fit_background(img)
+    background, bg, residual, label, alpha = _coverage(img)
     palette_names = tuple(COLORS)
     palette = np.asarray([COLORS[c] for c in palette_names], dtype=np.float32)
-    diff = (img - bg).reshape(-1, 3)
-    alpha_all, residual = _blend(diff, palette, bg.reshape(-1, 3))
-    label = residual.argmin(axis=1)
-    alpha = alpha_all[np.arange(len(label)), label].reshape(h, w)
-    label = label.reshape(h, w)
     solid = (alpha >= 0.5).astype(np.uint8)
     count, components = cv2.connectedComponents(solid, connectivity=8)
 

@@ -493,3 +493,23 @@ def add_common_args(parser: argparse.ArgumentParser, steps: int, batch: int, lr:
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The run's settings for config.json (paths as strings, no 'measure')."""
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "measure"}
+
+
+# --------------------------------------------------------------------------- export
+
+
+def halve_weights(folder: Path) -> int:
+    """Store every float32 tensor of the ``*.safetensors`` files under ``folder`` as float16 (keeping
+    each file's metadata), halving what the repository ships; the studio loads them in its own dtype
+    (float32 on a CPU). Returns the folder's weight bytes afterwards."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in sorted(Path(folder).rglob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata()
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
+        halved = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
+        save_file(halved, str(path), metadata=metadata)
+        total += path.stat().st_size
+    return total

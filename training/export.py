@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.common import CONFIG, count_parameters, load_module_weights, read_state, recent_loss
+from training.common import (
+    CONFIG,
+    count_parameters,
+    halve_weights,
+    load_module_weights,
+    read_state,
+    recent_loss,
+)
 from training.sd import SD_SCHEDULER_CONFIG, load_vae
 
 SCHEDULERS = {"dpmpp": "DPMSolverMultistepScheduler", "pndm": "PNDMScheduler"}
@@ -95,10 +102,57 @@ def evaluate(pipe: Any, n: int, seed: int = 1234, steps: int = 20, cfg: float = 
     return results
 
 
+def shown(path: str | Path) -> str:
+    """A path as the commands in a model card show it: relative to the working folder when inside it."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def vae_history(folder: Path) -> list[dict[str, Any]]:
+    """The summaries of a VAE run and of the runs it started from (``--init``), oldest first."""
+    chain: list[dict[str, Any]] = []
+    path: Path | None = Path(folder)
+    while path is not None and (path / "summary.json").is_file() and len(chain) < 10:
+        summary = {**json.loads((path / "summary.json").read_text()), "run": str(path)}
+        chain.append(summary)
+        path = Path(summary["init"]) if summary.get("init") else None
+    return chain[::-1]
+
+
+def vae_stage(s: dict[str, Any]) -> str:
+    what = "the decoder only" if s.get("decoder_only") else "encoder and decoder"
+    start = f", starting from {shown(s['init'])}" if s.get("init") else ""
+    reads = s.get("analyzer_test")
+    read = (
+        f"; the analyzer reads the held-out reconstructions' shapes {reads['kind']:.0%}, colors "
+        f"{reads['color']:.0%} and positions {reads['position']:.0%} right"
+        if reads
+        else ""
+    )
+    return (
+        f"{shown(s['run'])}: {s['steps']} steps of batch {s['batch']} on {what}{start} (L1 + L2 + "
+        f"{s.get('edge_weight', 0)} x L1 of pixel differences + {s['kl_weight']} x KL; lr {s['lr']}, "
+        f"seed {s['seed']}) in {s['seconds']:.0f} s; reconstruction PSNR {s['psnr_train']} dB (train), "
+        f"{s['psnr_test']} dB (held-out scenes){read}."
+    )
+
+
+def vae_command(s: dict[str, Any]) -> str:
+    command = (
+        f"python -m training.vae --out {shown(s['run'])} --steps {s['steps']} --batch {s['batch']} "
+        f"--seed {s['seed']} --channels {','.join(map(str, s['channels']))} --groups {s['norm_num_groups']} "
+        f"--kl {s['kl_weight']} --edge {s.get('edge_weight', 0)} --lr {s['lr']} --warmup {s['warmup']}"
+    )
+    if s.get("init"):
+        command += f" --init {shown(s['init'])}"
+    return command + (" --decoder-only" if s.get("decoder_only") else "")
+
+
 def model_card(config: dict[str, Any], unet: Any, text_encoder: Any, vae: Any, run: Path, info: dict) -> str:
     state = read_state(run)
-    vae_summary_path = Path(config["vae"]) / "summary.json"
-    vae_summary = json.loads(vae_summary_path.read_text()) if vae_summary_path.is_file() else {}
     tc = text_encoder.config
     loss = recent_loss(run)
     lines = [
@@ -123,13 +177,8 @@ def model_card(config: dict[str, Any], unet: Any, text_encoder: Any, vae: Any, r
         f"{config['size'] // 2 ** (len(vae.config.block_out_channels) - 1)}, scaling factor "
         f"{float(vae.config.scaling_factor):.4f}.",
     ]
-    if vae_summary:
-        lines.append(
-            f"  Trained {vae_summary.get('steps')} steps of batch {vae_summary.get('batch')} (L1 + L2 + "
-            f"{vae_summary.get('kl_weight')} KL, seed {vae_summary.get('seed')}) "
-            f"in {vae_summary.get('seconds')} s; reconstruction PSNR {vae_summary.get('psnr_train')} dB "
-            f"(train), {vae_summary.get('psnr_test')} dB (held-out scenes)."
-        )
+    for stage in vae_history(Path(config["vae"])):
+        lines.append(f"  {vae_stage(stage)}")
     lines += [
         f"- **Text encoder**: CLIPTextModel, hidden size {tc.hidden_size}, {tc.num_hidden_layers} layers, "
         f"{tc.num_attention_heads} heads, {count_parameters(text_encoder):,} parameters "
@@ -147,7 +196,7 @@ def model_card(config: dict[str, Any], unet: Any, text_encoder: Any, vae: Any, r
         + (f"mean loss over the last 100 steps {loss:.4f}." if loss is not None else "no loss logged."),
         f"- **Weights**: {config['exported_weights']}"
         + (f" (EMA decay {config['ema']})" if config["exported_weights"] == "EMA" else "")
-        + f"; exported {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        + f", stored as float16; exported {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
         "## Using it",
         "",
@@ -155,8 +204,11 @@ def model_card(config: dict[str, Any], unet: Any, text_encoder: Any, vae: Any, r
         "(the studio's EmptyLatent takes pixel sizes and divides by the VAE's scale).",
         "",
         "```python",
+        "import torch",
         "from diffusers import StableDiffusionPipeline",
-        "pipe = StableDiffusionPipeline.from_pretrained(FOLDER, local_files_only=True, safety_checker=None)",
+        "pipe = StableDiffusionPipeline.from_pretrained(",
+        "    FOLDER, torch_dtype=torch.float32, local_files_only=True  # weights are stored as float16",
+        ")",
         f'image = pipe("a red circle at the top left", height={config["size"]}, width={config["size"]}, '
         "num_inference_steps=20, guidance_scale=5).images[0]",
         "```",
@@ -184,19 +236,17 @@ def model_card(config: dict[str, Any], unet: Any, text_encoder: Any, vae: Any, r
         "## Reproducing it",
         "",
         "```bash",
-        f"python -m training.vae --out runs/vae --steps {vae_summary.get('steps', 'N')} "
-        f"--batch {vae_summary.get('batch', 'B')} --seed {vae_summary.get('seed', 0)} "
-        f"--channels {','.join(map(str, vae.config.block_out_channels))} "
-        f"--groups {vae.config.norm_num_groups} --kl {vae_summary.get('kl_weight')} "
-        f"--lr {vae_summary.get('lr')} --warmup {vae_summary.get('warmup')}",
-        f"python -m training.sd --out runs/sd --vae runs/vae --steps {config['steps']} "
+        *(vae_command(stage) for stage in vae_history(Path(config["vae"]))),
+        f"python -m training.sd --out {shown(run)} --vae {shown(config['sd_vae'])} --steps {config['steps']} "
         f"--batch {config['batch']} "
         f"--seed {config['seed']} --channels {','.join(map(str, unet.config.block_out_channels))} "
         f"--layers {unet.config.layers_per_block} --groups {unet.config.norm_num_groups} "
         f"--text-hidden {tc.hidden_size} --text-layers {tc.num_hidden_layers} "
         f"--text-heads {tc.num_attention_heads} --lr {config['lr']} --warmup {config['warmup']} "
         f"--ema {config['ema']} --drop {config['drop']} --background-p {config['background_p']}",
-        "python -m training.export --sd runs/sd --out models/checkpoints/toy-sd",
+        f"python -m training.export --sd {shown(run)} --out models/checkpoints/toy-sd"
+        + (f" --vae {shown(config['vae'])}" if config["vae"] != config["sd_vae"] else "")
+        + (f" --eval {info['eval']['n']}" if info.get("eval") else ""),
         "```",
         "",
         "Training state, settings (`config.json`) and the loss per step (`log.jsonl`) stay in the",
@@ -207,33 +257,50 @@ def model_card(config: dict[str, Any], unet: Any, text_encoder: Any, vae: Any, r
 
 
 def check_loads(folder: Path, unet: Any) -> None:
-    """Load the folder through the studio's loader and compare the UNet's weights with ours."""
+    """Load the folder through the studio's loader and compare the UNet's weights with ours (as the
+    float16 the folder stores them in)."""
     from models.loading import load_checkpoint
 
     checkpoint = load_checkpoint(folder)
     ours, theirs = unet.state_dict(), checkpoint.unet.state_dict()
-    if ours.keys() != theirs.keys() or any(
-        not torch.equal(ours[k], theirs[k].to(ours[k].dtype)) for k in ours
-    ):
+    if ours.keys() != theirs.keys() or any(not torch.equal(ours[k].half().float(), theirs[k]) for k in ours):
         raise RuntimeError(f"{folder} does not load back as the trained model")
     if checkpoint.family != "sd1":
         raise RuntimeError(f"{folder} loads as {checkpoint.family}, not sd1")
 
 
 def export_sd(
-    run: Path, out: Path, *, use_ema: bool = True, scheduler: str = "dpmpp", eval_n: int = 0
+    run: Path,
+    out: Path,
+    *,
+    use_ema: bool = True,
+    scheduler: str = "dpmpp",
+    eval_n: int = 0,
+    vae_run: Path | None = None,
 ) -> Path:
-    """Write the diffusers folder and its model card to ``out`` (replacing it), checked by loading."""
+    """Write the diffusers folder and its model card to ``out`` (replacing it), checked by loading.
+    ``vae_run``: another VAE run than the one the SD trained with, whose encoder must be the same (a
+    decoder fine-tuned with ``training.vae --decoder-only``)."""
     run, out = Path(run), Path(out)
     unet, text_encoder, config = trained_models(run, use_ema)
+    config["sd_vae"] = config["vae"]  # the VAE whose latents the SD learnt
+    if vae_run is not None:
+        config["vae"] = str(Path(vae_run).resolve())
     vae = load_vae(Path(config["vae"]), torch.device("cpu"))
     pipe = make_pipeline(unet, text_encoder, vae, scheduler)
     info: dict[str, Any] = {"scheduler": SCHEDULERS[scheduler]}
-    if eval_n:
-        info["eval"] = evaluate(pipe, eval_n, size=config["size"])
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(str(tmp), safe_serialization=True)
+    halve_weights(tmp)
+    if eval_n:  # what ships: the folder's float16 weights, computed in float32
+        from diffusers import StableDiffusionPipeline
+
+        shipped = StableDiffusionPipeline.from_pretrained(
+            str(tmp), torch_dtype=torch.float32, local_files_only=True
+        )
+        shipped.set_progress_bar_config(disable=True)
+        info["eval"] = evaluate(shipped, eval_n, size=config["size"])
     (tmp / "README.md").write_text(model_card(config, unet, text_encoder, vae, run, info))
     if info.get("eval"):
         (tmp / "eval.json").write_text(json.dumps(info["eval"], indent=1))
@@ -254,8 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw", action="store_true", help="export the raw weights, not the EMA copies")
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="dpmpp")
     parser.add_argument("--eval", type=int, default=0, help="score N generated pictures per split")
+    parser.add_argument(
+        "--vae", type=Path, default=None, help="a VAE run with the same encoder (a fine-tuned decoder)"
+    )
     args = parser.parse_args(argv)
-    folder = export_sd(args.sd, args.out, use_ema=not args.raw, scheduler=args.scheduler, eval_n=args.eval)
+    folder = export_sd(
+        args.sd, args.out, use_ema=not args.raw, scheduler=args.scheduler, eval_n=args.eval, vae_run=args.vae
+    )
     print(f"exported {folder} (loads with models.loading.load_checkpoint)")
     return 0
 
