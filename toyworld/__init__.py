@@ -1,7 +1,8 @@
 """A procedural toy world of simple colored shapes on a 3x3 grid, with captions, and a rule-based analyzer.
 
-``render(random_scene(rng))`` draws a picture, ``caption(scene)`` says "a red circle at the top left";
-``analyze(image)`` reads it back and ``score(scene, image)`` checks a (generated) picture against a scene.
+``render(random_scene(rng))`` draws a picture, ``caption(scene)`` says "a red circle at the top left" and
+``parse_caption(text)`` reads a caption back; ``analyze(image)`` reads a picture back and
+``score(scene, image)`` checks a (generated) picture against a scene.
 """
 
 from toyworld.analyzer import Analysis, Detection, analyze, describe, score
@@ -15,6 +16,8 @@ from toyworld.world import (
     Shape,
     all_instructions,
     caption,
+    caption_background,
+    caption_words,
     dataset,
     edges,
     edit,
@@ -22,6 +25,7 @@ from toyworld.world import (
     held_out_combinations,
     instructions,
     mask,
+    parse_caption,
     random_scene,
     render,
     split_of,
@@ -40,6 +44,8 @@ __all__ = [
     "all_instructions",
     "analyze",
     "caption",
+    "caption_background",
+    "caption_words",
     "dataset",
     "describe",
     "edges",
@@ -48,6 +54,7 @@ __all__ = [
     "held_out_combinations",
     "instructions",
     "mask",
+    "parse_caption",
     "random_scene",
     "render",
     "score",

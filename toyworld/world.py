@@ -351,6 +351,73 @@ def caption(scene: Scene, background: bool = False) -> str:
     return text
 
 
+_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+_BACKGROUND_RE = re.compile(r"^(?P<body>.*) on (?:a|an) (?P<background>\w+) background$")
+_PHRASE_RE = re.compile(r"^(?:a|an) (?P<color>\w+) (?P<kind>\w+) (?P<where>.+)$")
+_POSITION_OF_PHRASE = {phrase: name for name, phrase in POSITION_PHRASES.items()}
+
+
+def caption_words() -> tuple[str, ...]:
+    """Every word (and punctuation mark) a caption can hold, sorted.
+
+    Found by writing captions with every kind, color, position and background, an empty scene and a
+    three-shape scene (for the commas and "and"), so the list follows :func:`caption` if it changes.
+    """
+    phrases = [Shape(k, c, cell_of(p)).phrase() for k in SHAPES for c in COLORS for p in POSITIONS]
+    three = Scene(tuple(Shape("circle", "red", (0, col)) for col in range(3)))
+    texts = [*phrases, caption(three), *(caption(Scene((), b), background=True) for b in BACKGROUNDS)]
+    return tuple(sorted({word for text in texts for word in _TOKEN_RE.findall(text)}))
+
+
+def _normalized(text: str) -> str:
+    """Lower case, one space between words, commas as separate words (as a WordPiece decoder may write)."""
+    return " ".join(_TOKEN_RE.findall(text.strip().lower().rstrip(".")))
+
+
+def _split_background(text: str) -> tuple[str, str | None]:
+    """(the shapes part, the background named at the end or None) of a normalized caption."""
+    found = _BACKGROUND_RE.match(text)
+    if found and found["background"] in BACKGROUNDS:
+        return found["body"], found["background"]
+    return text, None
+
+
+def _read_phrase(phrase: str) -> tuple[str, str, Cell] | None:
+    """``"a red circle at the top left"`` -> ``("circle", "red", (0, 0))``; None when unreadable."""
+    found = _PHRASE_RE.match(phrase)
+    if not found or found["color"] not in COLORS or found["kind"] not in SHAPES:
+        return None
+    position = _POSITION_OF_PHRASE.get(found["where"])
+    return None if position is None else (found["kind"], found["color"], cell_of(position))
+
+
+def parse_caption(text: str, strict: bool = True) -> list[tuple[str, str, Cell]]:
+    """The shapes a caption names, as (kind, color, cell) in the caption's order: the inverse of
+    :func:`caption` (``parse_caption(caption(scene)) == list(scene.attributes)``, with or without the
+    background, which :func:`caption_background` reads).
+
+    Case, spacing, a final period and spaces around commas do not matter, nor "a" for "an". A phrase
+    that cannot be read raises ValueError, or is skipped when ``strict`` is False (to score a model's
+    captions shape by shape).
+    """
+    body, _ = _split_background(_normalized(text))
+    if body == "nothing":
+        return []
+    shapes = []
+    for phrase in re.split(r" , | and ", body):
+        shape = _read_phrase(phrase)
+        if shape is None and strict:
+            raise ValueError(f"cannot read {phrase!r} in the caption {text!r}")
+        if shape is not None:
+            shapes.append(shape)
+    return shapes
+
+
+def caption_background(text: str) -> str | None:
+    """The background a caption names (``"... on a gray background"`` -> ``"gray"``), or None."""
+    return _split_background(_normalized(text))[1]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Random scenes and data sets
 

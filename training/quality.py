@@ -281,24 +281,13 @@ def text_to_image(studio: Studio, n: int, seed: int = 1) -> dict[str, Any]:
 
 
 def captioning(studio: Studio, n: int, seed: int = 2) -> dict[str, Any]:
-    """Captions of held-out pictures, read back with the caption parser, against the scenes."""
-    from toyworld import parse_caption
+    """Captions of held-out pictures by the Captioner node, read back with the caption parser."""
+    from training.captioner import score_caption
 
     rows = []
     for scene in held_out_scenes(n, seed):
-        text = studio.run(caption_nodes(studio.put(render(scene))))["show"]["text"]
-        said = {(kind, color, position) for kind, color, position in parse_caption(text.strip("'\""))}
-        by_cell = {position: (kind, color) for kind, color, position in said}
-        for shape in scene.shapes:
-            got = by_cell.get(shape.position)
-            rows.append(
-                {
-                    "kind": got is not None and got[0] == shape.kind,
-                    "color": got is not None and got[1] == shape.color,
-                    "position": got is not None,
-                    "count": len(said) == len(scene.shapes),
-                }
-            )
+        shown = studio.run(caption_nodes(studio.put(render(scene))))["show"]["text"]
+        rows.append(score_caption(scene, shown.strip("'\"")))  # ShowValue shows the text's repr
     return {
         "task": "captioning",
         "n": n,
@@ -306,6 +295,7 @@ def captioning(studio: Studio, n: int, seed: int = 2) -> dict[str, Any]:
         "color": mean(rows, "color"),
         "position": mean(rows, "position"),
         "count": mean(rows, "count"),
+        "exact": mean(rows, "exact"),
     }
 
 
