@@ -274,3 +274,30 @@ def test_halved_weights_keep_metadata_and_load_as_float32(tmp_path: Path):
         assert f.metadata() == {"format": "pt"}
         assert f.get_tensor("w").dtype == torch.float16 and f.get_tensor("steps").dtype == torch.int64
         assert torch.equal(f.get_tensor("w").float(), weights["w"].half().float())
+
+
+def test_clip_trains_exports_and_scores_through_the_nodes(tmp_path: Path, monkeypatch):
+    from training import clip, quality
+
+    root = tmp_path / "models"
+    args = ["--out", str(tmp_path / "clip"), "--steps", "2", "--batch", "4", "--threads", "1"]
+    args += ["--hidden", "32", "--layers", "1", "--eval", "4", "--export", str(root / "clip" / "toy-clip")]
+    assert clip.main(args) == 0
+    folder = root / "clip" / "toy-clip"
+    assert json.loads((folder / "eval.json").read_text())["n"] == 4
+    assert "python -m training.clip" in (folder / "README.md").read_text()
+    monkeypatch.setenv("STUDIO_MODELS", str(root))
+    studio = quality.Studio()
+    nodes = quality.clip_nodes(studio.put(np.full((32, 32, 3), 200, np.uint8)), "a red circle")
+    assert -1.0 <= float(studio.run(nodes)["show"]["text"]) <= 1.0
+
+
+def test_an_altered_caption_changes_exactly_one_shape():
+    from toyworld import random_scene
+    from training.clip import altered
+
+    for i in range(30):
+        rng = np.random.default_rng(i)
+        scene = random_scene(rng, size=32, split="test")
+        changed = altered(scene, rng)
+        assert len(set(scene.attributes) ^ set(changed.attributes)) == 2  # one shape out, one in

@@ -32,7 +32,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -44,17 +43,18 @@ import numpy as np
 import torch
 
 from training.common import (
-    Loop,
     add_common_args,
     count_parameters,
     measure_step,
     model_config,
-    pick_device,
+    prepare,
     read_state,
     recent_loss,
-    seed_everything,
     settings,
+    staging,
+    swap_in,
     toy_batch,
+    train,
     write_config,
 )
 
@@ -534,24 +534,12 @@ def evaluation_lines(results: dict[str, dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def swap_in(tmp: Path, out: Path) -> None:
-    """Replace ``out`` with ``tmp`` (the old folder is renamed aside first, then removed)."""
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def export_captioner(model: Any, processor: Any, run: Path, out: Path, eval_n: int) -> Path:
     """Write the transformers folder, its model card and ``eval.json`` (``eval_n`` pictures per split
     captioned through the studio's nodes) beside ``out``, then swap it in."""
     run, out = Path(run), Path(out)
     config = {**json.loads((run / "config.json").read_text()), "eval": eval_n}
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp = staging(out)
     model = model.to("cpu").eval()
     model.save_pretrained(str(tmp), safe_serialization=True)
     processor.save_pretrained(str(tmp))
@@ -564,8 +552,7 @@ def export_captioner(model: Any, processor: Any, run: Path, out: Path, eval_n: i
         (tmp / "eval.json").write_text(json.dumps(info["eval"], indent=1))
     info["bytes"] = folder_bytes(tmp)
     (tmp / "README.md").write_text(model_card(model, run, config, info))
-    swap_in(tmp, out)
-    return out
+    return swap_in(tmp, out)
 
 
 # --------------------------------------------------------------------------- command line
@@ -628,12 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["eval"]:
         return eval_main(argv[1:])
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.threads = torch.get_num_threads()  # recorded: results differ in rounding with another count
-    device = pick_device(args.device)
-    args.device = str(device)
-    seed_everything(args.seed)
+    device = prepare(args)
     tokenizer = build_tokenizer()
     model = build_model(tokenizer, args).to(device).train()
     modules: dict[str, torch.nn.Module] = {"blip": SavedOnce(model)}
@@ -664,18 +646,9 @@ def main(argv: list[str] | None = None) -> int:
     config = {k: v for k, v in settings(args).items() if k not in EXPORT_OPTIONS}
     config["models"] = {"blip": model_config(model)}
     write_config(run, config, read_state(run) is not None)
-    loop = Loop(
-        run=run,
-        modules=modules,
-        optimizer=optimizer,
-        step_fn=step_fn,
-        steps=args.steps,
-        lr_at=cosine_lr(args.lr, args.warmup, args.steps, args.min_lr),
-        save_every=args.save_every,
-        log_every=args.log_every,
-        max_minutes=args.max_minutes,
+    state = train(
+        args, modules, optimizer, step_fn, lr_at=cosine_lr(args.lr, args.warmup, args.steps, args.min_lr)
     )
-    state = loop.run_loop()
     folder = export_captioner(model, build_processor(tokenizer, args.size), run, args.export, args.eval)
     print(f"captioner ({state.status}, step {state.step}) exported to {folder}")
     return 0

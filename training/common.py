@@ -513,3 +513,66 @@ def halve_weights(folder: Path) -> int:
         save_file(halved, str(path), metadata=metadata)
         total += path.stat().st_size
     return total
+
+
+# --------------------------------------------------------------------------- a script's frame
+
+
+def prepare(args: argparse.Namespace) -> torch.device:
+    """Threads, device and seeds from a script's arguments. The thread count and device actually used
+    are written back into ``args`` (and so into config.json): other ones change results in rounding."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.threads = torch.get_num_threads()
+    device = pick_device(args.device)
+    args.device = str(device)
+    seed_everything(args.seed)
+    return device
+
+
+def train(
+    args: argparse.Namespace,
+    modules: dict[str, torch.nn.Module],
+    optimizer: torch.optim.Optimizer,
+    step_fn: Callable[[int], dict[str, float]],
+    *,
+    lr_at: Callable[[int], float] | None = None,
+    ema: dict[str, tuple[str, float]] | None = None,
+) -> TrainState:
+    """Run (or resume) the :class:`Loop` in ``args.out`` with the common arguments' settings
+    (warm-up then constant learning rate unless ``lr_at`` says otherwise)."""
+    loop = Loop(
+        run=Path(args.out),
+        modules=modules,
+        optimizer=optimizer,
+        step_fn=step_fn,
+        steps=args.steps,
+        lr_at=lr_at or warmup_lr(args.lr, args.warmup),
+        save_every=args.save_every,
+        log_every=args.log_every,
+        max_minutes=args.max_minutes,
+        ema=ema or {},
+    )
+    return loop.run_loop()
+
+
+def staging(out: Path) -> Path:
+    """An empty folder beside ``out`` to write an export into before :func:`swap_in`."""
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    return tmp
+
+
+def swap_in(tmp: Path, out: Path) -> Path:
+    """Replace ``out`` by the finished export ``tmp`` (the old one is removed only once the new one
+    is in place), so a failed export never leaves a half-written model folder."""
+    out = Path(out)
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    Path(tmp).rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    return out

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,20 +25,20 @@ import torch
 import torch.nn.functional as F
 
 from training.common import (
-    Loop,
     add_common_args,
     count_parameters,
     halve_weights,
     measure_step,
     model_config,
-    pick_device,
+    prepare,
     read_state,
     recent_loss,
-    seed_everything,
     settings,
+    staging,
     step_generator,
+    swap_in,
     toy_batch,
-    warmup_lr,
+    train,
     write_config,
 )
 from training.frozen import DEFAULT_SD, FrozenSD, load_frozen_sd, to_tensor
@@ -127,8 +126,7 @@ def export(controlnet: Any, run: Path, out: Path) -> Path:
     from diffusers import ControlNetModel
 
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging(out)
     controlnet = controlnet.to("cpu").eval()
     controlnet.save_pretrained(str(tmp), safe_serialization=True)
     halve_weights(tmp)
@@ -137,18 +135,13 @@ def export(controlnet: Any, run: Path, out: Path) -> Path:
     if ours.keys() != theirs.keys() or any(not torch.allclose(ours[k], theirs[k], atol=1e-2) for k in ours):
         raise RuntimeError(f"{tmp} does not load back as the trained ControlNet")
     (tmp / "README.md").write_text(model_card(controlnet, run))
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-    return out
+    return swap_in(tmp, out)
 
 
 def model_card(controlnet: Any, run: Path) -> str:
     config = json.loads((run / "config.json").read_text())
     state = read_state(run)
+    steps_done = state.step if state else 0
     loss = recent_loss(run)
     embedding = list(controlnet.config.conditioning_embedding_out_channels)
     minutes = (state.elapsed if state else 0) / 60
@@ -177,7 +170,7 @@ def model_card(controlnet: Any, run: Path) -> str:
             "",
             "```bash",
             f"python -m training.controlnet --out runs/controlnet --sd {config['sd']}"
-            f" --steps {config['steps']} --batch {config['batch']} --lr {config['lr']}"
+            f" --steps {steps_done} --batch {config['batch']} --lr {config['lr']}"
             f" --seed {config['seed']} --drop {config['drop']}"
             " --export models/controlnet/toy-edges",
             "```",
@@ -211,12 +204,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.threads = torch.get_num_threads()
-    device = pick_device(args.device)
-    args.device = str(device)
-    seed_everything(args.seed)
+    device = prepare(args)
     sd = load_frozen_sd(args.sd, device)
     controlnet = build_controlnet(copy.deepcopy(sd.unet).cpu(), args.embedding).to(device).train()
     controlnet.requires_grad_(True)
@@ -241,18 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "models": {"controlnet": model_config(controlnet)},
     }
     write_config(run, config, read_state(run) is not None)
-    loop = Loop(
-        run=run,
-        modules={"controlnet": controlnet},
-        optimizer=optimizer,
-        step_fn=step_fn,
-        steps=args.steps,
-        lr_at=warmup_lr(args.lr, args.warmup),
-        save_every=args.save_every,
-        log_every=args.log_every,
-        max_minutes=args.max_minutes,
-    )
-    state = loop.run_loop()
+    state = train(args, {"controlnet": controlnet}, optimizer, step_fn)
     print(f"ControlNet ({state.status}, step {state.step}) in {run}")
     if args.export:
         folder = export(controlnet, run, args.export)

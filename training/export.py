@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,8 @@ from training.common import (
     load_module_weights,
     read_state,
     recent_loss,
+    staging,
+    swap_in,
 )
 from training.sd import SD_SCHEDULER_CONFIG, load_vae
 
@@ -153,6 +154,7 @@ def vae_command(s: dict[str, Any]) -> str:
 
 def model_card(config: dict[str, Any], unet: Any, text_encoder: Any, vae: Any, run: Path, info: dict) -> str:
     state = read_state(run)
+    steps_done = state.step if state else 0
     tc = text_encoder.config
     loss = recent_loss(run)
     lines = [
@@ -237,7 +239,7 @@ def model_card(config: dict[str, Any], unet: Any, text_encoder: Any, vae: Any, r
         "",
         "```bash",
         *(vae_command(stage) for stage in vae_history(Path(config["vae"]))),
-        f"python -m training.sd --out {shown(run)} --vae {shown(config['sd_vae'])} --steps {config['steps']} "
+        f"python -m training.sd --out {shown(run)} --vae {shown(config['sd_vae'])} --steps {steps_done} "
         f"--batch {config['batch']} "
         f"--seed {config['seed']} --channels {','.join(map(str, unet.config.block_out_channels))} "
         f"--layers {unet.config.layers_per_block} --groups {unet.config.norm_num_groups} "
@@ -289,8 +291,7 @@ def export_sd(
     vae = load_vae(Path(config["vae"]), torch.device("cpu"))
     pipe = make_pipeline(unet, text_encoder, vae, scheduler)
     info: dict[str, Any] = {"scheduler": SCHEDULERS[scheduler]}
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging(out)
     pipe.save_pretrained(str(tmp), safe_serialization=True)
     halve_weights(tmp)
     if eval_n:  # what ships: the folder's float16 weights, computed in float32
@@ -305,13 +306,7 @@ def export_sd(
     if info.get("eval"):
         (tmp / "eval.json").write_text(json.dumps(info["eval"], indent=1))
     check_loads(tmp, unet)
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-    return out
+    return swap_in(tmp, out)
 
 
 def main(argv: list[str] | None = None) -> int:

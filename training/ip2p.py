@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,18 +26,18 @@ import torch
 import torch.nn.functional as F
 
 from training.common import (
-    Loop,
     add_common_args,
     count_parameters,
     measure_step,
     model_config,
-    pick_device,
+    prepare,
     read_state,
     recent_loss,
-    seed_everything,
     settings,
+    staging,
     step_generator,
-    warmup_lr,
+    swap_in,
+    train,
     write_config,
 )
 from training.frozen import DEFAULT_SD, FrozenSD, load_frozen_sd, to_tensor
@@ -114,25 +113,19 @@ def export(editor: Any, sd: FrozenSD, run: Path, out: Path) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging(out)
     pipe.save_pretrained(str(tmp), safe_serialization=True)
     (tmp / "README.md").write_text(model_card(editor, run))
     loaded = load_checkpoint(tmp)
     if loaded.unet.config.in_channels != 8:
         raise RuntimeError(f"{tmp} does not load back as an 8-channel editor")
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-    return out
+    return swap_in(tmp, out)
 
 
 def model_card(editor: Any, run: Path) -> str:
     config = json.loads((run / "config.json").read_text())
     state = read_state(run)
+    steps_done = state.step if state else 0
     loss = recent_loss(run)
     return "\n".join(
         [
@@ -160,7 +153,7 @@ def model_card(editor: Any, run: Path) -> str:
             "## Reproducing it",
             "",
             "```bash",
-            f"python -m training.ip2p --out runs/ip2p --sd {config['sd']} --steps {config['steps']} "
+            f"python -m training.ip2p --out runs/ip2p --sd {config['sd']} --steps {steps_done} "
             f"--batch {config['batch']} --lr {config['lr']} --seed {config['seed']} "
             "--export models/checkpoints/toy-ip2p",
             "```",
@@ -181,12 +174,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.threads = torch.get_num_threads()
-    device = pick_device(args.device)
-    args.device = str(device)
-    seed_everything(args.seed)
+    device = prepare(args)
     sd = load_frozen_sd(args.sd, device)
     editor = build_editor_unet(sd.unet).to(device).train()
     optimizer = torch.optim.AdamW(editor.parameters(), lr=args.lr, weight_decay=0.0)
@@ -207,18 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     write_config(
         run, {**settings(args), "models": {"unet": model_config(editor)}}, read_state(run) is not None
     )
-    loop = Loop(
-        run=run,
-        modules={"unet": editor},
-        optimizer=optimizer,
-        step_fn=step_fn,
-        steps=args.steps,
-        lr_at=warmup_lr(args.lr, args.warmup),
-        save_every=args.save_every,
-        log_every=args.log_every,
-        max_minutes=args.max_minutes,
-    )
-    state = loop.run_loop()
+    state = train(args, {"unet": editor}, optimizer, step_fn)
     print(f"editor ({state.status}, step {state.step}) in {run}")
     if args.export:
         print(f"exported {export(editor, sd, run, args.export)}")

@@ -22,6 +22,7 @@ SD = "toy-sd"
 EDITOR = "toy-ip2p"
 CONTROLNET = "toy-edges"
 CAPTIONER = "toy-blip"
+CLIP = "toy-clip"
 SIZE = 32
 STEPS = 20
 CFG = 5.0
@@ -245,6 +246,18 @@ def caption_nodes(picture: str) -> dict[str, Any]:
     }
 
 
+def clip_nodes(picture: str, text: str) -> dict[str, Any]:
+    return {
+        "img": {"type": "LoadImage", "inputs": {"path": picture}},
+        "clip": {"type": "ClipLoader", "inputs": {"clip_name": CLIP}},
+        "score": {
+            "type": "CLIPScore",
+            "inputs": {"clip": link("clip", "clip"), "image": link("img", "image"), "text": text},
+        },
+        "show": {"type": "ShowValue", "inputs": {"value": link("score", "similarity")}},
+    }
+
+
 # --------------------------------------------------------------------------- tasks
 
 
@@ -395,6 +408,22 @@ def editing(studio: Studio, n: int, seed: int = 6) -> dict[str, Any]:
     return out
 
 
+def clip_scoring(studio: Studio, n: int, seed: int = 7) -> dict[str, Any]:
+    """CLIPScore of held-out pictures against their caption and against the caption with one shape's
+    color, kind or position changed: how often the picture's own caption scores higher."""
+    from training.clip import altered
+
+    wins = []
+    for i, scene in enumerate(held_out_scenes(n, seed)):
+        picture = studio.put(render(scene))
+        own, other = (
+            float(studio.run(clip_nodes(picture, caption(s)))["show"]["text"])
+            for s in (scene, altered(scene, np.random.default_rng([seed, i, 1])))
+        )
+        wins.append(own > other)
+    return {"task": "clip_scoring", "n": n, "own_caption_wins": round(float(np.mean(wins)), 3)}
+
+
 TASKS: dict[str, Callable[[Studio, int], dict[str, Any]]] = {
     "text_to_image": text_to_image,
     "captioning": captioning,
@@ -402,6 +431,7 @@ TASKS: dict[str, Callable[[Studio, int], dict[str, Any]]] = {
     "inpainting": inpainting,
     "colorization": colorization,
     "editing": editing,
+    "clip_scoring": clip_scoring,
 }
 
 #: The goals of each figure (issue 6): task -> {figure: minimum} (LIMITS: {figure: maximum}).

@@ -23,18 +23,17 @@ import torch
 import torch.nn.functional as F
 
 from training.common import (
-    Loop,
     add_common_args,
     count_parameters,
     measure_step,
     model_config,
-    pick_device,
+    prepare,
     read_state,
     seed_everything,
     settings,
     step_generator,
     toy_batch,
-    warmup_lr,
+    train,
     write_config,
 )
 
@@ -197,11 +196,7 @@ def build(args: argparse.Namespace, device: torch.device) -> tuple[Any, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.threads = torch.get_num_threads()  # recorded: results differ in rounding with another count
-    device = pick_device(args.device)
-    args.device = str(device)
+    device = prepare(args)
     unet, text_encoder = build(args, device)
     if args.measure and not Path(args.vae).exists():  # sizes only: an untrained VAE costs the same
         from training.vae import build_vae
@@ -251,19 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         "scheduler": SD_SCHEDULER_CONFIG,
     }
     write_config(run, config, read_state(run) is not None)
-    loop = Loop(
-        run=run,
-        modules=modules,
-        optimizer=optimizer,
-        step_fn=step_fn,
-        steps=args.steps,
-        lr_at=warmup_lr(args.lr, args.warmup),
-        save_every=args.save_every,
-        log_every=args.log_every,
-        max_minutes=args.max_minutes,
-        ema=ema,
-    )
-    state = loop.run_loop()
+    state = train(args, modules, optimizer, step_fn, ema=ema)
     print(f"SD ({state.status}, step {state.step}) in {run}; export it with python -m training.export")
     return 0
 

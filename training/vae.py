@@ -19,20 +19,18 @@ import torch
 import torch.nn.functional as F
 
 from training.common import (
-    Loop,
     add_common_args,
     count_parameters,
     measure_step,
     model_config,
-    pick_device,
+    prepare,
     read_state,
     recent_loss,
-    seed_everything,
     settings,
     step_generator,
     toy_batch,
     toy_images,
-    warmup_lr,
+    train,
     write_config,
 )
 
@@ -197,12 +195,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.threads = torch.get_num_threads()  # recorded: results differ in rounding with another count
-    device = pick_device(args.device)
-    args.device = str(device)
-    seed_everything(args.seed)
+    device = prepare(args)
     vae = build_vae(args.channels, args.layers, args.groups, args.size)
     if args.init and read_state(Path(args.out)) is None:
         from training.sd import load_vae
@@ -232,18 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Path(args.out)
     resuming = read_state(run) is not None
     write_config(run, {**settings(args), "models": {"vae": model_config(vae)}}, resuming)
-    loop = Loop(
-        run=run,
-        modules={"vae": vae},
-        optimizer=optimizer,
-        step_fn=step_fn,
-        steps=args.steps,
-        lr_at=warmup_lr(args.lr, args.warmup),
-        save_every=args.save_every,
-        log_every=args.log_every,
-        max_minutes=args.max_minutes,
-    )
-    state = loop.run_loop()
+    state = train(args, {"vae": vae}, optimizer, step_fn)
     folder = export_vae(vae, run, args, args.eval_images)
     print(f"VAE ({state.status}, step {state.step}) saved in {folder}")
     return 0
