@@ -243,6 +243,10 @@ def test_editor_trains_from_the_exported_sd_and_edits_through_the_nodes(
     for part in ("text_encoder/model.safetensors", "vae/diffusion_pytorch_model.safetensors"):
         shared, ours = load(exported / "checkpoints" / "toy-sd" / part), load(folder / part)
         assert all(torch.equal(shared[k], ours[k]) for k in shared)  # the SD's, frozen
+    for part in ("text_encoder", "tokenizer", "vae"):  # stored once: links into the SD's folder
+        assert (folder / part).is_symlink() and (folder / part).resolve() == (
+            exported / "checkpoints" / "toy-sd" / part
+        )
     monkeypatch.setenv("STUDIO_MODELS", str(exported))
     studio = quality.Studio()
     picture = render(Scene((Shape("circle", "red", (0, 0)),), "white", 32))

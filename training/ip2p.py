@@ -15,7 +15,9 @@ picture and 5% both, for the pipeline's two guidance scales.
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from training.common import (
     add_common_args,
     count_parameters,
+    halve_weights,
     measure_step,
     model_config,
     prepare,
@@ -95,18 +98,57 @@ def ip2p_step(editor: Any, sd: FrozenSD, args: argparse.Namespace, device: torch
     return step_fn
 
 
+SHARED = ("text_encoder", "tokenizer", "vae")
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Same bytes, or for JSON configs the same settings (the ``_name_or_path`` a config records of
+    where its model was loaded from does not count)."""
+    if a.suffix == ".json":
+        first, second = (json.loads(path.read_text()) for path in (a, b))
+        for config in (first, second):
+            config.pop("_name_or_path", None)
+        return first == second
+    return filecmp.cmp(a, b, shallow=False)
+
+
+def same_files(a: Path, b: Path) -> bool:
+    """Whether two folders hold the same files with the same contents."""
+    names = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    if names != sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()):
+        return False
+    return all(same_file(a / name, b / name) for name in names)
+
+
+def link_shared(folder: Path, sd_folder: Path) -> list[str]:
+    """Replace the parts of the export that are byte for byte the SD's (its frozen text encoder,
+    tokenizer and VAE) by relative links into the SD's folder, when the two folders sit side by side,
+    so the repository and a checkout hold them once. Returns the parts linked."""
+    folder, sd_folder = Path(folder), Path(sd_folder)
+    if folder.resolve().parent != sd_folder.resolve().parent:
+        return []
+    linked = []
+    for part in SHARED:
+        if (sd_folder / part).is_dir() and same_files(folder / part, sd_folder / part):
+            shutil.rmtree(folder / part)
+            (folder / part).symlink_to(Path("..") / sd_folder.name / part, target_is_directory=True)
+            linked.append(part)
+    return linked
+
+
 def export(editor: Any, sd: FrozenSD, run: Path, out: Path) -> Path:
     """Write the InstructPix2Pix pipeline folder (the SD's text encoder, VAE and sampler settings with
     the trained UNet) and its model card to ``out``, swapped in once the studio's loader reads it back."""
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionInstructPix2PixPipeline
 
     from models.loading import load_checkpoint
+    from models.tokenizer import clip_tokenizer
 
     out = Path(out)
     pipe = StableDiffusionInstructPix2PixPipeline(
         vae=sd.vae,
         text_encoder=sd.text_encoder,
-        tokenizer=sd.tokens.tokenizer,
+        tokenizer=clip_tokenizer(),  # a fresh one: training's carries padding settings into its file
         unet=editor.to("cpu").eval(),
         scheduler=DPMSolverMultistepScheduler.from_pretrained(sd.folder, subfolder="scheduler"),
         safety_checker=None,
@@ -115,6 +157,8 @@ def export(editor: Any, sd: FrozenSD, run: Path, out: Path) -> Path:
     )
     tmp = staging(out)
     pipe.save_pretrained(str(tmp), safe_serialization=True)
+    halve_weights(tmp)
+    link_shared(tmp, sd.folder)
     (tmp / "README.md").write_text(model_card(editor, run))
     loaded = load_checkpoint(tmp)
     if loaded.unet.config.in_channels != 8:
@@ -140,7 +184,8 @@ def model_card(editor: Any, run: Path) -> str:
             f"- UNet: toy-sd's ({list(editor.config.block_out_channels)} channels) with 8 input channels,"
             f" {count_parameters(editor):,} parameters; the 4 channels of the source picture's VAE latents"
             " start at zero.",
-            "- Text encoder, tokenizer and VAE: toy-sd's, frozen and unchanged.",
+            "- Text encoder, tokenizer and VAE: toy-sd's, frozen and unchanged (links to `../toy-sd`, so",
+            "  they are stored once); weights stored as float16.",
             "- Data: toy-world training scenes and one valid instruction each (recolor or one-cell move)",
             "  whose result is also a training scene; the pair rendered. Held-out combinations never appear.",
             f"- Training: epsilon MSE, AdamW lr {config['lr']} ({config['warmup']} warm-up steps), batch"
