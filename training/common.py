@@ -42,7 +42,9 @@ STATE = "state"
 LOG = "log.jsonl"
 CONFIG = "config.json"
 #: Settings a resumed run may change; any other difference from the saved config.json is an error.
-RESUMABLE_CHANGES = frozenset({"out", "steps", "save_every", "log_every", "max_minutes", "device", "threads"})
+RESUMABLE_CHANGES = frozenset(
+    {"out", "steps", "save_every", "log_every", "max_minutes", "device", "threads", "export", "eval"}
+)
 
 
 # --------------------------------------------------------------------------- seeding

@@ -385,7 +385,7 @@ def colorization(studio: Studio, n: int, seed: int = 5) -> dict[str, Any]:
     return {"task": "colorization", "n": n, "hue": scores["color"], "shape": scores["shape"]}
 
 
-def editing(studio: Studio, n: int, seed: int = 6, image_cfg: float = 1.5) -> dict[str, Any]:
+def editing(studio: Studio, n: int, seed: int = 6, image_cfg: float = 2.5) -> dict[str, Any]:
     """Instruction edits (half recolors, half moves) whose result is a held-out scene, read by the
     analyzer against the edited scene: how often the named shape comes out as asked (``*_target``),
     how often the other shapes stay as they were (``*_kept``), and whole pictures right (``*_exact``)."""
