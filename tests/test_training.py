@@ -305,3 +305,25 @@ def test_an_altered_caption_changes_exactly_one_shape():
         scene = random_scene(rng, size=32, split="test")
         changed = altered(scene, rng)
         assert len(set(scene.attributes) ^ set(changed.attributes)) == 2  # one shape out, one in
+
+
+def test_edge_iou_rewards_shapes_on_the_outlines_only():
+    from toyworld import Scene, Shape, edges, render
+    from training.controlnet import edge_iou
+
+    scene = Scene((Shape("square", "red", (0, 0)), Shape("circle", "blue", (2, 2))), "white", 32)
+    elsewhere = Scene((Shape("square", "red", (0, 2)), Shape("circle", "blue", (2, 0))), "white", 32)
+    blank = render(Scene((), "white", 32))
+    assert edge_iou(render(scene), edges(scene)) > 0.8
+    assert edge_iou(render(elsewhere), edges(scene)) < 0.1
+    assert edge_iou(blank, edges(scene)) == 0.0
+
+
+def test_the_inpainting_mask_covers_exactly_one_cell():
+    from toyworld import Scene, Shape, mask
+    from training.quality import cell_mask
+
+    scene = Scene((Shape("triangle", "green", (1, 2)),), "white", 32)
+    cells = [cell_mask(scene, (row, col)) > 0 for row in range(3) for col in range(3)]
+    assert (np.sum(cells, axis=0) == 1).all()  # the nine cells tile the picture
+    assert not (mask(scene) > 0)[~cells[5]].any()  # the shape lies inside its own cell

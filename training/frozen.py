@@ -7,7 +7,6 @@ studio loads, so what they learn to steer is what users run.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,12 +83,6 @@ def load_frozen_sd(folder: Path, device: torch.device) -> FrozenSD:
     )
     vae = frozen(AutoencoderKL.from_pretrained(folder, subfolder="vae", local_files_only=True))
     return FrozenSD(folder, unet, text_encoder, vae, Tokens(), DDPMScheduler.from_config(SD_SCHEDULER_CONFIG))
-
-
-def sd_summary(folder: Path) -> dict[str, Any]:
-    """What the SD's model card needs to say about it: its evaluation, when exported with one."""
-    path = Path(folder) / "eval.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def to_tensor(images: list[np.ndarray] | np.ndarray, low: float = -1.0) -> torch.Tensor:
