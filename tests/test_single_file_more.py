@@ -19,14 +19,17 @@ from safetensors.torch import load_file  # noqa: E402
 from tests.fixtures.original_layout import (  # noqa: E402
     CONTROLNET_PREFIX,
     SD2_OPEN_CLIP_PREFIX,
-    SD2_WIDTH,
     VAE_PREFIX,
     tiny_controlnet,
-    tiny_sd2_components,
     write_original_controlnet,
     write_original_sd2,
 )
-from tests.fixtures.tiny_models import save_config_folder, save_tiny_sd_folder  # noqa: E402
+from tests.fixtures.tiny_models import (  # noqa: E402
+    SD2_WIDTH,
+    save_config_folder,
+    save_tiny_sd_folder,
+    tiny_sd2_components,
+)
 
 V2_KEY = "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight"
 
