@@ -119,6 +119,16 @@ def _gray_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image @ weights, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
+def canny_edges(image: np.ndarray, low_threshold: int = 100, high_threshold: int = 200) -> np.ndarray:
+    """Canny edges (uint8 0/255, (..., H, W)) of the luma of RGB images in [0, 1] (..., H, W, 3)."""
+    import cv2
+
+    gray = _gray_uint8(image)
+    flat = gray.reshape(-1, *gray.shape[-2:])
+    edges = [cv2.Canny(g, low_threshold, high_threshold) for g in flat]
+    return np.stack(edges).reshape(gray.shape)
+
+
 class CannyEdges(Node):
     category = "image/preprocess"
     description = "White Canny edges on black (OpenCV), the hint for a canny ControlNet."
@@ -130,13 +140,10 @@ class CannyEdges(Node):
     outputs = (Output("image", T.IMAGE),)
 
     def run(self, ctx: Context, image: np.ndarray, low_threshold: int, high_threshold: int) -> dict[str, Any]:
-        import cv2
-
         if high_threshold < low_threshold:
             raise NodeInputError("high_threshold", "must be at least low_threshold")
         image = as_image("image", image)
-        edges = [cv2.Canny(gray, low_threshold, high_threshold) for gray in _gray_uint8(image)]
-        out = np.stack(edges).astype(np.float32) / 255.0
+        out = canny_edges(image, low_threshold, high_threshold).astype(np.float32) / 255.0
         return {"image": np.repeat(out[..., None], 3, axis=-1)}
 
 

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -130,43 +129,6 @@ def test_the_time_budget_saves_and_stops(runs: Path, tmp_path: Path):
     assert state is not None and (state.step, state.status) == (1, "stopped")
 
 
-def run_txt2img(root: Path, ckpt: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from graph.executor import Executor
-    from graph.validate import validate
-    from models.manager import ModelManager
-    from nodes.base import RunSettings
-    from nodes.registry import default_registry
-    from tests.helpers import link
-
-    monkeypatch.setenv("STUDIO_MODELS", str(root))
-    nodes = {
-        "ck": {"type": "CheckpointLoader", "inputs": {"ckpt_name": ckpt}},
-        "pos": {"type": "CLIPTextEncode", "inputs": {"clip": link("ck", "clip"), "text": "a red circle"}},
-        "neg": {"type": "CLIPTextEncode", "inputs": {"clip": link("ck", "clip"), "text": ""}},
-        "lat": {"type": "EmptyLatent", "inputs": {"width": 32, "height": 32, "vae": link("ck", "vae")}},
-        "s": {
-            "type": "Sampler",
-            "inputs": {
-                "model": link("ck", "model"),
-                "positive": link("pos", "conditioning"),
-                "negative": link("neg", "conditioning"),
-                "latent": link("lat", "latent"),
-                "seed": 1,
-                "steps": 2,
-                "cfg": 5.0,
-                "sampler": "dpmpp_2m",
-            },
-        },
-        "d": {"type": "VAEDecode", "inputs": {"vae": link("ck", "vae"), "latent": link("s", "latent")}},
-        "show": {"type": "PreviewImage", "inputs": {"images": link("d", "image")}},
-    }
-    registry = default_registry()
-    checked = validate({"version": 1, "nodes": nodes}, registry)
-    assert checked.ok, [str(i) for i in checked.issues]
-    settings = RunSettings(models=ModelManager(device="cpu"), output_dir=root / "out")
-    return Executor(registry).run(checked.workflow, settings=settings)
-
-
 def test_export_loads_and_draws_through_the_nodes(runs: Path, tmp_path: Path, monkeypatch):
     from models.loading import load_checkpoint
 
@@ -189,9 +151,12 @@ def test_export_loads_and_draws_through_the_nodes(runs: Path, tmp_path: Path, mo
     # stored as float16, loaded as float32: the EMA weights to float16 rounding, exactly
     assert all(torch.equal(v, ema[k].half().float()) for k, v in checkpoint.unet.state_dict().items())
     assert {f.dtype for f in checkpoint.unet.parameters()} == {torch.float32}
-    result = run_txt2img(tmp_path, "toy-sd", monkeypatch)
-    assert result.status == "done", result.error
-    images = np.asarray(result.outputs["show"]["images"])
+    from training import quality
+
+    monkeypatch.setenv("STUDIO_MODELS", str(tmp_path))
+    nodes = quality.txt2img_nodes("a red circle", seed=1)
+    nodes["s"]["inputs"]["steps"] = 2
+    images = np.asarray(quality.Studio().run(nodes, seed=1)["show"]["images"])  # raises unless done
     assert images.shape == (1, 32, 32, 3) and np.isfinite(images).all()
 
 

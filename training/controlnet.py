@@ -47,11 +47,10 @@ DEFAULT_EXPORT = Path("models/controlnet/toy-edges")
 
 
 def canny(image: np.ndarray) -> np.ndarray:
-    """Canny edges (100, 200) of an RGB uint8 picture's luma, as the studio's CannyEdges node draws them."""
-    import cv2
+    """Canny edges (100, 200) of an RGB uint8 picture, as the studio's CannyEdges node draws them."""
+    from nodes.control import canny_edges
 
-    luma = np.clip(np.asarray(image, dtype=np.float32) / 255.0 @ np.array([0.299, 0.587, 0.114]), 0, 1)
-    return cv2.Canny((luma * 255 + 0.5).astype(np.uint8), 100, 200)
+    return canny_edges(np.asarray(image, dtype=np.float32) / 255.0, 100, 200)
 
 
 def hints(scenes: list[Any], pictures: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
