@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +32,7 @@ from graph.workflow import Workflow
 from nodes.base import CancelToken, RunSettings
 from nodes.registry import Registry
 from server.history import FINAL_STATUSES, History, JobRecord
+from server.worker import Runner, RunRequest, ThreadRunner
 
 log = logging.getLogger(__name__)
 
@@ -125,17 +126,24 @@ class JobQueue:
 
     def __init__(
         self,
-        executor: Executor,
+        executor: Executor | None,
         registry: Registry,
         settings_factory: Callable[[], RunSettings],
         history: History | None = None,
         workers: int = 1,
         *,
+        runners: Sequence[Runner] | None = None,
         max_queued: int = 1000,
         keep_finished: int = 200,
     ) -> None:
-        if workers < 1:
+        """A queue over ``runners`` (one worker slot each), or ``workers`` threads running ``executor``."""
+        if runners is None:
+            if executor is None:
+                raise ValueError("give the job queue an executor or its runners")
+            runners = [ThreadRunner(executor, settings_factory) for _ in range(workers)]
+        if not runners:
             raise ValueError("a job queue needs at least one worker")
+        self.runners = list(runners)
         self.executor = executor
         self.registry = registry
         self.settings_factory = settings_factory
@@ -148,8 +156,8 @@ class JobQueue:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._closed = False
         self._threads = [
-            threading.Thread(target=self._work, name=f"studio-job-worker-{n}", daemon=True)
-            for n in range(workers)
+            threading.Thread(target=self._work, args=(runner,), name=f"studio-job-worker-{n}", daemon=True)
+            for n, runner in enumerate(self.runners)
         ]
         for thread in self._threads:
             thread.start()
@@ -313,10 +321,12 @@ class JobQueue:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        for runner in self.runners:
+            runner.close(max(0.0, deadline - time.monotonic()))
 
     # -- the workers ----------------------------------------------------------------------
 
-    def _work(self) -> None:
+    def _work(self, runner: Runner) -> None:
         while True:
             with self._cond:
                 while not self._pending and not self._closed:
@@ -330,36 +340,27 @@ class JobQueue:
                 self._store(self._update, job, "status", "started")
                 self._append(job, {"event": "job_started", "job_id": job.id})
                 self._cond.notify_all()
-            self._run(job)
+            self._run(runner, job)
 
-    def _run(self, job: Job) -> None:
+    def _run(self, runner: Runner, job: Job) -> None:
         status, error = "failed", None
         try:
-            settings = self.settings_factory()
-            if settings.workflow_json is None:
-                settings.workflow_json = job.workflow_json
-            job.output_dir = Path(settings.output_dir)
-            result = self.executor.run(
-                job.workflow,
-                settings=settings,
-                seed=job.seed,
-                cancel=job.token,
-                listener=lambda event: self._on_event(job, event),
-                run_id=job.id,
-            )
-            job.result = result
-            status = result.status
-            error = str(result.error) if result.error is not None else None
-            with self._cond:
-                job.seed = result.seed
-                job.nodes_executed = len(result.executed)
-                job.nodes_cached = len(result.cached)
-                job.outputs = self._relative(job, result.files)
-                job.results = {
-                    node_id: {name: value for name, value in values.items() if _json_value(value)}
-                    for node_id, values in result.outputs.items()
-                }
-                job.results = {k: v for k, v in job.results.items() if v}
+            job.output_dir = self.output_dir
+            request = RunRequest(job.id, job.workflow, job.workflow_json, job.seed)
+            outcome = runner.run(request, lambda event: self._on_event(job, event), job.token)
+            status, error, result = outcome.status, outcome.error, outcome.result
+            if result is not None:
+                job.result = result
+                with self._cond:
+                    job.seed = result.seed
+                    job.nodes_executed = len(result.executed)
+                    job.nodes_cached = len(result.cached)
+                    job.outputs = self._relative(job, result.files)
+                    job.results = {
+                        node_id: {name: value for name, value in values.items() if _json_value(value)}
+                        for node_id, values in result.outputs.items()
+                    }
+                    job.results = {k: v for k, v in job.results.items() if v}
         except BaseException as exc:  # noqa: BLE001 - one broken run must not stop the worker
             log.exception("job %s failed inside the studio", job.id)
             error = f"the studio hit an internal error: {type(exc).__name__}: {exc}"

@@ -336,3 +336,55 @@ def test_a_crash_leaves_jobs_marked_interrupted(tmp_path: Path, out: Path) -> No
         assert "before this job started" in (waiting.error or "")
     finally:
         reopened.close()
+
+
+# --- what the queue promises about memory, waiting and waking ---------------------------------
+
+
+def test_only_the_newest_finished_jobs_stay_in_memory(
+    registry: Registry, out: Path, history: History
+) -> None:
+    queue = JobQueue(
+        Executor(registry), registry, lambda: RunSettings(output_dir=out), history, keep_finished=2
+    )
+    try:
+        done = [wait_ended(queue, queue.submit(sleep_flow(value=n, steps=1, seconds=0.0))) for n in range(4)]
+        assert [queue.get(job.id) is not None for job in done] == [False, False, True, True]
+        forgotten = queue.lookup(done[0].id)  # from the history instead
+        assert forgotten is not None and forgotten["status"] == "done" and "events" not in forgotten
+        assert queue.events(done[0].id) is None and queue.events(done[3].id) is not None
+    finally:
+        queue.close(timeout=WAIT)
+
+
+def test_a_rerun_counts_what_came_from_the_cache(jobs: JobQueue) -> None:
+    first = wait_ended(jobs, jobs.submit(sleep_flow(value=9, steps=1, seconds=0.0), seed=2))
+    again = wait_ended(jobs, jobs.submit(sleep_flow(value=9, steps=1, seconds=0.0), seed=2))
+    assert (first.nodes_planned, first.nodes_executed, first.nodes_cached) == (2, 2, 0)
+    assert (again.nodes_planned, again.nodes_executed, again.nodes_cached) == (2, 0, 1)
+    stored = jobs.history.get(again.id) if jobs.history is not None else None
+    assert stored is not None and (stored.nodes_executed, stored.nodes_cached) == (0, 1)
+
+
+def test_wait_returns_at_its_timeout_with_the_job_still_running(jobs: JobQueue) -> None:
+    job = jobs.submit(sleep_flow())
+    start = time.monotonic()
+    found = jobs.wait(job.id, 0.3)
+    waited = time.monotonic() - start
+    assert found is job and not found.ended
+    assert 0.25 <= waited < 5
+    assert jobs.wait("no-such-job", 5.0) is None
+    jobs.cancel(job.id)
+    assert wait_ended(jobs, job).status == "cancelled"
+
+
+def test_a_new_event_wakes_a_waiting_reader_at_once(jobs: JobQueue) -> None:
+    job = jobs.submit(sleep_flow(steps=40, seconds=0.05))
+    wait_for_event(jobs, job, "node_progress")
+    seen = len(jobs.events(job.id) or [])
+    start = time.monotonic()
+    batch = jobs.events(job.id, after=seen, timeout=30.0)
+    assert batch and batch[0]["seq"] == seen + 1
+    assert time.monotonic() - start < 5  # woken by the event, not by the 30 s timeout
+    jobs.cancel(job.id)
+    wait_ended(jobs, job)

@@ -95,4 +95,42 @@ class SlowPreview(Node):
         return {"image": image}
 
 
-NODES = (Sleep, Fail, RandomImage, NoiseFromSeed, BadOutputs, SlowPreview)
+class HoldGil(Node):
+    category = "testing"
+    description = "Busy the CPU for some seconds in big-integer work that holds the GIL and ignores cancel."
+    inputs = (
+        Input("seconds", T.FLOAT, default=2.0, min=0.0, max=600.0),
+        Input("digits", T.INT, default=400_000, min=1, max=10_000_000),
+    )
+    outputs = (Output("value", T.INT),)
+
+    def run(self, ctx: Context, seconds: float, digits: int) -> dict[str, Any]:
+        deadline = time.monotonic() + seconds
+        rounds = 0
+        while time.monotonic() < deadline:
+            number = pow(7, digits)  # one C call: no other thread of this process runs meanwhile
+            number = number * number
+            rounds += 1
+        return {"value": rounds}
+
+
+class Crash(Node):
+    category = "testing"
+    description = "End its own process with a signal (a crash in native code, an out-of-memory kill)."
+    inputs = (
+        Input("signal", T.STRING, default="SIGSEGV", choices=("SIGSEGV", "SIGKILL", "SIGABRT", "exit")),
+    )
+    outputs = (Output("value", T.INT),)
+
+    def run(self, ctx: Context, signal: str) -> dict[str, Any]:
+        import os
+        import signal as signals
+
+        if signal == "exit":
+            os._exit(3)
+        os.kill(os.getpid(), getattr(signals, signal))
+        time.sleep(10)  # the signal ends the process before this does
+        return {"value": 0}
+
+
+NODES = (Sleep, Fail, RandomImage, NoiseFromSeed, BadOutputs, SlowPreview, HoldGil, Crash)
