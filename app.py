@@ -117,6 +117,21 @@ def _studio_args(parser: argparse.ArgumentParser, suppress_defaults: bool = Fals
         metavar="DIR",
         help="output folder of the studio (default output/)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=default(1),
+        metavar="N",
+        help="worker processes that run jobs, N jobs at once (default 1; 0 runs jobs in the "
+        "server's own threads, for debugging: a busy job then slows the page)",
+    )
+    parser.add_argument(
+        "--state",
+        default=default(None),
+        metavar="DIR",
+        help="where the studio keeps its run history, never served and not inside --out "
+        "(default: $XDG_STATE_HOME/workflow-studio/ plus a folder for the output folder)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

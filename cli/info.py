@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from graph.issues import Issue
+from graph.strict_json import printable
 from graph.validate import validate
 from graph.workflow import UnreadableFile, json_schema, read_source
 from nodes.registry import Registry, default_registry
@@ -25,8 +26,19 @@ def load_registry(args: argparse.Namespace) -> Registry:
     return registry
 
 
+def write_safely() -> None:
+    """Let stdout and stderr write any text: a file name with bytes that are not UTF-8
+    (surrogate escapes) is shown escaped instead of ending the command with a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def validate_command(args: argparse.Namespace) -> int:
+    write_safely()
     registry = load_registry(args)
+    name = printable(args.workflow)
     try:
         source = read_source(Path(args.workflow))
         issues = validate(source.text, registry).issues
@@ -35,11 +47,11 @@ def validate_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"valid": not issues, "issues": [i.to_dict() for i in issues]}, indent=2))
     elif issues:
-        print(f"{args.workflow}: {len(issues)} problem{'s' if len(issues) != 1 else ''}:")
+        print(f"{name}: {len(issues)} problem{'s' if len(issues) != 1 else ''}:")
         for issue in issues:
             print(f"  - {issue}")
     else:
-        print(f"{args.workflow}: valid")
+        print(f"{name}: valid")
     return EXIT_INVALID if issues else EXIT_OK
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 from collections.abc import Callable
@@ -11,10 +12,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from cli.info import EXIT_INVALID, EXIT_OK, load_registry
+from cli.info import EXIT_INVALID, EXIT_OK, load_registry, write_safely
 from graph.events import Event, NodeCached, NodeFailed, NodeFinished, NodeProgress, NodeStarted, RunStarted
-from graph.executor import Executor
+from graph.executor import MAX_SEED, Executor
 from graph.issues import Issue
+from graph.strict_json import has_lone_surrogate, printable, printable_repr
 from graph.validate import validate
 from graph.workflow import UnreadableFile, VersionError, migrate, parse_json, read_source
 from nodes import types as T
@@ -37,30 +39,47 @@ def parse_override(text: str) -> tuple[str, str, str]:
     target, sep, value = text.partition("=")
     node_id, dot, name = target.rpartition(".")
     if not sep or not dot or not node_id or not name:
-        raise OverrideError(f"--set {text!r}: write it as NODE.INPUT=VALUE, e.g. --set sampler.steps=30")
+        said = printable_repr(text, 80)
+        raise OverrideError(f"--set {said}: write it as NODE.INPUT=VALUE, e.g. --set sampler.steps=30")
     return node_id, name, value
 
 
 def convert(value: str, input_type: str) -> Any:
     """A command-line string as a value of the input's type."""
     if input_type == T.INT:
+        digits = value.strip().lstrip("+-")
+        if digits.isascii() and digits.isdigit() and len(digits) > 19:
+            raise OverrideError(f"expects a whole number {_INT_RANGE}, got one of {len(digits)} digits")
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
-            raise OverrideError(f"expects a whole number, got {value!r}") from None
+            raise OverrideError(f"expects a whole number, got {printable_repr(value)}") from None
+        if not T.int_in_range(number):
+            raise OverrideError(f"expects a whole number {_INT_RANGE}, got {number}")
+        return number
     if input_type == T.FLOAT:
         try:
             number = float(value)
         except ValueError:
-            raise OverrideError(f"expects a number, got {value!r}") from None
+            raise OverrideError(f"expects a number, got {printable_repr(value)}") from None
+        if math.isnan(number):
+            raise OverrideError(f"expects a number, got {printable_repr(value)}, which is NaN (not a number)")
+        if math.isinf(number):
+            raise OverrideError(
+                f"{printable_repr(value)} is too large for a number (the largest is about 1.8e308)"
+            )
         return number
     if input_type == T.BOOLEAN:
         if value.lower() in _TRUE:
             return True
         if value.lower() in _FALSE:
             return False
-        raise OverrideError(f"expects true or false, got {value!r}")
+        raise OverrideError(f"expects true or false, got {printable_repr(value)}")
     if input_type == T.STRING:
+        if has_lone_surrogate(value):
+            raise OverrideError(
+                f"expects text, got {printable_repr(value)}, which holds bytes that are not UTF-8"
+            )
         return value
     try:
         return parse_json(value)
@@ -68,34 +87,49 @@ def convert(value: str, input_type: str) -> Any:
         return value
 
 
+_INT_RANGE = f"from {T.INT_MIN} to {T.INT_MAX} (64-bit)"
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str], registry: Registry) -> None:
     nodes = data.get("nodes")
     for text in overrides:
         node_id, name, raw = parse_override(text)
+        said = f"--set {printable_repr(text, 80)}"
         if not isinstance(nodes, dict) or not isinstance(nodes.get(node_id), dict):
-            known = ", ".join(sorted(nodes)) if isinstance(nodes, dict) else "none"
-            raise OverrideError(f"--set {text!r}: there is no node {node_id!r} (nodes: {known})")
+            known = ", ".join(sorted(printable(n) for n in nodes)) if isinstance(nodes, dict) else "none"
+            raise OverrideError(f"{said}: there is no node {printable_repr(node_id)} (nodes: {known})")
         entry = nodes[node_id]
         cls = registry.get(str(entry.get("type")))
         if cls is None:
-            raise OverrideError(f"--set {text!r}: node {node_id!r} has unknown type {entry.get('type')!r}")
+            raise OverrideError(
+                f"{said}: node {node_id!r} has unknown type {printable_repr(entry.get('type'))}"
+            )
         spec = cls.input(name)
         if spec is None:
             known = ", ".join(s.name for s in cls.inputs)
-            raise OverrideError(f"--set {text!r}: {cls.type} has no input {name!r} (inputs: {known})")
+            raise OverrideError(f"{said}: {cls.type} has no input {printable_repr(name)} (inputs: {known})")
         if not spec.accepts_constant:
-            raise OverrideError(f"--set {text!r}: input {name!r} takes a {spec.type} link, not a value")
+            raise OverrideError(f"{said}: input {name!r} takes a {spec.type} link, not a value")
         try:
             value = convert(raw, spec.type)
         except OverrideError as exc:
-            raise OverrideError(f"--set {text!r}: input {name!r} {exc}") from None
+            raise OverrideError(
+                f"{said}: node {printable_repr(node_id)} ({cls.type}), input {name!r} {exc}"
+            ) from None
         inputs = entry.setdefault("inputs", {})
         if not isinstance(inputs, dict):
-            raise OverrideError(f"--set {text!r}: node {node_id!r} has malformed inputs")
+            raise OverrideError(f"{said}: node {node_id!r} has malformed inputs")
         inputs[name] = value
 
 
 def run_command(args: argparse.Namespace) -> int:
+    write_safely()
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        print(
+            f"error: --seed must be a whole number from 0 to {MAX_SEED}, got {printable_repr(args.seed)}",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
     registry = load_registry(args)
     path = Path(args.workflow)
     try:
@@ -119,7 +153,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     checked = validate(data, registry)
     if not checked.ok or checked.workflow is None:
-        report_issues(args.workflow, checked.issues, args.json)
+        report_issues(printable(args.workflow), checked.issues, args.json)
         return EXIT_INVALID
     workflow = checked.workflow
 

@@ -23,24 +23,67 @@ def studio_command(args: argparse.Namespace) -> int:
         print(f"Binding to {args.host}, beyond this machine: access needs the token {token}", flush=True)
     registry = load_registry(args)
     output_dir = Path(args.out).resolve()
+    input_dirs = (Path("input").resolve(), REPO / "workflows")
+    workers = getattr(args, "workers", 1)
+    if workers < 0:
+        print("error: --workers takes 0 (jobs in the server) or more worker processes", file=sys.stderr)
+        return 2
 
-    from models.manager import ModelManager
+    runners = None
+    models = None
+    if workers:
+        import os
 
-    models = ModelManager(allow_pickle=args.allow_pickle, attention=args.attention)  # shared by every run
+        from server.worker import EngineSpec, ProcessRunner
+
+        spec = EngineSpec(
+            output_dir=output_dir,
+            input_dirs=input_dirs,
+            allow_absolute_paths=False,
+            packs=tuple(getattr(args, "pack", []) or ()),
+            allow_pickle=args.allow_pickle,
+            attention=args.attention,
+            environ=tuple((k, v) for k, v in os.environ.items() if k.startswith("STUDIO_")),
+        )
+        runners = [ProcessRunner(spec.for_slot(n), name=f"studio-worker-{n}") for n in range(workers)]
+    else:
+        from models.manager import ModelManager
+
+        models = ModelManager(allow_pickle=args.allow_pickle, attention=args.attention)  # shared by every run
 
     def settings_factory() -> RunSettings:
         return RunSettings(
             output_dir=output_dir,
-            input_dirs=(Path("input").resolve(), REPO / "workflows"),
+            input_dirs=input_dirs,
             allow_absolute_paths=False,
             models=models,
+            allow_pickle=args.allow_pickle,
+            attention=args.attention,
         )
 
+    from server.history import StateFolderRefused
     from ui.studio import serve
 
+    state = getattr(args, "state", None)
     try:
-        serve(args.host, args.port, registry, Executor(registry), settings_factory, REPO / "workflows", token)
+        serve(
+            args.host,
+            args.port,
+            registry,
+            Executor(registry),
+            settings_factory,
+            REPO / "workflows",
+            token,
+            state_dir=Path(state).resolve() if state else None,
+            runners=runners,
+        )
+    except StateFolderRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
+    finally:
+        for runner in runners or ():
+            runner.close()
     return 0

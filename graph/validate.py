@@ -3,6 +3,8 @@
 :func:`validate` takes anything (text, bytes, parsed JSON) and never raises for
 bad input: it returns the issues found and, when there are none, the workflow
 brought up to the current format and node versions, ready for the executor.
+Text and parsed JSON pass the same strict checks (graph/strict_json.py): no NaN
+or infinity, whole numbers of 64 bits, no lone surrogates, nesting 64 deep at most.
 """
 
 from __future__ import annotations
@@ -15,16 +17,15 @@ import networkx as nx
 from pydantic import ValidationError
 
 from graph.issues import Issue
-from graph.workflow import (
-    Group,
-    Link,
-    NodeEntry,
-    Note,
-    VersionError,
-    Workflow,
-    migrate,
-    parse_json,
+from graph.strict_json import (
+    JsonProblem,
+    JsonValueError,
+    find_problems,
+    format_path,
+    has_lone_surrogate,
+    load,
 )
+from graph.workflow import Group, Link, NodeEntry, Note, VersionError, Workflow, migrate
 from nodes import types as T
 from nodes.base import Node
 from nodes.registry import Registry
@@ -39,7 +40,8 @@ class Validated:
 
     @property
     def ok(self) -> bool:
-        return not self.issues
+        """No issues, and a workflow ready to run."""
+        return not self.issues and self.workflow is not None
 
 
 def validate(source: Any, registry: Registry, *, require_outputs: bool = True) -> Validated:
@@ -49,6 +51,10 @@ def validate(source: Any, registry: Registry, *, require_outputs: bool = True) -
 
     data = _parse(source, issues)
     if data is _UNPARSED:
+        return result
+    problems, more = find_problems(data)
+    if problems:  # values nothing downstream may see: NaN, huge numbers, lone surrogates, deep nesting
+        issues.extend(_json_issues(data, problems, more))
         return result
     if not isinstance(data, dict):
         issues.append(Issue("structure", f"the file must hold a JSON object, not {_kind(data)}"))
@@ -107,12 +113,45 @@ def _parse(source: Any, issues: list[Issue]) -> Any:
     if not isinstance(source, str):
         return source
     try:
-        return parse_json(source)
+        return load(source)  # values out of reach stay as markers, reported with their node and input
     except json.JSONDecodeError as exc:
         issues.append(Issue("json", f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"))
+    except JsonValueError as exc:
+        issues.extend(Issue("json", f"the JSON is {p.message}") for p in exc.problems)
     except (ValueError, RecursionError) as exc:
         issues.append(Issue("json", f"not valid JSON: {exc}"))
     return _UNPARSED
+
+
+def _json_issues(data: Any, problems: list[JsonProblem], more: bool) -> list[Issue]:
+    """Issues for values JSON cannot hold, naming the node and input where there is one."""
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    issues = []
+    for problem in problems:
+        path = problem.path
+        node_id = node_type = input_name = None
+        if (
+            len(path) >= 2
+            and path[0] == "nodes"
+            and isinstance(nodes, dict)
+            and isinstance(path[1], str)
+            and not has_lone_surrogate(path[1])
+        ):
+            node_id, path = path[1], path[2:]
+            entry = nodes.get(node_id)
+            kind = entry.get("type") if isinstance(entry, dict) else None
+            if isinstance(kind, str) and not has_lone_surrogate(kind):
+                node_type = kind
+            if len(path) >= 2 and path[0] == "inputs" and isinstance(path[1], str):
+                if not has_lone_surrogate(path[1]):
+                    input_name, path = path[1], path[2:]
+        where = format_path(path)
+        message = f"{where}: {problem.message}" if where else problem.message
+        code = "bad_value" if input_name is not None else "json"
+        issues.append(Issue(code, message, node_id, node_type, input_name))
+    if more:
+        issues.append(Issue("json", "and more values like these", hint="Fix the ones above first"))
+    return issues
 
 
 def _check_header(data: dict[str, Any], issues: list[Issue]) -> dict[str, Any] | None:

@@ -18,7 +18,8 @@ notes and metadata carry the studio's layout in the same file.
 
 from __future__ import annotations
 
-import json
+import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +27,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+# parse_json and JsonValueError are re-exported: callers read workflow text through this module.
+from graph.strict_json import JsonValueError, parse_json, printable  # noqa: F401
+
 #: The format version this code writes, and the newest it reads.
 FORMAT_VERSION = 1
 
 #: Text chunk names under which a saved PNG carries its workflow and run seed.
 PNG_WORKFLOW_KEY = "workflow"
 PNG_SEED_KEY = "run_seed"
+
+#: Run seeds stay below 2**53 so they survive a round trip through JavaScript
+#: (the same bound as graph.executor.MAX_SEED, which imports this module).
+MAX_SEED = 2**53 - 1
 
 
 class Link(BaseModel):
@@ -188,39 +196,94 @@ class UnreadableFile(Exception):
 
 def read_source(path: Path) -> WorkflowSource:
     """Read a workflow JSON file, or the workflow embedded in a PNG the studio saved."""
+    shown = printable(str(path))
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise UnreadableFile(f"cannot read {path}: {exc.strerror or exc}") from None
-    if raw.startswith(b"\x89PNG\r\n\x1a\n"):
-        return _read_png(path)
+        raise UnreadableFile(f"cannot read {shown}: {exc.strerror or exc}") from None
+    if raw.startswith(_PNG_SIGNATURE):
+        return _read_png(raw, shown)
     try:
         return WorkflowSource(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
-        raise UnreadableFile(f"{path} is neither UTF-8 JSON nor a PNG") from None
+        raise UnreadableFile(f"{shown} is neither UTF-8 JSON nor a PNG") from None
 
 
-def _read_png(path: Path) -> WorkflowSource:
-    from PIL import Image, UnidentifiedImageError
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: A text chunk may inflate to at most this many bytes (the API takes workflows up to 16 MB).
+MAX_PNG_TEXT = 16 * 1024 * 1024
 
-    try:
-        with Image.open(path) as image:
-            image.load()
-            text_chunks = dict(getattr(image, "text", {}) or {})
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise UnreadableFile(f"cannot read the PNG {path}: {exc}") from None
-    workflow = text_chunks.get(PNG_WORKFLOW_KEY)
+
+def _read_png(raw: bytes, shown: str) -> WorkflowSource:
+    """The workflow and seed from a PNG's text chunks. Pixels are never decoded, so a
+    picture of any size (a decompression bomb included) is read in no time."""
+    texts = _png_texts(raw, shown, wanted={PNG_WORKFLOW_KEY, PNG_SEED_KEY})
+    workflow = texts.get(PNG_WORKFLOW_KEY)
     if workflow is None:
-        raise UnreadableFile(f"{path} holds no workflow: only PNGs saved by the studio do")
-    seed_text = text_chunks.get(PNG_SEED_KEY)
-    seed = int(seed_text) if seed_text and seed_text.isdigit() else None
-    return WorkflowSource(workflow, seed)
+        raise UnreadableFile(f"{shown} holds no workflow: only PNGs saved by the studio do")
+    return WorkflowSource(workflow, _seed(texts.get(PNG_SEED_KEY)))
 
 
-def parse_json(text: str) -> Any:
-    """``json.loads`` that refuses NaN and Infinity, which JSON does not have."""
+def _seed(text: str | None) -> int | None:
+    """A stored run seed, or ``None`` (then the run draws one) when it is not a valid seed."""
+    if not text or not text.isascii() or not text.isdigit() or len(text) > 16:
+        return None
+    seed = int(text)
+    return seed if seed <= MAX_SEED else None
 
-    def refuse(name: str) -> Any:
-        raise ValueError(f"{name} is not a JSON value")
 
-    return json.loads(text, parse_constant=refuse)
+def _png_texts(raw: bytes, shown: str, wanted: set[str]) -> dict[str, str]:
+    """The ``wanted`` text chunks (tEXt, zTXt, iTXt) of a PNG, the first of each name.
+
+    A file cut short keeps what came before the cut; a damaged text chunk is an error.
+    """
+    texts: dict[str, str] = {}
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(raw):
+        length, kind = struct.unpack_from(">I4s", raw, pos)
+        start, end = pos + 8, pos + 8 + length
+        if end + 4 > len(raw) or kind == b"IEND":
+            break
+        pos = end + 4
+        if kind not in (b"tEXt", b"zTXt", b"iTXt"):
+            continue
+        data = raw[start:end]
+        name, _, body = data.partition(b"\0")
+        key = name.decode("latin-1")
+        if key not in wanted or key in texts:
+            continue
+        if zlib.crc32(kind + data) != struct.unpack_from(">I", raw, end)[0]:
+            raise UnreadableFile(f"the PNG {shown} is damaged: its {key!r} text fails its checksum")
+        try:
+            texts[key] = _png_text(kind, body)
+        except (zlib.error, IndexError, UnicodeDecodeError) as exc:
+            raise UnreadableFile(f"the PNG {shown} has a damaged {key!r} text ({exc})") from None
+        except _TooLarge:
+            raise UnreadableFile(
+                f"the PNG {shown} has a {key!r} text too large to read (over {MAX_PNG_TEXT // 2**20} MB)"
+            ) from None
+    return texts
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _png_text(kind: bytes, body: bytes) -> str:
+    if kind == b"tEXt":
+        return body.decode("latin-1")
+    if kind == b"zTXt":  # compression method byte, then zlib data
+        return _inflate(body[1:]).decode("latin-1")
+    # iTXt: compressed flag, method, language\0, translated keyword\0, UTF-8 text
+    compressed = body[0]
+    _language, _, rest = body[2:].partition(b"\0")
+    _translated, _, text = rest.partition(b"\0")
+    return (_inflate(text) if compressed else text).decode("utf-8")
+
+
+def _inflate(data: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    out = inflater.decompress(data, MAX_PNG_TEXT + 1)
+    if len(out) > MAX_PNG_TEXT:
+        raise _TooLarge
+    return out

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.safety import check_weights_file
+from models.safety import check_weights_file, plain_load_error
 
 if TYPE_CHECKING:
     import torch
@@ -47,7 +47,10 @@ def load_vectors(path: Path, encoders: int, allow_pickle: bool) -> list[torch.Te
 
         data: Any = load_file(str(path))
     else:
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            data = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - code in the pickle, or a corrupt file
+            raise EmbeddingError(f"{path.name} could not be loaded: {plain_load_error(exc)}") from None
     if isinstance(data, dict) and "string_to_param" in data:
         data = {"emb_params": next(iter(data["string_to_param"].values()))}
     if not isinstance(data, dict):

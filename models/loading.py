@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.safety import check_weights_file, load_state_dict
+from models.safety import check_weights_file, check_weights_folder, load_state_dict, plain_load_error
 
 if TYPE_CHECKING:
     import torch
@@ -86,7 +87,7 @@ def load_checkpoint(
     if not path.exists():
         raise CheckpointError(f"{path} does not exist")
     if path.is_dir():
-        checkpoint = _load_folder(path, dtype)
+        checkpoint = _load_folder(path, dtype, allow_pickle)
     else:
         checkpoint = _load_single_file(path, dtype, allow_pickle)
     if prediction != "auto":
@@ -109,7 +110,7 @@ def _family_of_folder(path: Path, components: dict[str, Any]) -> str:
     return "sd1"
 
 
-def _load_folder(path: Path, dtype: torch.dtype) -> Checkpoint:
+def _load_folder(path: Path, dtype: torch.dtype, allow_pickle: bool) -> Checkpoint:
     from diffusers import DiffusionPipeline
 
     index = path / "model_index.json"
@@ -121,17 +122,16 @@ def _load_folder(path: Path, dtype: torch.dtype) -> Checkpoint:
         for optional in ("safety_checker", "feature_extractor", "image_encoder"):
             if optional in spec:
                 extra[optional] = None
+        use_safetensors = check_weights_folder(path, allow_pickle, skip=extra)  # parts not loaded
         pipe = DiffusionPipeline.from_pretrained(
-            str(path), local_files_only=True, dtype=dtype, use_safetensors=_has_safetensors(path), **extra
+            str(path), local_files_only=True, dtype=dtype, use_safetensors=use_safetensors, **extra
         )
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot load the diffusers folder {path.name}: {exc}") from None
+    except (OSError, ValueError, json.JSONDecodeError, RuntimeError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(
+            f"cannot load the diffusers folder {path.name}: {plain_load_error(exc)}"
+        ) from None
     components = pipe.components
     return _from_components(components, _family_of_folder(path, components), str(path))
-
-
-def _has_safetensors(path: Path) -> bool | None:
-    return True if any(path.rglob("*.safetensors")) else None
 
 
 def _from_components(components: dict[str, Any], family: str, source: str) -> Checkpoint:
@@ -208,8 +208,10 @@ def _load_single_file(path: Path, dtype: torch.dtype, allow_pickle: bool) -> Che
         cls = StableDiffusionPipeline
     try:
         pipe = cls.from_single_file(str(path), **kwargs)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"cannot load {path.name} as a {family} checkpoint: {exc}") from None
+    except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(
+            f"cannot load {path.name} as a {family} checkpoint: {plain_load_error(exc)}"
+        ) from None
     return _from_components(pipe.components, family, str(path))
 
 
@@ -254,7 +256,10 @@ def _load_model(
     path = Path(path)
     try:
         if path.is_dir():
-            model = cls.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+            use_safetensors = check_weights_folder(path, allow_pickle)
+            model = cls.from_pretrained(
+                str(path), local_files_only=True, dtype=dtype, use_safetensors=use_safetensors
+            )
         else:
             check_weights_file(path, allow_pickle)
             sidecar = path.with_name(path.stem + ".config")
@@ -263,8 +268,8 @@ def _load_model(
             else:
                 config = default_config(load_state_dict(path, allow_pickle=allow_pickle))
             model = cls.from_single_file(str(path), config=str(config), local_files_only=True, dtype=dtype)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"cannot load the {what} {path.name}: {exc}") from None
+    except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(f"cannot load the {what} {path.name}: {plain_load_error(exc)}") from None
     return model.to(device).eval().requires_grad_(False)
 
 

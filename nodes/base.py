@@ -156,37 +156,65 @@ def _fmt(number: float) -> str:
     return str(int(number)) if float(number).is_integer() else repr(number)
 
 
+def show_value(value: Any, limit: int = 60) -> str:
+    """A value as a message shows it: short, never a huge number written out or a lone surrogate."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value.bit_length() > 200:
+            return f"of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+        return str(value)
+    text = repr(value)  # repr escapes lone surrogates and control characters
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def check_value(spec: Input, value: Any) -> str | None:
-    """Check a constant (or a resolved primitive) against an input's type and constraints."""
+    """Check a constant (or a resolved primitive) against an input's type and constraints.
+
+    An INT is a 64-bit signed whole number, a FLOAT a finite double (whole numbers
+    given for one must fit a double), a STRING text UTF-8 can write.
+    """
     kind = spec.type
     if kind == T.INT:
         if isinstance(value, bool) or not isinstance(value, int):
-            return f"expects a whole number, got {_type_name(value)} {value!r}"
+            return f"expects a whole number, got {_type_name(value)} {show_value(value)}"
+        if not T.int_in_range(value):
+            return (
+                f"the whole number {show_value(value)} is beyond the 64-bit range "
+                f"({T.INT_MIN} to {T.INT_MAX})"
+            )
     elif kind == T.FLOAT:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"expects a number, got {_type_name(value)} {value!r}"
+            return f"expects a number, got {_type_name(value)} {show_value(value)}"
+        if isinstance(value, int) and not -T.FLOAT_MAX <= value <= T.FLOAT_MAX:
+            return f"the number {show_value(value)} is too large (the largest is about 1.8e308)"
         if not math.isfinite(value):
             return f"expects a finite number, got {value!r}"
     elif kind == T.BOOLEAN:
         if not isinstance(value, bool):
-            return f"expects true or false, got {_type_name(value)} {value!r}"
+            return f"expects true or false, got {_type_name(value)} {show_value(value)}"
     elif kind == T.STRING:
         if not isinstance(value, str):
-            return f"expects text, got {_type_name(value)} {value!r}"
+            return f"expects text, got {_type_name(value)} {show_value(value)}"
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return (
+                    f"the text {show_value(value)} holds a lone surrogate, which is not text UTF-8 can write"
+                )
     elif kind != T.ANY:
         return f"takes a {kind} from a link, not a constant"
     if kind in (T.INT, T.FLOAT):
         if spec.min is not None and value < spec.min:
-            return f"{value!r} is below the minimum {_fmt(spec.min)}"
+            return f"{show_value(value)} is below the minimum {_fmt(spec.min)}"
         if spec.max is not None and value > spec.max:
-            return f"{value!r} is above the maximum {_fmt(spec.max)}"
+            return f"{show_value(value)} is above the maximum {_fmt(spec.max)}"
     choices = spec.current_choices()
     if choices is not None and value not in choices:
         shown = ", ".join(repr(c) for c in choices[:12])
         more = f" and {len(choices) - 12} more" if len(choices) > 12 else ""
         if not choices:
-            return f"{value!r} is not available: there is nothing to choose from"
-        return f"{value!r} is not one of the choices: {shown}{more}"
+            return f"{show_value(value)} is not available: there is nothing to choose from"
+        return f"{show_value(value)} is not one of the choices: {shown}{more}"
     return None
 
 
@@ -289,11 +317,18 @@ class Context:
 
 
 def find_input_file(settings: RunSettings, input_name: str, name: str) -> Path:
-    """Resolve a file name against the input folders; absolute paths only where allowed."""
+    """Resolve a file name against the input folders; absolute paths only where allowed.
+
+    A relative name must stay inside its input folder with every symbolic link followed,
+    and no part of it may start with a dot (``..``, hidden files and folders such as
+    ``.studio``). An absolute path is taken as given where the settings allow it (the
+    command line), and refused elsewhere (the studio and the server). The path returned
+    has its links resolved, so the file read is the one checked.
+    """
     if not name:
         raise NodeInputError(input_name, "no file given: choose or type a file name")
     path = Path(name).expanduser()
-    if path.is_absolute() or ".." in path.parts:
+    if path.is_absolute():
         if not settings.allow_absolute_paths:
             raise NodeInputError(
                 input_name, f"{name!r} points outside the input folder; give a name inside it"
@@ -301,10 +336,24 @@ def find_input_file(settings: RunSettings, input_name: str, name: str) -> Path:
         if path.is_file():
             return path
         raise NodeInputError(input_name, f"file {name!r} does not exist")
+    if any(part.startswith(".") for part in path.parts):
+        or_absolute = " (or an absolute path)" if settings.allow_absolute_paths else ""
+        raise NodeInputError(
+            input_name,
+            f"{name!r} has a part starting with a dot ('..' points outside the input folder, and "
+            f"hidden files are not read); give a name inside it without such parts{or_absolute}",
+        )
     for folder in settings.input_dirs:
-        candidate = folder / path
+        candidate = Path(folder) / path
         if candidate.is_file():
-            return candidate
+            resolved = candidate.resolve()
+            if not resolved.is_relative_to(Path(folder).resolve()):
+                raise NodeInputError(
+                    input_name,
+                    f"{name!r} leads outside the input folder through a symbolic link; "
+                    "copy the file inside it instead",
+                )
+            return resolved
     where = ", ".join(str(d) for d in settings.input_dirs)
     raise NodeInputError(input_name, f"file {name!r} not found in {where}; check the name")
 

@@ -232,7 +232,7 @@ class VAELoader(Node):
 
     def run(self, ctx: Context, vae_name: str) -> dict[str, Any]:
         from models.loading import CheckpointError, load_vae
-        from models.safety import PickleRefused
+        from models.safety import PickleRefused, UnsafeOrBrokenFile
         from models.values import ModuleRef
 
         path = model_paths().find("vae", vae_name)
@@ -248,7 +248,7 @@ class VAELoader(Node):
 
         try:
             manager.get(key, load)
-        except (CheckpointError, PickleRefused) as exc:
+        except (CheckpointError, PickleRefused, UnsafeOrBrokenFile) as exc:
             raise NodeInputError("vae_name", str(exc)) from None
         return {"vae": ModuleRef(key, manager, load)}
 
@@ -405,7 +405,9 @@ class EmptyLatent(Node):
         import torch
 
         from models.values import Latent
+        from nodes.limits import check_pixel_budget
 
+        check_pixel_budget("batch_size", batch_size, height, width)  # what VAEDecode will make of it
         scale, channels = 8, 4
         if vae is not None:
             model = vae.get()
@@ -472,7 +474,12 @@ class VAEDecode(Node):
     def run(self, ctx: Context, vae: Any, latent: Any) -> dict[str, Any]:
         import torch
 
+        from nodes.limits import check_pixel_budget
+
         model = vae.get()
+        scale = 2 ** (len(model.config.block_out_channels) - 1)
+        batch, _, height, width = latent.samples.shape
+        check_pixel_budget("latent", batch, height * scale, width * scale)
         latents = latent.samples.to(model.device, model.dtype) / float(model.config.scaling_factor)
         images = []
         with torch.no_grad():

@@ -14,13 +14,7 @@ import numpy as np
 
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output
-
-#: The largest width or height any node here makes or takes as a number.
-MAX_SIZE = 16384
-
-#: The most pixels (batch x height x width) one node may make: 2**28, about 3 GiB as float32 RGB.
-#: Bigger requests fail with a clear error instead of exhausting the machine's memory.
-MAX_PIXELS = 2**28
+from nodes.limits import MAX_PIXELS, MAX_SIZE, check_pixel_budget  # noqa: F401 - the budget lives there
 
 #: ITU-R BT.601 luma weights for red, green and blue.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -51,18 +45,6 @@ def as_mask(name: str, value: Any) -> np.ndarray:
     if value.ndim != 3 or 0 in value.shape:
         raise NodeInputError(name, f"expects a MASK of shape (batch, height, width), got shape {value.shape}")
     return value.astype(np.float32, copy=False)
-
-
-def check_pixel_budget(name: str, batch: int, height: int, width: int) -> None:
-    """Refuse an output too large for memory, naming the input to change."""
-    pixels = batch * height * width
-    if pixels > MAX_PIXELS:
-        gib = pixels * 3 * 4 / 2**30
-        raise NodeInputError(
-            name,
-            f"the result would be {batch} x {width}x{height} pixels (about {gib:.0f} GiB); "
-            f"make it smaller (at most {MAX_PIXELS:,} pixels in all)",
-        )
 
 
 def size_text(array: np.ndarray) -> str:
@@ -432,6 +414,7 @@ class ImageComposite(Node):
                     "they must be the same size: resize or crop the mask",
                 )
             batch = batch_size_of("mask", dest, src, mask)
+        check_pixel_budget("source", batch, dest.shape[1], dest.shape[2])
         out = repeat_batch(dest, batch).copy()
         dest_h, dest_w = dest.shape[1:3]
         src_h, src_w = src.shape[1:3]

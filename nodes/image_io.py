@@ -3,14 +3,21 @@
 SaveImage writes PNGs that carry the workflow and the run's seed as text chunks,
 so ``python app.py run picture.png`` (or dropping it on the studio) brings the
 workflow back. Files are never overwritten: each save takes the next free name,
-written to a temporary file first so no half-written PNG ever appears.
+written to a temporary file first so no half-written PNG ever appears. Saved files
+get the usual mode (0666 less the process umask, so 0644 under umask 022).
+
+Both stay in their folders: LoadImage reads only files inside an input folder
+(see :func:`nodes.base.find_input_file`), SaveImage writes only inside the output
+folder, with symbolic links followed, and neither takes a name with a part that
+starts with a dot (the studio keeps its own files, such as ``.studio``, there).
+Pictures larger than the pixel budget (:mod:`nodes.limits`) are refused by name.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import tempfile
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from graph.workflow import PNG_SEED_KEY, PNG_WORKFLOW_KEY
+from nodes import limits
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings, find_input_file
 from nodes.image import as_image
@@ -60,8 +68,17 @@ class LoadImage(Node):
         file = ctx.find_input_file("path", path)
         try:
             with Image.open(file) as opened:
+                width, height = opened.size
+                if width * height > limits.MAX_PIXELS:
+                    raise NodeInputError(
+                        "path",
+                        f"{path!r} is {width}x{height} pixels, more than the {limits.MAX_PIXELS:,} "
+                        "a picture may have; use a smaller image",
+                    )
                 picture = ImageOps.exif_transpose(opened)
                 picture.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise NodeInputError("path", f"{path!r} is too large to load: {limits.bomb_text(exc)}") from None
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             raise NodeInputError("path", f"{path!r} is not an image that can be read ({exc})") from None
         if picture.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -88,6 +105,22 @@ def next_free_path(folder: Path, prefix: str, suffix: str = ".png") -> tuple[Pat
     return folder / f"{stem}_{counter:05d}{suffix}", counter
 
 
+#: How many times a save looks for a free name before giving up (others may be saving at once).
+MAX_NAME_TRIES = 1000
+
+
+def _create_temporary(folder: Path) -> tuple[int, Path]:
+    """A new hidden file in ``folder``, open for writing, made with the process umask
+    (``tempfile.mkstemp`` would make it 0600, and the saved PNG would keep that mode)."""
+    for _ in range(MAX_NAME_TRIES):
+        path = folder / f".saving-{secrets.token_hex(8)}.png"
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {folder}")
+
+
 def write_png_exclusive(folder: Path, prefix: str, pixels: np.ndarray, text: dict[str, str]) -> Path:
     """Write a PNG under the next free name; never replaces an existing file."""
     from PIL import Image, PngImagePlugin
@@ -96,20 +129,48 @@ def write_png_exclusive(folder: Path, prefix: str, pixels: np.ndarray, text: dic
     info = PngImagePlugin.PngInfo()
     for key, value in text.items():
         info.add_text(key, value)
-    fd, tmp_name = tempfile.mkstemp(prefix=".saving-", suffix=".png", dir=folder)
-    tmp = Path(tmp_name)
+    fd, tmp = _create_temporary(folder)
     try:
         with os.fdopen(fd, "wb") as handle:
             Image.fromarray(pixels).save(handle, format="PNG", pnginfo=info, compress_level=4)
-        while True:
+        for _ in range(MAX_NAME_TRIES):
             target, _ = next_free_path(folder, prefix)
             try:
                 os.link(tmp, target)  # atomic, and fails if the name was taken meanwhile
                 return target
             except FileExistsError:
                 continue
+        raise FileExistsError(f"no free name for {Path(prefix).name!r} in {folder}")
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def output_folder(settings: RunSettings, filename_prefix: str) -> tuple[Path, str]:
+    """(folder to write in, prefix) for ``filename_prefix``, refused by name unless the folder,
+    with symbolic links followed, lies inside the output folder and no part starts with a dot."""
+    prefix = filename_prefix.strip()
+    parts = prefix.split("/")
+    if not _PREFIX.match(prefix) or any(part in ("..", ".") for part in parts):
+        raise NodeInputError(
+            "filename_prefix",
+            f"{filename_prefix!r} is not a usable name: use letters, digits, '-', '_' "
+            "and '/' for sub-folders, without '..'",
+        )
+    hidden = [part for part in parts if part.startswith(".")]
+    if hidden:
+        raise NodeInputError(
+            "filename_prefix",
+            f"{filename_prefix!r} has a part starting with a dot ({hidden[0]!r}): such names are kept "
+            "for the studio's own files (like its history in .studio); use a name without the dot",
+        )
+    folder = settings.output_dir / Path(prefix).parent
+    if not folder.resolve().is_relative_to(settings.output_dir.resolve()):
+        raise NodeInputError(
+            "filename_prefix",
+            f"{filename_prefix!r} leads outside the output folder through a symbolic link; "
+            "choose a sub-folder inside it",
+        )
+    return folder, prefix
 
 
 class SaveImage(Node):
@@ -130,14 +191,7 @@ class SaveImage(Node):
 
     def run(self, ctx: Context, images: np.ndarray, filename_prefix: str) -> dict[str, Any]:
         images = as_image("images", images)
-        prefix = filename_prefix.strip()
-        if not _PREFIX.match(prefix) or any(part in ("..", ".") for part in prefix.split("/")):
-            raise NodeInputError(
-                "filename_prefix",
-                f"{filename_prefix!r} is not a usable name: use letters, digits, '-', '_' "
-                "and '/' for sub-folders, without '..'",
-            )
-        folder = ctx.settings.output_dir / Path(prefix).parent
+        folder, prefix = output_folder(ctx.settings, filename_prefix)
         text = {PNG_SEED_KEY: str(ctx.seed)}
         if ctx.settings.workflow_json is not None:
             text[PNG_WORKFLOW_KEY] = ctx.settings.workflow_json

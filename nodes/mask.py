@@ -13,7 +13,6 @@ import numpy as np
 from nodes import types as T
 from nodes.base import Context, Input, Node, Output
 from nodes.image import (
-    MAX_SIZE,
     as_image,
     as_mask,
     batch_size_of,
@@ -21,6 +20,7 @@ from nodes.image import (
     luminance,
     repeat_batch,
 )
+from nodes.limits import MAX_SIZE, check_pixel_budget
 
 CHANNELS = ("red", "green", "blue", "luminance")
 
@@ -135,6 +135,7 @@ class SolidMask(Node):
     outputs = (Output("mask", T.MASK),)
 
     def run(self, ctx: Context, width: int, height: int, value: float, batch_size: int) -> dict[str, Any]:
+        check_pixel_budget("batch_size", batch_size, height, width, channels=1)
         return {"mask": np.full((batch_size, height, width), value, dtype=np.float32)}
 
 

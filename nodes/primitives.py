@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nodes import types as T
-from nodes.base import Context, Input, Node, NodeInputError, Output
+from nodes.base import Context, Input, Node, NodeInputError, Output, show_value
 
 #: Seeds stay below 2**53 so they survive a round trip through JavaScript.
 SEED_MAX = 2**53 - 1
@@ -93,10 +93,19 @@ class IntMath(Node):
     outputs = (Output("value", T.INT),)
 
     def run(self, ctx: Context, a: int, b: int, operation: str) -> dict[str, Any]:
+        # Inputs are 64-bit (validation and the executor check them); refuse anything else
+        # before computing, so that no chain of powers can grow numbers without bound.
+        for name, value in (("a", a), ("b", b)):
+            if not T.int_in_range(value):
+                raise NodeInputError(name, f"{show_value(value)} is {_BEYOND_64_BITS}")
         if operation in ("divide", "modulo") and b == 0:
             raise NodeInputError("b", f"cannot {operation} by zero; give b a value other than 0")
-        if operation == "power" and (b < 0 or b > 64):
-            raise NodeInputError("b", "power needs an exponent from 0 to 64")
+        if operation == "power":
+            if b < 0 or b > 64:
+                raise NodeInputError("b", "power needs an exponent from 0 to 64")
+            # |a| >= 2**(bits - 1), so the result has at least (bits - 1) * b + 1 bits
+            if abs(a) > 1 and (abs(a).bit_length() - 1) * b >= 64:
+                raise NodeInputError("b", f"{a} to the power {b} is {_BEYOND_64_BITS}")
         result = {
             "add": lambda: a + b,
             "subtract": lambda: a - b,
@@ -106,8 +115,13 @@ class IntMath(Node):
             "min": lambda: min(a, b),
             "max": lambda: max(a, b),
             "power": lambda: a**b,
-        }[operation]()
+        }[operation]()  # at most 128 bits from 64-bit inputs
+        if not T.int_in_range(result):
+            raise NodeInputError("b", f"{operation} of {a} and {b} gives {result}, {_BEYOND_64_BITS}")
         return {"value": result}
+
+
+_BEYOND_64_BITS = f"beyond the 64-bit range of whole numbers ({T.INT_MIN} to {T.INT_MAX})"
 
 
 _FLOAT_OPS = ("add", "subtract", "multiply", "divide", "min", "max", "power")
@@ -124,6 +138,14 @@ class FloatMath(Node):
     outputs = (Output("value", T.FLOAT),)
 
     def run(self, ctx: Context, a: float, b: float, operation: str) -> dict[str, Any]:
+        try:  # whole numbers (a FLOAT input takes them) are computed as doubles, so results stay finite
+            a = float(a)
+        except OverflowError:
+            raise NodeInputError("a", f"{show_value(a)} is too large for a number") from None
+        try:
+            b = float(b)
+        except OverflowError:
+            raise NodeInputError("b", f"{show_value(b)} is too large for a number") from None
         if operation == "divide" and b == 0:
             raise NodeInputError("b", "cannot divide by zero; give b a value other than 0")
         try:

@@ -12,7 +12,9 @@ What each type holds at run time (the contract nodes rely on):
   1 marks the region an operation should change.
 - LATENT, MODEL, CLIP, VAE, CONDITIONING, CONTROL_NET: objects defined by the
   model packs.
-- STRING, INT, FLOAT, BOOLEAN: the Python values ``str``, ``int``, ``float``, ``bool``.
+- STRING, INT, FLOAT, BOOLEAN: the Python values ``str``, ``int``, ``float``, ``bool``;
+  an INT is a 64-bit signed whole number (:data:`INT_MIN` to :data:`INT_MAX`), a FLOAT
+  a finite double, a STRING text that UTF-8 can write (no lone surrogates).
 """
 
 from __future__ import annotations
@@ -57,3 +59,15 @@ COLORS: Final = {
 def compatible(output_type: str, input_type: str) -> bool:
     """Whether an output of ``output_type`` may feed an input of ``input_type``."""
     return output_type == input_type or ANY in (output_type, input_type)
+
+
+#: An INT is a 64-bit signed whole number: what a workflow, a link or a node's output may hold.
+INT_MIN: Final = -(2**63)
+INT_MAX: Final = 2**63 - 1
+#: A FLOAT is a finite double; whole numbers given for one must fit too.
+FLOAT_MAX: Final = 1.7976931348623157e308
+
+
+def int_in_range(value: int) -> bool:
+    """Whether a whole number fits the INT type (64-bit signed)."""
+    return INT_MIN <= value <= INT_MAX

@@ -86,32 +86,39 @@ def _read_config(path: Path, input_name: str) -> dict[str, Any]:
     return config
 
 
-def _use_safetensors(path: Path, input_name: str, allow_pickle: bool) -> bool:
-    """Whether to load the folder's safetensors weights; pickle weights only with the opt-in."""
-    from models.safety import PickleRefused, check_weights_file
+def _use_safetensors(path: Path, input_name: str, allow_pickle: bool) -> bool | None:
+    """``use_safetensors`` for the folder: True (safetensors only), or None where its weights
+    are pickle files and the user opted in (loaded weights-only); refused by name otherwise."""
+    from models.safety import PickleRefused, check_weights_folder
 
-    if any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file():
-        return True
-    pickles = sorted(path.glob("pytorch_model*.bin")) + sorted(path.glob("*.pt")) + sorted(path.glob("*.pth"))
-    if not pickles:
+    has_weights = any(
+        p.suffix in (".safetensors", ".bin", ".pt", ".pth") or p.name == "model.safetensors.index.json"
+        for p in path.iterdir()
+    )
+    if not has_weights:
         raise NodeInputError(
             input_name, f"{path.name} holds no weights: expected model.safetensors (or pytorch_model.bin)"
         )
     try:
-        for file in pickles:
-            check_weights_file(file, allow_pickle)
+        return check_weights_folder(path, allow_pickle)
     except PickleRefused as exc:
         raise NodeInputError(input_name, str(exc)) from None
-    return False
 
 
 def _load_pretrained(
-    cls: Any, path: Path, input_name: str, manager: Any, use_safetensors: bool, config: dict[str, Any]
+    cls: Any, path: Path, input_name: str, manager: Any, use_safetensors: bool | None, config: dict[str, Any]
 ) -> Any:
-    """``cls.from_pretrained`` offline, on the manager's device and dtype, in eval mode."""
+    """``cls.from_pretrained`` offline, on the manager's device and dtype, in eval mode; pickle
+    weights (only where the user opted in) are read with ``torch.load(weights_only=True)``."""
+    from models.safety import plain_load_error
+
     try:
         model = cls.from_pretrained(
-            str(path), local_files_only=True, use_safetensors=use_safetensors, dtype=manager.dtype
+            str(path),
+            local_files_only=True,
+            use_safetensors=use_safetensors,
+            weights_only=True,
+            dtype=manager.dtype,
         )
     except Exception as exc:  # noqa: BLE001 - any failure to load is the chosen folder's fault
         hint = (
@@ -120,7 +127,9 @@ def _load_pretrained(
             if "auto_map" in config
             else ""
         )
-        raise NodeInputError(input_name, f"{path.name} could not be loaded{hint}: {exc}") from None
+        raise NodeInputError(
+            input_name, f"{path.name} could not be loaded{hint}: {plain_load_error(exc)}"
+        ) from None
     return model.to(manager.device).eval()
 
 

@@ -3,9 +3,12 @@
 :func:`api_router` returns a FastAPI ``APIRouter`` over a :class:`JobQueue`; the
 studio serves it on the same server as the page (see ``ui/studio.py``). Every
 answer is JSON; errors are ``{"error": "plain words"}`` with a fitting status
-(``422 {"issues": [...]}`` for an invalid workflow). With a token, every route
-needs ``Authorization: Bearer TOKEN`` (or the page's login cookie); POST
-requests whose ``Origin`` is another site are refused. docs/api.md has it all.
+(``422 {"issues": [...]}`` for an invalid workflow); an unexpected failure is a
+``500 {"error": ...}`` whose traceback goes to the server's log only. With a token,
+every route needs ``Authorization: Bearer TOKEN`` (or the page's login cookie);
+requests that change something and whose ``Origin`` is another site are refused
+(``server.guard`` holds the checks; in the studio it guards every route, not only
+these). docs/api.md has it all.
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -26,9 +29,11 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from graph.issues import InvalidWorkflow
+from graph.workflow import parse_json
 from server.files import FileRefused, output_file
+from server.guard import SAFE_METHODS, is_this_machine, origin_matches
+from server.history import MAX_SQLITE_INT, STATUSES
 from server.jobs import Job, JobQueue, QueueClosed, QueueFull
-from server.net import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +58,30 @@ class ApiError(Exception):
         self.headers = headers
 
 
+class SafeJSONResponse(JSONResponse):
+    """JSON that always renders: ASCII only (a lone surrogate becomes an escape), and a
+    number JSON cannot hold (infinity, NaN) as its text instead of a failure."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            text = json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+        except ValueError:
+            text = json.dumps(_finite(content), ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+        return text.encode("ascii")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    return SafeJSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def _validation_text(exc: RequestValidationError) -> str:
@@ -80,6 +107,9 @@ class _JsonErrorRoute(APIRoute):
                 return error_response(400, _validation_text(exc))
             except HTTPException as exc:
                 return error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+            except Exception:
+                log.exception("%s %s failed", request.method, request.url.path)
+                return error_response(500, "the studio failed to answer this request (see its log)")
 
         return route
 
@@ -102,9 +132,12 @@ def gradio_login_user(blocks: Any) -> SessionUser:
     return user
 
 
-def _is_local_host(host_header: str) -> bool:
-    """Whether a Host header names this machine (a guard against DNS rebinding)."""
-    return is_loopback(urlsplit(f"//{host_header}").hostname or "")
+def _event_number(text: str) -> int | None:
+    """A ``Last-Event-ID`` as a number, or None (``'²'`` is a digit to ``str.isdigit``, not to ``int``)."""
+    text = text.strip()
+    if text.isascii() and text.isdecimal() and len(text) <= 18:
+        return int(text)
+    return None
 
 
 def _summary(job: Job) -> dict[str, Any]:
@@ -131,17 +164,19 @@ class StudioApi:
         token: str | None = None,
         session_user: SessionUser | None = None,
         local_only: bool = False,
+        bound_host: str | None = None,
     ) -> None:
         self.jobs = jobs
         self.token = token or None
         self.session_user = session_user
         self.local_only = local_only
+        self.bound_host = bound_host
 
     # -- checks run before every route ---------------------------------------------
 
     def authorize(self, request: Request) -> None:
         if self.token is None:
-            if self.local_only and not _is_local_host(request.headers.get("host", "")):
+            if self.local_only and not is_this_machine(request.headers.get("host", ""), self.bound_host):
                 raise ApiError(
                     403, "without a token, the studio answers only requests addressed to localhost"
                 )
@@ -161,11 +196,11 @@ class StudioApi:
 
     @staticmethod
     def same_origin(request: Request) -> None:
-        """Refuse POSTs a page of another site makes the browser send."""
+        """Refuse requests that change something and that a page of another site made the browser send."""
         origin = request.headers.get("origin")
-        if request.method != "POST" or origin is None:
+        if request.method.upper() in SAFE_METHODS or origin is None:
             return
-        if urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
+        if not origin_matches(origin, request.headers.get("host", ""), request.url.scheme):
             raise ApiError(403, "requests from pages of other sites are refused")
 
     # -- jobs ---------------------------------------------------------------------------
@@ -182,21 +217,21 @@ class StudioApi:
         try:
             job = await run_in_threadpool(self.jobs.submit, workflow, seed, "api")
         except InvalidWorkflow as exc:
-            return JSONResponse({"issues": [issue.to_dict() for issue in exc.issues]}, status_code=422)
+            return SafeJSONResponse({"issues": [issue.to_dict() for issue in exc.issues]}, status_code=422)
         except QueueFull as exc:
             raise ApiError(429, str(exc)) from None
         except QueueClosed as exc:
             raise ApiError(503, str(exc)) from None
         position = self.jobs.position(job.id)
-        return JSONResponse(
+        return SafeJSONResponse(
             {"id": job.id, "status": job.status, "position": position, "url": f"/api/jobs/{job.id}"},
             status_code=201,
             headers={"Location": f"/api/jobs/{job.id}"},
         )
 
     async def _json_body(self, request: Request) -> Any:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        declared = request.headers.get("content-length", "").strip()
+        if declared.isascii() and declared.isdecimal() and int(declared) > MAX_BODY_BYTES:
             raise ApiError(413, f"the request is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB")
         chunks: list[bytes] = []
         size = 0
@@ -206,9 +241,11 @@ class StudioApi:
                 raise ApiError(413, f"the request is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB")
             chunks.append(chunk)
         try:
-            return json.loads(b"".join(chunks) or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, f"the request body is not JSON: {exc}") from None
+            return parse_json(b"".join(chunks).decode("utf-8") or "null")
+        except RecursionError:
+            raise ApiError(400, "the request body is nested too deep") from None
+        except ValueError as exc:  # UnicodeDecodeError and json's errors are ValueErrors
+            raise ApiError(400, f"the request body is not JSON the studio takes: {exc}") from None
 
     def job(self, job_id: str) -> dict[str, Any]:
         found = self.jobs.lookup(job_id)
@@ -230,12 +267,12 @@ class StudioApi:
         if outcome == "finished":
             raise ApiError(409, f"job {job_id!r} has already ended ({status})")
         code = 200 if outcome == "removed" else 202
-        return JSONResponse({"id": job_id, "status": status, "cancel": outcome}, status_code=code)
+        return SafeJSONResponse({"id": job_id, "status": status, "cancel": outcome}, status_code=code)
 
     async def events(
         self,
         job_id: str,
-        after: int = Query(0, ge=0, description="return the events numbered above this"),
+        after: int = Query(0, ge=0, le=MAX_SQLITE_INT, description="return the events numbered above this"),
         wait: float = Query(20.0, ge=0.0, le=MAX_WAIT, description="seconds to wait for one"),
     ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + wait
@@ -262,11 +299,13 @@ class StudioApi:
         }
         return [end] if after < 1 else []
 
-    async def stream(self, job_id: str, request: Request, after: int = Query(0, ge=0)) -> StreamingResponse:
+    async def stream(
+        self, job_id: str, request: Request, after: int = Query(0, ge=0, le=MAX_SQLITE_INT)
+    ) -> StreamingResponse:
         if self.jobs.lookup(job_id) is None:
             raise ApiError(404, f"there is no job {job_id!r}")
-        last_id = request.headers.get("last-event-id", "")
-        start = int(last_id) if last_id.isdigit() else after
+        last_id = _event_number(request.headers.get("last-event-id", ""))
+        start = last_id if last_id is not None else after
         return StreamingResponse(
             self._stream(job_id, start),
             media_type="text/event-stream",
@@ -310,10 +349,14 @@ class StudioApi:
     def history(
         self,
         limit: int = Query(50, ge=1, le=500),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_SQLITE_INT),
         status: str | None = Query(None, description="comma-separated statuses to keep"),
     ) -> dict[str, Any]:
-        statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None
+        statuses = sorted({s.strip() for s in status.split(",") if s.strip()}) if status else None
+        unknown = [s for s in statuses or () if s not in STATUSES]
+        if unknown:
+            shown = ", ".join(repr(s[:40]) for s in unknown[:3])
+            raise ApiError(400, f"unknown status {shown}: choose among {', '.join(STATUSES)}")
         history = self.jobs.history
         if history is None:
             raise ApiError(404, "this studio keeps no history")
@@ -344,6 +387,12 @@ class StudioApi:
     def nodes(self) -> list[dict[str, Any]]:
         return self.jobs.registry.describe()
 
+    @staticmethod
+    def no_route(request: Request) -> None:
+        raise ApiError(
+            404, f"there is no route {request.method} {request.url.path[:200]}: docs/api.md lists them"
+        )
+
 
 def api_router(
     jobs: JobQueue,
@@ -351,18 +400,22 @@ def api_router(
     token: str | None = None,
     session_user: SessionUser | None = None,
     local_only: bool = False,
+    bound_host: str | None = None,
 ) -> APIRouter:
     """The ``/api`` routes over ``jobs``.
 
     With ``token``, each route needs it (or a user from ``session_user``, the page's
     login). Without one and with ``local_only``, only requests whose Host header
-    names this machine are answered, so a web page cannot reach a loopback studio
-    through DNS rebinding.
+    names this machine (a loopback name, or ``bound_host``, the address the server
+    listens on) are answered, so a web page cannot reach a loopback studio through
+    DNS rebinding. The studio's server also puts ``server.guard`` in front of every
+    route; these checks keep the routes safe when served alone.
     """
-    api = StudioApi(jobs, token, session_user, local_only)
+    api = StudioApi(jobs, token, session_user, local_only, bound_host)
     router = APIRouter(
         prefix="/api",
         route_class=_JsonErrorRoute,
+        default_response_class=SafeJSONResponse,
         dependencies=[Depends(api.authorize), Depends(api.same_origin)],
         tags=["studio"],
     )
@@ -375,4 +428,12 @@ def api_router(
     router.add_api_route("/history", api.history, methods=["GET"])
     router.add_api_route("/files/{path:path}", api.file, methods=["GET"], response_model=None)
     router.add_api_route("/nodes", api.nodes, methods=["GET"])
+    # last: any other path under /api answers in the same JSON as the rest
+    router.add_api_route(
+        "/{rest:path}",
+        api.no_route,
+        methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+        include_in_schema=False,
+        response_model=None,
+    )
     return router

@@ -136,6 +136,8 @@ class EngineSpec:
     attention: str = "auto"
     device: str | None = None
     environ: tuple[tuple[str, str], ...] = ()
+    #: Which worker this is (0, 1, ...): with several GPUs, worker n uses GPU n modulo their count.
+    slot: int = 0
 
     def settings(self) -> RunSettings:
         """Run settings without a model manager (the worker adds its own)."""
@@ -147,8 +149,8 @@ class EngineSpec:
             attention=self.attention,
         )
 
-    def for_device(self, device: str | None) -> EngineSpec:
-        return replace(self, device=device)
+    def for_slot(self, slot: int) -> EngineSpec:
+        return replace(self, slot=slot)
 
 
 class WorkerLost(Exception):
@@ -426,12 +428,25 @@ class _WorkerEngine:
             self.models = settings.models if settings.models is not None else self.models
 
     def _manager(self) -> Any:
-        """The worker's model manager, made on first use by a node unless a device is pinned."""
-        if self.models is None and self.spec.device is not None:
+        """The worker's model manager: made here when its device is not the default one.
+
+        Otherwise the first node that needs models makes it (importing torch only then),
+        and :meth:`run` keeps it for the next jobs.
+        """
+        if self.models is not None:
+            return self.models
+        device = self.spec.device
+        if device is None and self.spec.slot > 0:
+            import torch
+
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count > 1:
+                device = f"cuda:{self.spec.slot % count}"
+        if device is not None:
             from models.manager import ModelManager
 
             self.models = ModelManager(
-                device=self.spec.device, allow_pickle=self.spec.allow_pickle, attention=self.spec.attention
+                device=device, allow_pickle=self.spec.allow_pickle, attention=self.spec.attention
             )
         return self.models
 

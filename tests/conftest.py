@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # Triton kernels run on the CPU through its interpreter in tests; this must be set before
 # any kernel module is imported, and the model manager imports them when loading models.
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# The studio keeps its history under $XDG_STATE_HOME; tests keep theirs out of the home folder.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="studio-test-state-")
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -447,6 +449,8 @@ def test_page_and_api_share_one_server_queue_and_history(
 def test_docs_describe_every_route(jobs: JobQueue) -> None:
     text = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text()
     for route in api_router(jobs).routes:
+        if not route.include_in_schema:  # type: ignore[attr-defined]
+            continue  # the answer for paths that are no route
         path = route.path.replace("{job_id}", "{id}").replace("{path:path}", "{path}")  # type: ignore[attr-defined]
         for method in route.methods:  # type: ignore[attr-defined]
             assert f"`{method} {path}" in text, f"docs/api.md does not describe {method} {path}"
@@ -507,3 +511,415 @@ def test_a_page_run_waits_its_turn_and_cancels_alone(
     assert client.get(f"/api/jobs/{slow}").json()["status"] == "running"
     client.post(f"/api/jobs/{slow}/cancel")
     assert finish(client, slow)["status"] == "cancelled"
+
+
+# --- the whole server behind one guard (issue #15) -----------------------------------------------------
+
+
+@contextlib.contextmanager
+def studio_server(
+    queue: JobQueue, examples: Path, token: str | None = None, allowed_paths: tuple[Path, ...] = ()
+) -> Iterator[int]:
+    """The page, Gradio's API and /api as ``serve`` launches them on 127.0.0.1; the port."""
+    from ui.studio import StudioHandlers, build_blocks, launch
+
+    handlers = StudioHandlers(queue.registry, queue.executor, queue.settings_factory, examples, jobs=queue)
+    demo = build_blocks(handlers)
+    port = free_port()
+    router = api_router(
+        queue, token=token, session_user=gradio_login_user(demo), local_only=not token, bound_host="127.0.0.1"
+    )
+    launch(
+        demo,
+        "127.0.0.1",
+        port,
+        token=token,
+        allowed_paths=allowed_paths,
+        prevent_thread_lock=True,
+        api=router,
+    )
+    try:
+        yield port
+    finally:
+        demo.close()
+
+
+def raw(
+    port: int,
+    method: str,
+    path: str,
+    headers: list[tuple[str, str | bytes]] = (),  # type: ignore[assignment]
+    body: bytes | None = None,
+    host: str | bytes | None = None,
+) -> tuple[int, bytes]:
+    """One request exactly as written: any Host, raw header bytes, no clean-up of the path."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+    try:
+        connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        connection.putheader("Host", host if host is not None else f"127.0.0.1:{port}")
+        for name, value in headers:
+            connection.putheader(name, value)
+        if body is not None:
+            connection.putheader("Content-Type", "application/json")
+            connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+JOIN = json.dumps({"data": [], "fn_index": 0, "session_hash": "probe0000"}).encode()
+
+
+def test_every_route_refuses_a_host_that_is_not_this_machine(jobs: JobQueue, tmp_path: Path) -> None:
+    with studio_server(jobs, tmp_path) as port:
+        probes = [
+            ("GET", "/", None),
+            ("HEAD", "/", None),
+            ("GET", "/config", None),
+            ("GET", "/gradio_api/info", None),
+            ("GET", "/openapi.json", None),
+            ("GET", "/assets/index.js", None),
+            ("GET", "/theme.css", None),
+            ("GET", "/gradio_api/queue/data?session_hash=probe0000", None),
+            ("POST", "/gradio_api/queue/join", JOIN),
+            ("GET", "/api/queue", None),
+            ("POST", "/api/jobs", json.dumps({"workflow": noise_flow("rebound")}).encode()),
+        ]
+        for host in [f"evil.example:{port}", "evil.example", "127.0.0.1.evil.example", "", "[::2]:80"]:
+            for method, path, body in probes:
+                code, answer = raw(port, method, path, body=body, host=host)
+                assert code == 403, (host, method, path, code, answer[:200])
+                if method != "HEAD":
+                    assert "localhost" in json.loads(answer)["error"], (host, path)
+        for host in [
+            f"127.0.0.1:{port}",
+            f"localhost:{port}",
+            "LOCALHOST",
+            f"127.8.9.10:{port}",
+            f"[::1]:{port}",
+        ]:
+            code, answer = raw(port, "GET", "/config", host=host)
+            assert code == 200, (host, answer[:200])
+            assert raw(port, "GET", "/api/queue", host=host)[0] == 200, host
+    assert client_history_total(jobs) == 0  # nothing ran through the rebound queue
+
+
+def client_history_total(jobs: JobQueue) -> int:
+    assert jobs.history is not None
+    return jobs.history.count()
+
+
+def test_pages_of_other_sites_cannot_post_anywhere(jobs: JobQueue, tmp_path: Path) -> None:
+    evil = [("Origin", "http://evil.example")]
+    with studio_server(jobs, tmp_path) as port:
+        for origin in [
+            "http://evil.example",
+            "null",
+            f"http://127.0.0.1:{port + 1}",
+            f"http://localhost:{port}",
+        ]:
+            code, answer = raw(port, "POST", "/gradio_api/queue/join", [("Origin", origin)], JOIN)
+            assert code == 403 and "other sites" in json.loads(answer)["error"], (origin, code, answer)
+        assert raw(port, "POST", "/login", evil, b"username=studio&password=x")[0] == 403
+        assert (
+            raw(port, "POST", "/api/jobs", evil, json.dumps({"workflow": noise_flow("x")}).encode())[0] == 403
+        )
+        # the page's own requests, and requests without an Origin, go through
+        code, _ = raw(port, "POST", "/gradio_api/queue/join", [("Origin", f"http://127.0.0.1:{port}")], JOIN)
+        assert code != 403
+        assert (
+            raw(
+                port,
+                "POST",
+                "/gradio_api/queue/join",
+                [("Origin", f"http://localhost:{port}")],
+                JOIN,
+                host=f"localhost:{port}",
+            )[0]
+            != 403
+        )
+        assert raw(port, "GET", "/config", evil)[0] == 200  # reading is left to the browser's CORS rules
+    # with a token: any Host (the token guards), but still no posts from other sites
+    with studio_server(jobs, tmp_path, token=TOKEN) as port:
+        bearer = ("Authorization", f"Bearer {TOKEN}")
+        code, _ = raw(port, "GET", "/api/queue", [bearer], host=f"studio.lan:{port}")
+        assert code == 200
+        assert raw(port, "GET", "/config", host=f"studio.lan:{port}")[0] == 401
+        form = b"username=studio&password=" + TOKEN.encode()
+        headers = [("Origin", "http://evil.example"), ("Content-Type", "application/x-www-form-urlencoded")]
+        assert raw(port, "POST", "/login", headers, form, host=f"studio.lan:{port}")[0] == 403
+        same = [
+            ("Origin", f"http://studio.lan:{port}"),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ]
+        assert raw(port, "POST", "/login", same, form, host=f"studio.lan:{port}")[0] == 200
+        body = json.dumps({"workflow": noise_flow("x")}).encode()
+        assert raw(port, "POST", "/api/jobs", [bearer, *evil], body, host=f"studio.lan:{port}")[0] == 403
+
+
+def test_gradio_file_routes_serve_only_pictures_never_hidden_files(jobs: JobQueue, tmp_path: Path) -> None:
+    out = jobs.output_dir
+    legacy = out / ".studio" / "history.sqlite3"
+    legacy.parent.mkdir(parents=True, exist_ok=True)
+    legacy.write_bytes(b"SQLite format 3\x00 the old history")
+    (out / "shot.png").write_bytes(b"\x89PNG\r\n\x1a\n picture")
+    (out / "notes.txt").write_text("not a picture")
+    (out / ".hidden.png").write_bytes(b"\x89PNG\r\n\x1a\n hidden")
+    (out / "alias.png").symlink_to(legacy)
+    with studio_server(jobs, tmp_path, allowed_paths=(out,)) as port:
+        base = str(out.resolve())
+        assert raw(port, "GET", f"/gradio_api/file={base}/shot.png")[0] == 200
+        quoted = urllib.parse.quote
+        refused = [
+            f"/gradio_api/file={base}/.studio/history.sqlite3",
+            f"/gradio_api/file/{base}/.studio/history.sqlite3",
+            f"/gradio_api/file={quoted(base)}/%2Estudio/history.sqlite3",
+            f"/gradio_api/file={quoted(base)}%2F.studio%2Fhistory.sqlite3",
+            f"/gradio_api/file={base}/.studio/history.sqlite3?name=x.png",
+            f"/gradio_api/file={base}/pics/../.studio/history.sqlite3",
+            f"/gradio_api/file={base}/notes.txt",
+            f"/gradio_api/file={base}/NOTES.TXT",
+            f"/gradio_api/file={base}/.hidden.png",
+            f"/gradio_api/file={base}/alias.png",
+            "/gradio_api/file=http://127.0.0.1:9/x.png",
+            "/gradio_api/file=/etc/passwd",
+        ]
+        for path in refused:
+            for host in (f"127.0.0.1:{port}",):
+                code, answer = raw(port, "GET", path, host=host)
+                assert code == 403, (path, code, answer[:100])
+                assert b"SQLite" not in answer and set(json.loads(answer)) == {"error"}, path
+            assert raw(port, "HEAD", path)[0] == 403, path
+        # the page loads, with the canvas code it fetches through the file route
+        code, page = raw(port, "GET", "/")
+        assert code == 200
+        scripts = re.findall(
+            r'(gradio_api/file=[^"?]+\.(?:js|css|json))(?=[?"])', page.decode("utf-8", "replace")
+        )
+        code, config = raw(port, "GET", "/config")
+        scripts += re.findall(
+            r"(gradio_api/file=[^\"?\\]+\.(?:js|css|json))(?=[?\"\\])", config.decode("utf-8", "replace")
+        )
+        assert scripts or not (Path(__file__).resolve().parent.parent / "node_modules").is_dir()
+        for script in scripts:
+            assert raw(port, "GET", "/" + script)[0] == 200, script
+
+
+def test_the_history_moves_out_of_the_output_folder(registry: Registry, out: Path, tmp_path: Path) -> None:
+    from server.history import LEGACY_HISTORY_FILE, JobRecord
+
+    old = History.in_output_folder(out)  # where older studios kept it
+    old.add(
+        JobRecord(id="kept", status="done", source="api", submitted=1.0, workflow="{}", outputs=["a.png"])
+    )
+    old.add(JobRecord(id="cut", status="running", source="ui", submitted=2.0, workflow="{}"))
+    old.close()
+    assert (out / LEGACY_HISTORY_FILE).is_file()
+
+    state = tmp_path / "state"
+    moved = History.in_state_folder(state, legacy_output_dir=out)
+    try:
+        assert moved.path == state / "history.sqlite3" and moved.path.is_file()
+        assert [r.id for r in moved.list()] == ["cut", "kept"]
+        assert moved.get("kept").outputs == ["a.png"]  # type: ignore[union-attr]
+        assert moved.get("cut").status == "interrupted" and moved.interrupted == ["cut"]  # type: ignore[union-attr]
+        assert not (out / ".studio").exists()  # nothing of the state is left beside the outputs
+        moved.add(JobRecord(id="new", status="done", source="api", submitted=3.0, workflow="{}"))
+    finally:
+        moved.close()
+    again = History.in_state_folder(state, legacy_output_dir=out)
+    try:
+        assert again.count() == 3 and again.interrupted == []
+    finally:
+        again.close()
+
+
+def test_the_state_folder_is_never_inside_the_output_folder(
+    registry: Registry, out: Path, tmp_path: Path
+) -> None:
+    from server.history import StateFolderRefused, default_state_dir
+    from ui.studio import serve
+
+    default = default_state_dir(out)
+    assert out.resolve() not in default.parents and default != out.resolve()
+    assert default_state_dir(out) == default and default_state_dir(tmp_path / "other") != default
+    for inside in (out, out / "state", out / "a" / "b"):
+        with pytest.raises(StateFolderRefused, match="must not be inside the output folder"):
+            serve(
+                "127.0.0.1",
+                free_port(),
+                registry,
+                Executor(registry),
+                lambda: RunSettings(output_dir=out),
+                tmp_path,
+                None,
+                state_dir=inside,
+            )
+    assert not (out / "history.sqlite3").exists() and not (out / "state").exists()
+
+
+def _body(workflow_json: str, extra: str = "") -> bytes:
+    """A raw request body: ``{"workflow": WORKFLOW_JSON EXTRA}``, written by hand."""
+    return ('{"workflow": ' + workflow_json + extra + "}").encode()
+
+
+#: A tiny workflow as text; ``%s`` takes more of node 'a', then more of the workflow.
+TINY = (
+    '{"version": 1, "nodes": {"a": {"type": "Int", "inputs": {"value": 2}%s}, '
+    '"s": {"type": "ShowValue", "inputs": {"value": {"node": "a", "output": "value"}}}}%s}'
+)
+
+
+def assert_json_4xx(answer: Any, what: str) -> None:
+    assert 400 <= answer.status_code < 500, (what, answer.status_code, answer.text[:300])
+    body = answer.json()
+    assert isinstance(body, dict) and ("error" in body or "issues" in body), (what, body)
+    assert "Traceback" not in answer.text, what
+
+
+def test_hostile_bodies_and_queries_get_json_4xx(jobs: JobQueue) -> None:
+    app = FastAPI()
+    app.include_router(api_router(jobs))
+    sampler = json.loads((Path(__file__).resolve().parent.parent / "workflows" / "txt2img.json").read_text())
+    text = json.dumps({"workflow": sampler})
+    assert re.search(r'"cfg": [0-9.]+', text)
+    bodies = {
+        "100k deep": b'{"workflow": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        "100k deep objects": b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+        "metadata 900 deep": _body(TINY % ("", ', "metadata": ' + '{"a":' * 900 + "1" + "}" * 900)),
+        "lone surrogate": _body(TINY % ("", ', "metadata": {"x": "\\ud800"}')),
+        "lone surrogate key": _body(TINY % ("", ', "metadata": {"\\udfff": 1}')),
+        "not UTF-8": b'{"workflow": "\xff\xfe"}',
+        "cfg 1e400": re.sub(r'"cfg": [0-9.]+', '"cfg": 1e400', text).encode(),
+        "cfg 10^400": re.sub(r'"cfg": [0-9.]+', '"cfg": 1' + "0" * 400, text).encode(),
+        "cfg object": re.sub(r'"cfg": [0-9.]+', '"cfg": {"a": 1e400}', text).encode(),
+        "cfg text": re.sub(r'"cfg": [0-9.]+', '"cfg": "1e400"', text).encode(),
+        "seed 10^400": _body(TINY % ("", ""), ', "seed": 1' + "0" * 400),
+    }
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for what, body in bodies.items():
+            assert_json_4xx(client.post("/api/jobs", content=body), what)
+        for query in [
+            {"offset": 10**20},
+            {"offset": 2**63},
+            {"limit": 10**20},
+            {"status": ",".join(f"s{n}" for n in range(3000))},
+            {"status": "done,\x00"},
+        ]:
+            assert_json_4xx(client.get("/api/history", params=query), str(query)[:60])
+        assert client.get("/api/history", params={"offset": 2**63 - 1}).json()["jobs"] == []
+        assert client.get("/api/history", params={"status": "done,failed,done"}).status_code == 200
+        assert_json_4xx(client.get("/api/files/" + "a" * 300 + ".png"), "long file name")
+        assert_json_4xx(client.get("/api/files/" + "a/" * 3000 + "b.png"), "long path")
+        assert_json_4xx(client.get("/api/jobs/x/events", params={"after": 10**30}), "after")
+        for method, path in [("GET", "/api/jobs//events"), ("DELETE", "/api/jobs/x"), ("GET", "/api/nope")]:
+            answer = client.request(method, path)
+            assert answer.status_code == 404 and "no route" in answer.json()["error"], path
+        assert client.get("/api/history").json()["total"] == 0  # nothing was queued
+
+
+def test_nan_and_infinity_in_a_raw_body_are_refused(client: TestClient) -> None:
+    for what, body in {
+        "NaN position": _body(TINY % (', "position": [NaN, 1]', "")),
+        "Infinity position": _body(TINY % (', "position": [1, -Infinity]', "")),
+        "NaN metadata": _body(TINY % ("", ', "metadata": {"x": NaN}')),
+        "Infinity metadata": _body(TINY % ("", ', "metadata": {"x": [Infinity]}')),
+        "NaN seed": _body(TINY % ("", ""), ', "seed": NaN'),
+    }.items():
+        answer = client.post("/api/jobs", content=body)
+        assert answer.status_code == 400, (what, answer.text)
+        assert "not JSON" in answer.json()["error"], what
+    assert client.get("/api/history").json()["total"] == 0
+    # the same workflow without them runs, and its stored form resubmits
+    job_id = client.post("/api/jobs", content=_body(TINY % (', "position": [1, 2]', ""))).json()["id"]
+    stored = finish(client, job_id)["workflow"]
+    assert client.post("/api/jobs", json={"workflow": stored}).status_code == 201
+
+
+def test_last_event_id_that_is_not_a_plain_number_is_ignored(live: str, jobs: JobQueue) -> None:
+    job = jobs.submit(json.dumps(noise_flow("resume")), 1)
+    jobs.wait(job.id, WAIT)
+    port = int(live.rsplit(":", 1)[1])
+    for value in [b"\xb2", b"\xb9", "٣".encode(), b"-1", b"1e3", b"9" * 40, b""]:
+        code, body = raw(port, "GET", f"/api/jobs/{job.id}/stream", [("Last-Event-ID", value)])
+        assert code == 200, (value, body[:200])
+        assert b"event: job_finished" in body, value
+    code, body = raw(port, "GET", f"/api/jobs/{job.id}/stream", [("Last-Event-ID", b"1")])
+    assert code == 200 and b"id: 1\n" not in body and b"job_finished" in body
+
+
+def test_unexpected_errors_are_json_500_without_traceback(
+    jobs: JobQueue, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(jobs, "list_queue", broken)
+    monkeypatch.setattr(jobs, "lookup", broken)
+    app = FastAPI()
+    app.include_router(api_router(jobs))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for answer in (client.get("/api/queue"), client.get("/api/jobs/abc")):
+            assert answer.status_code == 500
+            assert set(answer.json()) == {"error"} and "secret" not in answer.text
+            assert answer.headers["content-type"] == "application/json"
+    assert "secret internals" in caplog.text  # the server's log has it
+
+
+def test_api_files_serve_only_pictures(client: TestClient, out: Path) -> None:
+    (out / "shot.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (out / "notes.txt").write_text("text")
+    (out / "page.html").write_text("<script>alert(1)</script>")
+    assert client.get("/api/files/shot.png").status_code == 200
+    for name in ("notes.txt", "page.html"):
+        answer = client.get(f"/api/files/{name}")
+        assert answer.status_code == 403 and "pictures" in answer.json()["error"], name
+
+
+def test_calls_of_handlers_the_page_lacks_are_json_4xx(jobs: JobQueue, tmp_path: Path) -> None:
+    """Gradio answers these with a plain-text 500 (a KeyError inside); the guard answers first."""
+    with studio_server(jobs, tmp_path) as port:
+        probes = [
+            ("/gradio_api/queue/join", {"data": [], "fn_index": 10**21, "session_hash": "0"}, 404),
+            ("/gradio_api/queue/join", {"data": [], "fn_index": -1, "session_hash": "0"}, 404),
+            ("/gradio_api/queue/join", {"data": [], "fn_index": "999", "session_hash": "0"}, 404),
+            ("/gradio_api/run/predict", {"data": []}, 404),
+            ("/gradio_api/run/nope", {"data": []}, 404),
+            ("/gradio_api/queue/join", {"data": [], "fn_index": 2, "session_hash": "0"}, 422),
+            ("/gradio_api/run/restore", {"data": ["x"]}, 422),
+            ("/gradio_api/api/nope/", {"data": [], "fn_index": 999}, 404),
+        ]
+        for path, body, expected in probes:
+            code, answer = raw(port, "POST", path, body=json.dumps(body).encode())
+            assert code == expected and "event handler" in json.loads(answer)["error"], (
+                path,
+                code,
+                answer,
+            )
+        for path in ("/gradio_api/call/nope", "/gradio_api/call/v2/nope", "/gradio_api/call/restore/abc"):
+            code, answer = raw(port, "POST" if path.count("/") == 3 else "GET", path, body=JOIN)
+            assert code == 404 and "/api" in json.loads(answer)["error"], (path, code, answer)
+        code, answer = raw(port, "POST", "/gradio_api/queue/join", body=b'{"data": [], "fn_index": \xff}')
+        assert code == 400 and set(json.loads(answer)) == {"error"}
+        lone = b'{"workflow": {"metadata": ["\\ud9bc"]}}'
+        code, answer = raw(port, "POST", "/gradio_api/queue/join", body=lone)
+        assert code == 400 and set(json.loads(answer)) == {"error"}
+        # a handler the page has is still called
+        assert raw(port, "POST", "/gradio_api/queue/join", body=JOIN)[0] == 200
+
+
+def test_answers_render_even_with_values_json_lacks(jobs: JobQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stored value JSON cannot hold (infinity, a lone surrogate) never makes an answer fail."""
+    odd = {"id": "odd", "status": "done", "score": float("inf"), "note": "\ud800", "nested": [float("nan")]}
+    monkeypatch.setattr(jobs, "lookup", lambda job_id: dict(odd))
+    monkeypatch.setattr(jobs, "position", lambda job_id: None)
+    app = FastAPI()
+    app.include_router(api_router(jobs))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/api/jobs/odd")
+        assert answer.status_code == 200
+        body = json.loads(answer.content)
+        assert body["id"] == "odd" and body["note"] == "\ud800"
+        assert body["score"] in (None, "inf") and body["nested"] in ([None], ["nan"])

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from graph.workflow import PNG_SEED_KEY, PNG_WORKFLOW_KEY
@@ -309,3 +310,140 @@ def test_non_loopback_addresses_are_recognised():
 
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4") and not is_loopback("example.org")
+
+
+# --- bad input never gives a traceback -----------------------------------------------------
+
+
+def main(capsys, *args: str) -> tuple[int, str, str]:
+    """Call the CLI in this process; what it printed."""
+    import app
+
+    capsys.readouterr()
+    code = app.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def float_workflow(value_json: str) -> str:
+    nodes = {
+        "f": {"type": "Float", "inputs": {"value": "@VALUE@"}},
+        "show": {"type": "ShowValue", "inputs": {"value": {"node": "f", "output": "value"}}},
+    }
+    return json.dumps({"version": 1, "nodes": nodes}).replace('"@VALUE@"', value_json)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (float_workflow("1e400"), ["node 'f' (Float), input 'value'", "too large"]),
+        (float_workflow("1" + "0" * 400), ["node 'f' (Float), input 'value'", "64-bit"]),
+        (float_workflow('"\\ud800"'), ["node 'f' (Float), input 'value'", "lone surrogate"]),
+        (float_workflow("2.5").replace('"show"', '"\\udcff"'), ["lone surrogate"]),
+        (
+            float_workflow("2.5")[:-1] + ', "metadata": ' + '{"a": ' * 900 + "1" + "}" * 901,
+            ["deeper than 64"],
+        ),
+    ],
+    ids=["1e400", "401-digits", "surrogate-value", "surrogate-node-id", "metadata-900-deep"],
+)
+def test_bad_numbers_text_and_nesting_exit_2_with_a_sentence(tmp_path, capsys, text, words):
+    path = tmp_path / "wf.json"
+    path.write_text(text, encoding="utf-8")
+    for command in ("validate", "run"):
+        args = [command, str(path)] + (["--out", str(tmp_path / "out")] if command == "run" else [])
+        code, out, err = main(capsys, *args)
+        said = out + err
+        assert code == 2, (command, said)
+        for word in words:
+            assert word in said, (command, word, said)
+        assert "Traceback" not in said
+
+
+def test_set_with_values_beyond_their_type_exit_2_naming_node_and_input(tmp_path, capsys):
+    data = workflow(
+        a=node("IntMath", a=1, b=2), f=node("Float"), show=node("ShowValue", value=link("a", "value"))
+    )
+    data["nodes"]["show2"] = node("ShowValue", value=link("f", "value"))
+    path = write(tmp_path, data)
+    cases = {
+        "a.b=" + "9" * 30: ("node 'a' (IntMath), input 'b'", "64-bit"),
+        "a.b=" + "9" * 5000: ("input 'b'", "whole number"),
+        "f.value=1e400": ("node 'f' (Float), input 'value'", "too large"),
+        "f.value=nan": ("node 'f' (Float), input 'value'", "NaN"),
+        "f.value=" + "1" + "0" * 400: ("node 'f' (Float), input 'value'", "too large"),
+    }
+    for override, words in cases.items():
+        code, out, err = main(capsys, "run", str(path), "--set", override, "--out", str(tmp_path / "o"))
+        assert code == 2, (override, err)
+        for word in words:
+            assert word in err, (override, word, err)
+        assert "Traceback" not in err
+
+
+def test_set_with_a_byte_that_is_not_utf8_exits_2(tmp_path):
+    path = write(tmp_path, json.loads(EXAMPLE.read_text()))
+    done = subprocess.run(
+        [sys.executable, str(REPO / "app.py"), "run", str(path), "--set", b"save.filename_prefix=\xff"],
+        cwd=REPO,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
+    err = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 2, err
+    assert "node 'save' (SaveImage), input 'filename_prefix'" in err and "\\xff" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**53), str(10**30)])
+def test_seed_out_of_range_exits_2(tmp_path, capsys, seed):
+    code, out, err = main(capsys, "run", str(EXAMPLE), "--seed", seed, "--out", str(tmp_path))
+    assert code == 2 and "seed" in err and str(2**53 - 1) in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_largest_seed_runs(tmp_path, capsys):
+    data = workflow(s=node("Seed", mode="random"), show=node("ShowValue", value=link("s", "seed")))
+    code, out, err = main(capsys, "run", str(write(tmp_path, data)), "--seed", str(2**53 - 1))
+    assert code == 0, err
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png(text: dict[str, str]) -> bytes:
+    """A PNG whose header claims 30000 x 30000 pixels (PIL calls it a decompression bomb)."""
+    import struct
+    import zlib
+
+    chunks = [_png_chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0))]
+    chunks += [_png_chunk(b"tEXt", k.encode() + b"\0" + v.encode()) for k, v in text.items()]
+    chunks += [_png_chunk(b"IDAT", zlib.compress(b"\0" * 1000)), _png_chunk(b"IEND", b"")]
+    return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
+
+
+def test_decompression_bomb_png_is_answered_without_decoding_it(tmp_path, capsys):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(bomb_png({}))
+    for command in ("validate", "run"):
+        code, out, err = main(capsys, command, str(bomb))
+        assert code == 2 and "holds no workflow" in out + err and "Traceback" not in out + err
+    data = workflow(a=node("Int", value=5), show=node("ShowValue", value=link("a", "value")))
+    bomb.write_bytes(bomb_png({PNG_WORKFLOW_KEY: json.dumps(data), PNG_SEED_KEY: "9"}))
+    assert main(capsys, "validate", str(bomb))[0] == 0
+    code, out, err = main(capsys, "run", str(bomb), "--out", str(tmp_path / "out"))
+    assert code == 0 and "show.text: 5" in out, err
+
+
+def test_a_file_name_that_is_not_utf8_is_shown_not_a_crash(tmp_path, capsys):
+    name = os.fsdecode(b"wf-\xff.json")
+    path = write(tmp_path, workflow(a=node("Nope")), name)
+    code, out, err = main(capsys, "validate", str(path))
+    assert code == 2 and "\\xff" in out
+    code, out, err = main(capsys, "validate", str(tmp_path / os.fsdecode(b"absent-\xfe.json")))
+    assert code == 2 and "\\xfe" in out

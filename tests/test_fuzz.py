@@ -57,13 +57,15 @@ json_scalars = (
     st.none()
     | st.booleans()
     | st.integers(-(2**70), 2**70)
-    | st.floats(allow_nan=False)
+    | st.floats()  # NaN and the infinities too: Python callers can hand them over
     | st.text(max_size=12)
+    | st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=2)
 )
 json_values = st.recursive(
     json_scalars,
     lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=8) | st.sampled_from(["\ud800", "a\udcff"]), children, max_size=4)
     ),
     max_leaves=20,
 )
@@ -73,6 +75,8 @@ def check_outcome(data: Any, tmp: Path) -> None:
     result = validate(data, REGISTRY)
     for issue in result.issues:
         assert isinstance(issue, Issue) and issue.message and str(issue)
+    # issues travel as JSON (the API's JSONResponse refuses NaN) and as UTF-8 text
+    json.dumps([i.to_dict() for i in result.issues], allow_nan=False, ensure_ascii=False).encode("utf-8")
     if result.ok:
         assert result.workflow is not None
         run = Executor(REGISTRY).run(

@@ -550,7 +550,7 @@ def test_validator_rejects_out_of_range_constants() -> None:
 
 
 def test_outputs_too_large_for_memory_are_refused_by_name():
-    from nodes.image import MAX_PIXELS, EmptyImage, ImagePad, ImageResize
+    from nodes.limits import MAX_PIXELS
 
     side = 16384
     batch = MAX_PIXELS // (side * side) + 1
@@ -564,3 +564,52 @@ def test_outputs_too_large_for_memory_are_refused_by_name():
     with pytest.raises(NodeInputError) as padded:
         run_node(ImagePad, image=small, left=8192, right=8192, top=8192, bottom=8192)
     assert padded.value.input_name == "right"
+
+
+class _FakeVae:
+    """A VAE handle for VAEDecode: shrinks by 8, decodes to a gray picture."""
+
+    def get(self) -> _FakeVae:
+        return self
+
+    config = type("Config", (), {"block_out_channels": (1, 1, 1, 1), "scaling_factor": 1.0})
+    device, dtype = "cpu", None
+
+    def decode(self, latents, return_dict: bool = False):
+        import torch
+
+        batch, _, height, width = latents.shape
+        return (torch.zeros(batch, 3, height * 8, width * 8),)
+
+
+def _pixel_makers() -> list[tuple[type, dict, str]]:
+    """Every node that makes pixels, asked for 32x32 (1,024 pixels), and the input it names."""
+    import torch
+
+    from models.values import Latent
+    from nodes.diffusion import EmptyLatent, VAEDecode
+    from nodes.mask import SolidMask
+
+    one = rand_image(1, 4, 4)
+    return [
+        (EmptyImage, {"width": 32, "height": 32, "batch_size": 1}, "batch_size"),
+        (SolidMask, {"width": 32, "height": 32, "batch_size": 1}, "batch_size"),
+        (EmptyLatent, {"width": 32, "height": 32, "batch_size": 1, "vae": None}, "batch_size"),
+        (VAEDecode, {"vae": _FakeVae(), "latent": Latent(torch.zeros(1, 4, 4, 4))}, "latent"),
+        (ImageResize, {"image": one, "width": 32, "height": 32}, "width"),
+        (ImagePad, {"image": one, "left": 14, "right": 14, "top": 14, "bottom": 14}, "right"),
+        # the destination (16x16 = 256 pixels) repeated to the source's batch of 4
+        (ImageComposite, {"destination": rand_image(1, 16, 16), "source": rand_image(4, 1, 1)}, "source"),
+    ]
+
+
+@pytest.mark.parametrize(("cls", "inputs", "name"), _pixel_makers(), ids=lambda v: getattr(v, "type", None))
+def test_every_node_that_makes_pixels_keeps_to_the_one_budget(cls, inputs, name, monkeypatch):
+    import nodes.limits
+
+    monkeypatch.setattr(nodes.limits, "MAX_PIXELS", 1000)
+    with pytest.raises(NodeInputError) as err:
+        run_node(cls, **inputs)
+    assert err.value.input_name == name and "at most 1,000 pixels" in err.value.message
+    monkeypatch.setattr(nodes.limits, "MAX_PIXELS", 1024)
+    run_node(cls, **inputs)  # exactly the budget is fine

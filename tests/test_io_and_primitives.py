@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,13 @@ from PIL import Image
 
 from graph.events import NodePreview
 from graph.executor import Executor
+from graph.validate import validate
 from graph.workflow import PNG_SEED_KEY, read_source
-from nodes.base import CancelToken, Context, NodeInputError, RunSettings
+from nodes import types as T
+from nodes.base import CancelToken, Context, Node, NodeInputError, Output, RunSettings
 from nodes.image_io import LoadImage, PreviewImage, SaveImage
 from nodes.primitives import Boolean, Float, FloatMath, IntMath, ShowValue, String
+from nodes.registry import Registry
 from tests.helpers import link, node, run_node, valid, workflow
 
 
@@ -173,3 +177,109 @@ def test_math_errors_name_input_b():
     with pytest.raises(NodeInputError):
         run_node(FloatMath, a=1e308, b=10.0, operation="power")
     assert run_node(FloatMath, a=1.5, b=2.0, operation="power")["value"] == 2.25
+
+
+INT_MAX = 2**63 - 1
+INT_MIN = -(2**63)
+
+
+@pytest.mark.parametrize(
+    ("op", "a", "b", "expected"),
+    [
+        ("power", 2, 62, 2**62),
+        ("power", -2, 63, INT_MIN),
+        ("power", -1, 64, 1),
+        ("power", 0, 64, 0),
+        ("power", 1, 64, 1),
+        ("power", 3, 0, 1),
+        ("add", INT_MAX - 1, 1, INT_MAX),
+        ("subtract", INT_MIN + 1, 1, INT_MIN),
+        ("multiply", 2**31, 2**31, 2**62),
+        ("divide", INT_MIN, 1, INT_MIN),
+    ],
+)
+def test_int_math_reaches_the_edges_of_64_bits(op, a, b, expected):
+    assert run_node(IntMath, a=a, b=b, operation=op)["value"] == expected
+
+
+@pytest.mark.parametrize(
+    ("op", "a", "b"),
+    [
+        ("power", 2, 63),
+        ("power", 3, 40),
+        ("power", 2**62, 64),
+        ("power", -(2**32), 3),
+        ("add", INT_MAX, 1),
+        ("subtract", INT_MIN, 1),
+        ("multiply", 2**32, 2**32),
+        ("multiply", INT_MIN, -1),
+        ("divide", INT_MIN, -1),
+    ],
+)
+def test_int_math_refuses_results_beyond_64_bits(op, a, b):
+    with pytest.raises(NodeInputError) as err:
+        run_node(IntMath, a=a, b=b, operation=op)
+    assert err.value.input_name == "b" and "64-bit" in err.value.message
+
+
+def test_int_math_refuses_inputs_beyond_64_bits_before_computing():
+    start = time.perf_counter()
+    for a, b, name in ((10**4000, 64, "a"), (2, 10**4000, "b"), (10**4000, 10**4000, "a")):
+        for op in ("power", "multiply", "add", "modulo"):
+            with pytest.raises(NodeInputError) as err:
+                run_node(IntMath, a=a, b=b, operation=op)
+            assert err.value.input_name == name and "64-bit" in err.value.message
+            assert len(err.value.message) < 300
+    assert time.perf_counter() - start < 1
+
+
+def test_float_math_stays_finite_with_whole_number_inputs():
+    big = int(1.7e308)
+    for op, a, b in (("add", big, big), ("multiply", big, 2), ("subtract", -big, big), ("power", 10, 400)):
+        with pytest.raises(NodeInputError) as err:
+            run_node(FloatMath, a=a, b=b, operation=op)
+        assert err.value.input_name == "b"
+    assert run_node(FloatMath, a=2, b=3, operation="add")["value"] == 5.0
+
+
+def test_chain_of_powers_is_refused_at_once(registry):
+    """Int(10^4000) -> IntMath power 64 -> ... used to hold the GIL for seconds."""
+    chain = workflow(
+        big=node("Int", value=10**4000),
+        p1=node("IntMath", a=link("big", "value"), b=64, operation="power"),
+        p2=node("IntMath", a=link("p1", "value"), b=8, operation="power"),
+        show=node("ShowValue", value=link("p2", "value")),
+    )
+    start = time.perf_counter()
+    result = validate(chain, registry)
+    assert [(i.node_id, i.input) for i in result.issues] == [("big", "value")]
+    chain["nodes"]["big"]["inputs"]["value"] = 2**40
+    run = Executor(registry).run(valid(chain, registry))
+    assert run.status == "failed" and (run.error.node_id, run.error.input) == ("p1", "b")
+    assert "64-bit" in run.error.message
+    assert time.perf_counter() - start < 2
+
+
+class Huge(Node):
+    description = "Produces a whole number beyond 64 bits (a buggy node)."
+    outputs = (Output("value", T.INT), Output("number", T.FLOAT))
+
+    def run(self, ctx: Context) -> dict:
+        return {"value": 2**70, "number": 10**400}
+
+
+@pytest.mark.parametrize(("consumer", "output"), [("Int", "value"), ("Float", "number")])
+def test_linked_values_beyond_their_type_fail_naming_node_and_input(consumer, output):
+    registry = Registry()
+    registry.add_pack("nodes.primitives")
+    registry.add(Huge)
+    target = "IntMath" if consumer == "Int" else "FloatMath"
+    data = workflow(
+        h=node("Huge"),
+        m=node(target, a=link("h", output), b=1),
+        show=node("ShowValue", value=link("m", "value")),
+    )
+    run = Executor(registry).run(valid(data, registry))
+    assert run.status == "failed"
+    assert (run.error.node_id, run.error.input) == ("m", "a")
+    assert "64-bit" in run.error.message or "too large" in run.error.message

@@ -197,3 +197,19 @@ def test_outpaint_mask_workflow() -> None:
     assert image.shape == (1, 4, 6, 3)
     np.testing.assert_array_equal(image[0, :, :4], 1.0)  # original area: keep
     np.testing.assert_array_equal(image[0, :, 4:], 0.0)  # padding: change
+
+
+def test_solid_mask_refuses_more_than_the_pixel_budget_before_allocating():
+    """16384 x 16384 x 2 once ran and took 2 GiB; now it is refused at once, naming batch_size."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(NodeInputError) as err:
+            run_node(SolidMask, width=16384, height=16384, batch_size=2)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert err.value.input_name == "batch_size" and "at most 268,435,456 pixels" in err.value.message
+    assert peak < 2**20
+    assert run_node(SolidMask, width=16384, height=16, batch_size=2)["mask"].shape == (2, 16, 16384)

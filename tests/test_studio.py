@@ -437,3 +437,70 @@ def test_refresh_lists_new_model_files(handlers: StudioHandlers, tmp_path: Path,
     assert "dropped-in.safetensors" not in ckpt_choices()
     (root / "checkpoints" / "dropped-in.safetensors").write_bytes(b"x")
     assert "dropped-in.safetensors" in ckpt_choices()
+
+
+# --- image bombs: the page says so in plain words instead of failing ---------------------------------
+
+
+def test_uploads_that_are_image_bombs_are_refused_in_plain_words(
+    handlers: StudioHandlers, tmp_path: Path, monkeypatch
+) -> None:
+    import warnings
+
+    from PIL import Image
+
+    import ui.studio
+    from tests.test_file_safety import bomb_png
+
+    bomb = bomb_png(tmp_path / "bomb.png")  # claims 30000 x 30000 pixels in a few hundred bytes
+    defs, status = handlers.upload_image(str(bomb))
+    assert "Not saved" in status and "too large" in status and "900,000,000 pixels" in status
+    _, status = handlers.save_mask({"background": str(bomb), "layers": []}, "m.png")
+    assert "Mask not saved" in status and "too large" in status
+    text, seed, status = handlers.load_upload(str(bomb), "old", 3)  # no workflow in it: a plain answer
+    assert (text, seed) == ("old", 3) and "bomb.png" in status
+    # "Open workflow" when reading the file meets Pillow's bomb error, or its warning made an error
+    for error in (Image.DecompressionBombError, Image.DecompressionBombWarning):
+
+        def bursting(path: Path, error: type = error) -> None:
+            raise error("Image size (900000000 pixels) exceeds limit of 178956970 pixels, could be ...")
+
+        monkeypatch.setattr(ui.studio, "read_source", bursting)
+        text, seed, status = handlers.load_upload(str(bomb), "old", 3)
+        assert (text, seed) == ("old", 3) and "too large" in status and "900,000,000 pixels" in status
+    # Pillow's warning (between its limit and twice it), when warnings are errors
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    big = _png(tmp_path / "big.png", size=(12, 12))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        assert "too large" in handlers.upload_image(str(big))[1]
+    assert not (tmp_path / "input").exists() or list((tmp_path / "input").iterdir()) == []
+
+
+def test_the_page_answers_only_to_this_machine_without_a_token(tmp_path: Path, examples: Path) -> None:
+    """DNS rebinding: a name of another site that resolves to 127.0.0.1 gets nothing."""
+    import http.client
+
+    registry = default_registry()
+    demo = build_studio(registry, Executor(registry), lambda: RunSettings(output_dir=tmp_path), examples)
+    port = _free_port()
+    launch(demo, "127.0.0.1", port, prevent_thread_lock=True)
+
+    def status(path: str, host: str) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            connection.putrequest("GET", path, skip_host=True)
+            connection.putheader("Host", host)
+            connection.endheaders()
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    try:
+        for path in ("/", "/config", "/gradio_api/info"):
+            code, body = status(path, f"rebound.example:{port}")
+            assert code == 403 and "localhost" in json.loads(body)["error"], path
+            assert status(path, f"localhost:{port}")[0] == 200, path
+    finally:
+        demo.close()

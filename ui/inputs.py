@@ -2,12 +2,16 @@
 
 Files go into the first input folder of the run settings (``input/`` for the
 studio), made when needed. A file is never overwritten: a name that is taken
-gets a number (``photo_2.png``). Names with folder parts, hidden names and
-anything but image types are refused.
+(by a file, a folder or a symlink, even a dangling one) gets a number
+(``photo_2.png``). Names with folder parts, hidden names and anything but image
+types are refused, and so are images too large to open safely (image bombs).
+The list offered to LoadImage leaves out symlinks that lead outside the folder,
+which LoadImage refuses.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Sequence
@@ -16,12 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from nodes.limits import bomb_text
+
 #: Image types LoadImage reads (and uploads may have).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 #: Most file names offered in the LoadImage path list.
 MAX_LISTED = 500
 #: Deepest folder level searched under an input folder.
 MAX_DEPTH = 3
+#: How many numbered names a save tries before giving up (others may be saving at once).
+MAX_CLAIM_TRIES = 1000
 
 _NAME_OK = re.compile(r"^[\w][\w .()+-]*$")
 
@@ -37,15 +45,21 @@ def list_images(folders: Sequence[Path]) -> list[str]:
         folder = Path(folder)
         if not folder.is_dir():
             continue
+        root = folder.resolve()
         for path in sorted(folder.rglob("*")):
             rel = path.relative_to(folder)
             if len(rel.parts) > MAX_DEPTH or any(part.startswith(".") for part in rel.parts):
                 continue
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and _inside(path, root):
                 names.setdefault(rel.as_posix(), None)
                 if len(names) >= MAX_LISTED:
                     return list(names)
     return list(names)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, with every symlink followed, lies in the (resolved) folder ``root``."""
+    return path.resolve().is_relative_to(root)
 
 
 def check_name(name: str, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> str:
@@ -63,26 +77,39 @@ def check_name(name: str, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> str:
 
 
 def free_path(folder: Path, name: str) -> Path:
-    """``folder / name``, or with a number added (``name_2.png``) when that is taken."""
+    """``folder / name``, or with a number added (``name_2.png``) when that is taken.
+
+    A symlink takes its name even when it leads nowhere (a dangling link).
+    """
     path = folder / name
     stem, suffix = path.stem, path.suffix
     number = 2
-    while path.exists():
+    while os.path.lexists(path):
         path = folder / f"{stem}_{number}{suffix}"
         number += 1
     return path
 
 
 def _claim(folder: Path, name: str) -> Path:
-    """Create an empty file at a free name (exclusively, so two saves never share one)."""
+    """Create an empty file at a free name (exclusively, so two saves never share one).
+
+    The file is made with ``O_EXCL``, which never follows a symlink; a name taken
+    meanwhile moves on to the next free one, at most :data:`MAX_CLAIM_TRIES` times.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    while True:
+    for _ in range(MAX_CLAIM_TRIES):
         path = free_path(folder, name)
         try:
-            path.touch(exist_ok=False)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return path
         except FileExistsError:
             continue
+    raise InputRefused(f"found no free name for {name!r} in the input folder; try another name")
+
+
+def _too_large(name: str, exc: Exception) -> InputRefused:
+    """An image bomb (Pillow's DecompressionBombError or Warning), said in plain words."""
+    return InputRefused(f"{name!r} is too large to open safely: {bomb_text(exc)}")
 
 
 def save_upload(folder: Path, source: Path | str, name: str | None = None) -> Path:
@@ -94,6 +121,8 @@ def save_upload(folder: Path, source: Path | str, name: str | None = None) -> Pa
     try:
         with Image.open(source) as image:
             image.verify()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _too_large(name, exc) from None
     except (OSError, UnidentifiedImageError, ValueError):
         raise InputRefused(f"{name!r} is not an image that can be read") from None
     path = _claim(folder, name)
@@ -112,8 +141,11 @@ def _rgba(value: Any) -> np.ndarray | None:
     if isinstance(value, str | Path):
         from PIL import Image
 
-        with Image.open(value) as image:
-            return np.asarray(image.convert("RGBA"))
+        try:
+            with Image.open(value) as image:
+                return np.asarray(image.convert("RGBA"))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise _too_large(Path(value).name, exc) from None
     if hasattr(value, "convert"):  # PIL
         return np.asarray(value.convert("RGBA"))
     array = np.asarray(value)

@@ -54,6 +54,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 from fastapi import APIRouter
+from starlette.middleware import Middleware
 
 from graph.events import (
     Event,
@@ -74,8 +75,10 @@ from nodes import types as T
 from nodes.base import CancelToken, RunSettings
 from nodes.registry import Registry
 from server.api import api_router, gradio_login_user
-from server.history import History
+from server.guard import StudioGuard, gradio_file_roots, gradio_functions
+from server.history import History, check_state_dir, default_state_dir
 from server.jobs import Job, JobQueue, QueueClosed, QueueFull
+from server.worker import Runner
 from ui.canvas import connect_canvas, node_descriptions, workflow_canvas
 from ui.history import add_history_panel
 from ui.inputs import InputRefused, list_images, save_mask, save_upload
@@ -383,11 +386,18 @@ class StudioHandlers:
         """(editor text, seed, status) for an uploaded workflow .json or studio-made .png."""
         if file is None:
             return text, seed, ""
+        from PIL import Image
+
+        from nodes.limits import bomb_text
+
         path = Path(getattr(file, "name", file))
         try:
             source = read_source(path)
         except UnreadableFile as exc:
             return text, seed, md_escape(str(exc).replace(str(path.parent) + os.sep, ""))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            said = f"Not opened: {path.name} is too large to open safely: {bomb_text(exc)}."
+            return text, seed, md_escape(said)
         new_seed = str(source.run_seed) if source.run_seed is not None else seed
         what = path.name + (f" (run seed {source.run_seed})" if source.run_seed is not None else "")
         return source.text, new_seed, self._loaded_status(what, source.text)
@@ -891,9 +901,30 @@ def launch(
 
     ``api`` (the routes of ``server.api.api_router``) is served by the same server,
     installed before Gradio's own routes so it answers from the first request.
+
+    Every route (page, Gradio's API and files, ``/api``) is behind
+    :class:`server.guard.StudioGuard`, given to the app Gradio builds as a FastAPI
+    ``middleware`` (through ``app_kwargs``, so it is there before the first request):
+    without a token only Hosts naming this machine are answered (DNS rebinding);
+    requests that change something from pages of other sites are refused; Gradio's
+    file routes serve only pictures, videos and page files, never hidden ones; calls of
+    event handlers the page does not have are answered 404 (Gradio would fail with a
+    500). Gradio's CORS layer still answers preflight ``OPTIONS`` requests itself,
+    with no content.
     """
+    allowed = [str(Path(p).resolve()) for p in allowed_paths]
+    guard = Middleware(
+        StudioGuard,
+        check_host=not token,
+        bound=host,
+        file_roots=gradio_file_roots(allowed),
+        functions=gradio_functions(demo),
+    )
+    app_kwargs: dict[str, Any] = {"middleware": [guard]}
+    if api is not None:
+        app_kwargs["routes"] = list(api.routes)
     demo.launch(
-        app_kwargs={"routes": list(api.routes)} if api is not None else None,
+        app_kwargs=app_kwargs,
         server_name=host,
         server_port=port,
         share=False,
@@ -901,12 +932,13 @@ def launch(
         auth=(AUTH_USER, token) if token else None,
         auth_message=f"Log in with the user name '{AUTH_USER}' and the studio's token." if token else None,
         footer_links=["settings"],
-        allowed_paths=[str(Path(p).resolve()) for p in allowed_paths] or None,
+        allowed_paths=allowed or None,
         ssr_mode=False,
         mcp_server=False,
         pwa=False,
         enable_monitoring=False,
         show_error=False,
+        num_workers=0,  # static-file workers would serve on other ports, past the guard
         prevent_thread_lock=prevent_thread_lock,
         css=CSS,
     )
@@ -930,27 +962,39 @@ def serve(
     settings_factory: Callable[[], RunSettings],
     examples_dir: Path,
     token: str | None,
+    state_dir: Path | None = None,
+    runners: Sequence[Runner] | None = None,
 ) -> None:
     """Serve the studio on ``host:port`` until interrupted.
+
+    Jobs run on ``runners`` (one job at a time each: worker processes, see
+    server/worker.py), or without them in this process's threads through ``executor``.
 
     With ``token``, the browser shows a login form: user name ``studio``, password
     the token. The output folder (from one call of ``settings_factory``) is added
     to Gradio's allowed paths only when it lies outside the working directory and
-    the temp folder, so the gallery can show the images saved there.
+    the temp folder, so the gallery can show the images saved there (Gradio's file
+    routes serve only pictures, videos and page files from it, never hidden ones).
 
     Page runs and the HTTP API under ``/api`` (docs/api.md) share one job queue,
-    whose history lives in ``OUTPUT/.studio/history.sqlite3``; the token, when
-    given, guards the API too (``Authorization: Bearer TOKEN`` or the login cookie).
+    whose history lives in ``state_dir`` (default: :func:`server.history.default_state_dir`),
+    which must not lie inside the output folder; a history an older studio left in
+    ``OUTPUT/.studio/`` is moved there. The token, when given, guards the API too
+    (``Authorization: Bearer TOKEN`` or the login cookie).
     """
-    output_dir = Path(settings_factory().output_dir)
-    history = History.in_output_folder(output_dir)
+    output_dir = Path(settings_factory().output_dir).resolve()
+    state = Path(state_dir).resolve() if state_dir is not None else default_state_dir(output_dir)
+    check_state_dir(state, output_dir)
+    history = History.in_state_folder(state, legacy_output_dir=output_dir)
     if history.interrupted:
         count = len(history.interrupted)
         log.warning("%d job(s) left unfinished by the last server were marked interrupted", count)
-    jobs = JobQueue(executor, registry, settings_factory, history)
+    jobs = JobQueue(executor, registry, settings_factory, history, runners=runners)
     demo = build_studio(registry, executor, settings_factory, examples_dir, jobs=jobs)
     allowed = [output_dir] if _outside_default_paths(output_dir) else []
-    router = api_router(jobs, token=token, session_user=gradio_login_user(demo), local_only=not token)
+    router = api_router(
+        jobs, token=token, session_user=gradio_login_user(demo), local_only=not token, bound_host=host
+    )
     try:
         launch(demo, host, port, token=token, allowed_paths=allowed, api=router)
     finally:
