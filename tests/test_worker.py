@@ -248,3 +248,24 @@ def test_exit_reasons_read_as_sentences() -> None:
     assert "native code" in exit_reason(-11)
     assert exit_reason(2) == "exited with code 2"
     assert exit_reason(None) == "stopped answering"
+
+
+def test_the_page_shows_previews_and_results_of_a_run_in_a_worker(
+    jobs: JobQueue, module_registry: Registry, out: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from tests.test_studio import PREVIEWED
+    from ui.studio import Session, StudioHandlers
+
+    handlers = StudioHandlers(
+        module_registry, Executor(module_registry), lambda: RunSettings(output_dir=out), tmp_path, jobs=jobs
+    )
+    updates = list(handlers.run_page(json.dumps(PREVIEWED), 1, Session()))
+    previews = [u[3] for u in updates[:-1] if isinstance(u[3], np.ndarray)]
+    assert previews and previews[0].dtype == np.uint8 and previews[0].shape == (256, 256, 3)
+    states = [u[4]["states"] for u in updates if isinstance(u[4], dict) and "states" in u[4]]
+    assert states[-1] == {"paint": "done", "peek": "done"}
+    status, gallery = updates[-1][0], updates[-1][1]
+    assert status.startswith("**Finished**") and "seed 1" in status
+    assert len(gallery) == 1 and gallery[0][0].shape == (4, 4, 3)  # the PreviewImage's picture
