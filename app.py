@@ -120,10 +120,10 @@ def _studio_args(parser: argparse.ArgumentParser, suppress_defaults: bool = Fals
     parser.add_argument(
         "--workers",
         type=int,
-        default=default(1),
+        default=default(None),
         metavar="N",
-        help="worker processes that run jobs, N jobs at once (default 1; 0 runs jobs in the "
-        "server's own threads, for debugging: a busy job then slows the page)",
+        help="worker processes that run jobs, N jobs at once (default: one per GPU, else 1; "
+        "0 runs jobs in the server's own threads, for debugging: a busy job then slows the page)",
     )
     parser.add_argument(
         "--state",

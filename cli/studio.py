@@ -24,7 +24,10 @@ def studio_command(args: argparse.Namespace) -> int:
     registry = load_registry(args)
     output_dir = Path(args.out).resolve()
     input_dirs = (Path("input").resolve(), REPO / "workflows")
-    workers = getattr(args, "workers", 1)
+    from server.worker import default_workers
+
+    workers = getattr(args, "workers", None)
+    workers = default_workers() if workers is None else workers
     if workers < 0:
         print("error: --workers takes 0 (jobs in the server) or more worker processes", file=sys.stderr)
         return 2

@@ -153,6 +153,24 @@ class EngineSpec:
         return replace(self, slot=slot)
 
 
+def default_workers(
+    environ: dict[str, str] | None = None, gpus_folder: Path = Path("/proc/driver/nvidia/gpus")
+) -> int:
+    """One worker per GPU this process may use (``CUDA_VISIBLE_DEVICES``, else the driver's list); 1 without.
+
+    Read without importing torch, so the server itself never initialises CUDA.
+    """
+    environ = os.environ if environ is None else environ
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        devices = [d for d in visible.split(",") if d.strip() and not d.strip().startswith("-")]
+        return max(1, len(devices))
+    try:
+        return max(1, sum(1 for entry in gpus_folder.iterdir() if entry.is_dir()))
+    except OSError:
+        return 1
+
+
 class WorkerLost(Exception):
     """The worker process ended while a job ran in it; the message says how."""
 

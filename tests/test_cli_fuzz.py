@@ -27,6 +27,7 @@ import app
 from graph.validate import validate
 from graph.workflow import PNG_SEED_KEY, PNG_WORKFLOW_KEY
 from nodes.registry import default_registry
+from tests.test_fuzz import _paths
 
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOWS = REPO / "workflows"
@@ -88,17 +89,6 @@ json_values = st.recursive(
     ),
     max_leaves=10,
 )
-
-
-def _paths(data: Any, prefix: tuple = ()) -> list[tuple]:
-    out = [prefix]
-    if isinstance(data, dict):
-        for key, value in data.items():
-            out += _paths(value, prefix + (key,))
-    elif isinstance(data, list):
-        for index, value in enumerate(data):
-            out += _paths(value, prefix + (index,))
-    return out
 
 
 def _deep(levels: int, leaf: Any = 1) -> Any:

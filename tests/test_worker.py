@@ -269,3 +269,16 @@ def test_the_page_shows_previews_and_results_of_a_run_in_a_worker(
     status, gallery = updates[-1][0], updates[-1][1]
     assert status.startswith("**Finished**") and "seed 1" in status
     assert len(gallery) == 1 and gallery[0][0].shape == (4, 4, 3)  # the PreviewImage's picture
+
+
+def test_one_worker_per_gpu_by_default(tmp_path: Path) -> None:
+    from server.worker import default_workers
+
+    gpus = tmp_path / "gpus"
+    assert default_workers({}, gpus) == 1  # no driver: one worker on the CPU
+    for address in ("0000:01:00.0", "0000:02:00.0", "0000:03:00.0"):
+        (gpus / address).mkdir(parents=True)
+    assert default_workers({}, gpus) == 3
+    assert default_workers({"CUDA_VISIBLE_DEVICES": "1,2"}, gpus) == 2
+    assert default_workers({"CUDA_VISIBLE_DEVICES": ""}, gpus) == 1
+    assert default_workers({"CUDA_VISIBLE_DEVICES": "-1"}, gpus) == 1
