@@ -51,13 +51,14 @@ class Cache:
             return entry
 
     def put(self, signature: str, outputs: dict[str, Any], files: list[str]) -> None:
+        """Store ``outputs`` under ``signature`` (replacing what was there), then evict the oldest."""
         size = size_of(outputs)
-        if size > self.max_bytes or self.max_entries <= 0:
-            return
         with self._lock:
             old = self._entries.pop(signature, None)
             if old is not None:
                 self._bytes -= old.size
+            if size > self.max_bytes:
+                return  # too big to keep: and the key no longer holds its earlier value either
             self._entries[signature] = CacheEntry(outputs, tuple(files), size)
             self._bytes += size
             while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
@@ -70,8 +71,11 @@ class Cache:
             self._bytes = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        with self._lock:
+            return len(self._entries)
 
     @property
     def bytes(self) -> int:
-        return self._bytes
+        """The summed sizes of the entries held."""
+        with self._lock:
+            return self._bytes

@@ -9,7 +9,9 @@ A node's signature hashes its type and version, its constant inputs (defaults
 filled in), the signatures of the outputs linked into it, its fingerprint (state
 outside the inputs, such as a file's time), and the run's seed when the node
 says its output depends on it. So a changed input re-executes that node and
-what depends on it, and a random value is never served stale.
+what depends on it, and a random value is never served stale. A node whose
+fingerprint cannot be taken is uncacheable: it and everything downstream of it run
+every time, and none of their outputs go into the cache.
 """
 
 from __future__ import annotations
@@ -63,9 +65,12 @@ class RunResult:
 
 
 class _NodeFailure(Exception):
-    def __init__(self, event: NodeFailed) -> None:
-        super().__init__(str(event))
-        self.event = event
+    """Ends a run as "failed": raised with the NodeFailed event that says where and why."""
+
+    @property
+    def event(self) -> NodeFailed:
+        (event,) = self.args
+        return event
 
 
 def output_nodes(workflow: Workflow, registry: Registry) -> list[str]:
@@ -140,6 +145,8 @@ class _Run:
     listener: Listener | None
     run_id: str
     signatures: dict[str, str] = field(default_factory=dict)
+    #: Nodes never looked up in nor put into the cache: a failing fingerprint, or upstream of one.
+    uncacheable: set[str] = field(default_factory=set)
 
     def emit(self, event: Event) -> None:
         if self.listener is None:
@@ -181,6 +188,7 @@ class _Run:
     # -- signatures ---------------------------------------------------------------
 
     def signature(self, node_id: str) -> str:
+        """The node's cache key; also marks it uncacheable when its state cannot be fingerprinted."""
         entry = self.workflow.nodes[node_id]
         cls = _cls(self.executor.registry, entry.type)
         constants = self.constants(node_id)
@@ -189,14 +197,16 @@ class _Run:
         for name, value in sorted(entry.inputs.items()):
             if isinstance(value, Link):
                 links.append([name, self.signatures[value.node], value.output])
+                if value.node in self.uncacheable:
+                    self.uncacheable.add(node_id)
         parts += [sorted(constants.items()), links]
-        node = cls()
         try:
+            node = cls()
             parts.append(node.fingerprint(constants, self.settings))
             if node.uses_run_seed(constants):
                 parts.append(["seed", self.seed])
-        except Exception as exc:  # noqa: BLE001 - a failing fingerprint means: do not cache
-            parts.append(["uncacheable", uuid.uuid4().hex, repr(exc)])
+        except Exception:  # noqa: BLE001 - a failing fingerprint means: do not cache
+            self.uncacheable.add(node_id)
         text = json.dumps(parts, sort_keys=True, default=repr, separators=(",", ":"))
         return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
@@ -219,20 +229,21 @@ class _Run:
     def evaluate(self, targets: list[str], values: dict[str, dict[str, Any]], result: RunResult) -> None:
         stack = list(reversed(targets))
         while stack:
-            self.cancel.raise_if_cancelled()
             node_id = stack[-1]
-            if node_id in values:
+            if node_id in values:  # evaluated or served from the cache (maybe pushed twice): done
                 stack.pop()
                 continue
+            self.cancel.raise_if_cancelled()
             entry = self.workflow.nodes[node_id]
             cls = _cls(self.executor.registry, entry.type)
-            cached = self.executor.cache.get(self.signatures[node_id])
+            cached = (
+                None if node_id in self.uncacheable else self.executor.cache.get(self.signatures[node_id])
+            )
             if cached is not None:
                 values[node_id] = cached.outputs
                 result.cached.append(node_id)
                 result.files.extend(cached.files)
                 self.emit(NodeCached(self.run_id, node_id, entry.type, list(cached.files)))
-                stack.pop()
                 continue
             strict = [spec.name for spec in cls.inputs if not spec.lazy]
             missing = self.unevaluated(entry.inputs, strict, values)
@@ -240,7 +251,7 @@ class _Run:
                 stack.extend(missing)
                 continue
             inputs = self.resolve(node_id, cls, strict, values)
-            node = cls()
+            node = self.instantiate(node_id, cls)
             lazy = [spec.name for spec in cls.inputs if spec.lazy]
             if lazy:
                 wanted = [n for n in self.lazy_needed(node_id, node, inputs) if n in lazy]
@@ -252,7 +263,6 @@ class _Run:
                 for name in lazy:
                     inputs.setdefault(name, None)
             values[node_id] = self.call(node_id, node, inputs, result)
-            stack.pop()
 
     @staticmethod
     def unevaluated(inputs: dict[str, Any], names: list[str], values: dict[str, Any]) -> list[str]:
@@ -262,6 +272,12 @@ class _Run:
             if isinstance(value, Link) and value.node not in values and value.node not in missing:
                 missing.append(value.node)
         return list(reversed(missing))
+
+    def instantiate(self, node_id: str, cls: type[Node]) -> Node:
+        try:
+            return cls()
+        except Exception as exc:  # noqa: BLE001 - a node that cannot be made fails this run only
+            raise _NodeFailure(self.failure(node_id, cls, exc)) from None
 
     def lazy_needed(self, node_id: str, node: Node, inputs: dict[str, Any]) -> list[str]:
         try:
@@ -274,10 +290,10 @@ class _Run:
     ) -> dict[str, Any]:
         entry = self.workflow.nodes[node_id]
         constants = self.constants(node_id)
+        specs = {spec.name: spec for spec in cls.inputs}
         resolved: dict[str, Any] = {}
         for name in names:
-            spec = cls.input(name)
-            assert spec is not None
+            spec = specs[name]
             value = entry.inputs.get(name)
             if isinstance(value, Link):
                 value = values[value.node][value.output]
@@ -321,15 +337,25 @@ class _Run:
             message = f"returned {got} instead of the outputs {sorted(expected)} (a bug in the node)"
             raise _NodeFailure(NodeFailed(self.run_id, node_id, cls.type, message))
         result.executed.append(node_id)
-        self.executor.cache.put(self.signatures[node_id], outputs, ctx.files)
+        if node_id not in self.uncacheable:
+            self.executor.cache.put(self.signatures[node_id], outputs, ctx.files)
         self.emit(NodeFinished(self.run_id, node_id, cls.type, time.perf_counter() - start, list(ctx.files)))
         return outputs
 
-    def failure(self, node_id: str, node: Node, exc: Exception) -> NodeFailed:
+    def failure(self, node_id: str, node: Node | type[Node], exc: Exception) -> NodeFailed:
+        node_type = node.type
         details = "".join(traceback.format_exception(exc))
         if isinstance(exc, NodeInputError):
-            return NodeFailed(self.run_id, node_id, type(node).type, exc.message, exc.input_name, details)
-        message = str(exc) or type(exc).__name__
+            return NodeFailed(self.run_id, node_id, node_type, exc.message, exc.input_name, details)
+        message = _describe(lambda: str(exc)) or type(exc).__name__
         if not isinstance(exc, ValueError | OSError):
             message = f"{type(exc).__name__}: {message}"
-        return NodeFailed(self.run_id, node_id, type(node).type, message, None, details)
+        return NodeFailed(self.run_id, node_id, node_type, message, None, details)
+
+
+def _describe(text: Callable[[], str]) -> str:
+    """``text()``, or a note when describing the exception raised too (a broken ``__str__``)."""
+    try:
+        return text()
+    except Exception as exc:  # noqa: BLE001 - the failure must still be reported
+        return f"(the error could not be described: {type(exc).__name__})"

@@ -133,6 +133,29 @@ def test_lora_loader_node(models_root, manager):
     assert np.abs(changed.astype(int) - base.astype(int)).max() > 0
     again = image_of(run_graph(txt2img(), models_root, manager))
     assert np.array_equal(again, base)  # the shared checkpoint was not modified
+    # the oracle: the pipeline with both layers changed by hand, W += strength * alpha / rank * up @ down
+    state = kohya_lora(parts["unet"], parts["text_encoder"], seed=3)
+    pipe = pipeline("StableDiffusionPipeline", models_root / "checkpoints" / "tiny-sd", "euler")
+    with torch.no_grad():
+        for model, layer, prefix in (
+            (pipe.unet, UNET_LAYER, "lora_unet_"),
+            (pipe.text_encoder, TEXT_LAYER, "lora_te_text_model_"),
+        ):
+            key = prefix + layer.replace(".", "_")
+            down, up, alpha = (state[f"{key}.{n}"] for n in ("lora_down.weight", "lora_up.weight", "alpha"))
+            dict(model.named_parameters())[layer + ".weight"] += (
+                8.0 * float(alpha) / down.shape[0] * (up @ down)
+            )
+    theirs = pipe(
+        PROMPT,
+        num_inference_steps=4,
+        guidance_scale=7.5,
+        height=SIZE,
+        width=SIZE,
+        generator=torch.Generator("cpu").manual_seed(42),
+        output_type="np",
+    ).images
+    assert_same(changed, as_uint8(theirs))
 
 
 def test_regions_weight_predictions_by_area():
@@ -174,7 +197,17 @@ def test_regional_prompt_graph(models_root, manager):
     regional = image_of(run_graph(nodes, models_root, manager))
     plain = image_of(run_graph(txt2img(), models_root, manager))
     assert regional.shape == plain.shape and not np.array_equal(regional, plain)
-    nodes["box"]["inputs"].update(x=0.6, width=0.5)
+    # a box over the whole picture is the same as the prompt everywhere (the two predictions' mean)
+    everywhere = dict(nodes, both=dict(nodes["both"], inputs=dict(nodes["both"]["inputs"])))
+    everywhere["both"]["inputs"]["conditioning_b"] = link("puppy", "conditioning")
+    global_mix = image_of(run_graph(everywhere, models_root, manager))
+    nodes["box"]["inputs"].update(x=0.0, y=0.0, width=1.0, height=1.0)
+    assert np.array_equal(image_of(run_graph(nodes, models_root, manager)), global_mix)
+    assert not np.array_equal(global_mix, regional)  # so where the box is matters
+    # a box at strength 0 weighs nothing: the plain picture
+    nodes["box"]["inputs"].update(x=0.0, y=0.5, width=0.5, height=0.5, strength=0.0)
+    assert np.abs(image_of(run_graph(nodes, models_root, manager)).astype(int) - plain.astype(int)).max() <= 1
+    nodes["box"]["inputs"].update(x=0.6, width=0.5, strength=1.0)
     result = run_graph(nodes, models_root, manager)
     assert result.status == "failed" and result.error.input == "width"
 
@@ -264,6 +297,15 @@ def test_colorize_keeps_the_luminance_of_the_original(models_root, manager):
     expected_luma = luminance(gray[None])  # the grayscale node keeps BT.601 luminance
     assert np.abs(luminance(out) - expected_luma).max() < 1e-4
     assert out.std(axis=-1).mean() > 0.001  # it has colour
+    # ... the sampler's colour: BT.601 chroma in the same direction, shrunk only where it would clip
+    colors = run_graph(nodes, models_root, manager, targets=["d"]).outputs["d"]["image"]
+    to_cbcr = np.asarray([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+    ours, theirs = out @ to_cbcr.T, colors @ to_cbcr.T
+    cross = ours[..., 0] * theirs[..., 1] - ours[..., 1] * theirs[..., 0]
+    assert np.abs(cross).max() < 1e-4 and ((ours * theirs).sum(-1) >= -1e-6).all()
+    ratio = np.linalg.norm(ours, axis=-1) / np.maximum(np.linalg.norm(theirs, axis=-1), 1e-6)
+    assert ratio.max() <= 1 + 1e-3
+    assert (np.abs(ratio - 1) < 1e-3).mean() > 0.5  # most pixels keep their full colour
 
 
 def test_colorize_never_clips_away_luminance():
@@ -394,7 +436,11 @@ def test_prompt_to_prompt_modes_and_errors(models_root, manager):
     same = run_graph(p2p_nodes("replace", PROMPT, cross_replace=1.0, self_replace=1.0), models_root, manager)
     assert np.array_equal(image_of(same, "show_source"), image_of(same, "show_edited"))
     refine = run_graph(p2p_nodes("refine", PROMPT + " on a green field"), models_root, manager)
-    assert refine.status == "done"
+    assert not np.array_equal(image_of(refine, "show_source"), image_of(refine, "show_edited"))
+    # refining with no words added aligns every token with itself: the source picture again
+    unchanged = run_graph(p2p_nodes("refine", PROMPT), models_root, manager)
+    assert np.array_equal(image_of(unchanged, "show_source"), image_of(unchanged, "show_edited"))
+    assert np.array_equal(image_of(unchanged, "show_source"), image_of(refine, "show_source"))
     unit = run_graph(
         p2p_nodes("reweight", PROMPT, reweight="red:1.0", cross_replace=0.0, self_replace=0.0),
         models_root,
@@ -454,6 +500,20 @@ def test_vae_loader_overrides_the_checkpoint_vae(models_root, manager):
     other = image_of(run_graph(nodes, models_root, manager))
     own = image_of(run_graph(txt2img(), models_root, manager))
     assert other.shape == own.shape and not np.array_equal(other, own)
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(str(models_root / "vae" / "other-vae"), local_files_only=True)
+    pipe = pipeline("StableDiffusionPipeline", models_root / "checkpoints" / "tiny-sd", "euler", vae=vae)
+    theirs = pipe(
+        PROMPT,
+        num_inference_steps=4,
+        guidance_scale=7.5,
+        height=SIZE,
+        width=SIZE,
+        generator=torch.Generator("cpu").manual_seed(42),
+        output_type="np",
+    ).images
+    assert_same(other, as_uint8(theirs))  # the pipeline decoding with that VAE
     shutil.copytree(models_root / "checkpoints" / "tiny-sd" / "vae", models_root / "vae" / "same-vae")
     nodes["vae"]["inputs"]["vae_name"] = "same-vae"
     assert np.array_equal(image_of(run_graph(nodes, models_root, manager)), own)  # the same VAE, loaded alone
