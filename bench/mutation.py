@@ -66,7 +66,7 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_workflow_format.py",
     ),
     "graph/issues.py": ("tests/test_validate.py", "tests/test_validate_more.py"),
-    "server/jobs.py": ("tests/test_jobs.py", "tests/test_api.py"),
+    "server/jobs.py": ("tests/test_jobs.py", "tests/test_worker.py", "tests/test_api.py"),
 }
 DEFAULT_FILES = (
     "graph/cache.py",

@@ -435,12 +435,9 @@ class JobQueue:
         except Exception:  # noqa: BLE001 - a full disk must not stop the runs
             log.exception("could not write the run history")
 
-    @staticmethod
-    def _relative(job: Job, files: list[str]) -> list[str]:
-        """Output paths relative to the output folder (as given when outside it)."""
-        if job.output_dir is None:
-            return list(files)
-        root = job.output_dir.resolve()
+    def _relative(self, job: Job, files: list[str]) -> list[str]:
+        """Output paths relative to the job's output folder (as given when outside it)."""
+        root = (job.output_dir or self.output_dir).resolve()
         out = []
         for name in files:
             path = Path(name).resolve()

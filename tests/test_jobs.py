@@ -388,3 +388,50 @@ def test_a_new_event_wakes_a_waiting_reader_at_once(jobs: JobQueue) -> None:
     assert time.monotonic() - start < 5  # woken by the event, not by the 30 s timeout
     jobs.cancel(job.id)
     wait_ended(jobs, job)
+
+
+def test_a_full_queue_refuses_more_and_records_nothing(
+    registry: Registry, out: Path, history: History
+) -> None:
+    from server.jobs import QueueFull
+
+    queue = JobQueue(Executor(registry), registry, lambda: RunSettings(output_dir=out), history, max_queued=2)
+    try:
+        running = queue.submit(sleep_flow())
+        wait_for_event(queue, running, "node_progress")
+        waiting = [queue.submit(noise_flow(f"w{n}")) for n in range(2)]  # exactly the limit
+        with pytest.raises(QueueFull, match="2 jobs are waiting"):
+            queue.submit(noise_flow("refused"))
+        assert history.count() == 3 and len(queue.list_queue()) == 3
+        record = history.get(waiting[1].id)
+        assert record is not None and (record.nodes_planned, record.nodes_executed, record.nodes_cached) == (
+            0,
+            0,
+            0,
+        )
+        assert waiting[1].to_dict()["nodes_planned"] == 0 and waiting[1].to_dict()["events"] == 1
+        queue.cancel(running.id)
+        assert all(wait_ended(queue, job).status == "done" for job in waiting)
+    finally:
+        queue.close(timeout=WAIT)
+
+
+def test_a_running_job_shows_its_drawn_seed_and_plan_at_once(jobs: JobQueue, history: History) -> None:
+    job = jobs.submit(sleep_flow())  # no seed given: the run draws one
+    wait_for_event(jobs, job, "node_progress")
+    started = next(e for e in job.events if e["event"] == "run_started")
+    assert job.status == "running" and job.seed == started["seed"] and job.nodes_planned == 2
+    stored = history.get(job.id)
+    assert stored is not None and stored.seed == started["seed"] and stored.nodes_planned == 2
+    jobs.cancel(job.id)
+    assert wait_ended(jobs, job).seed == started["seed"]
+
+
+def test_closing_tells_the_owners_of_dropped_jobs(registry: Registry, out: Path, history: History) -> None:
+    ended: list[tuple[str, str]] = []
+    queue = make_queue(registry, out, history)
+    running = queue.submit(sleep_flow())
+    wait_for_event(queue, running, "node_progress")
+    waiting = queue.submit(noise_flow("never"), on_end=lambda job: ended.append((job.id, job.status)))
+    queue.close(timeout=WAIT)
+    assert ended == [(waiting.id, "interrupted")]
