@@ -103,6 +103,20 @@ def pipeline(cls_name: str, folder: Path, sampler: str, **components: Any) -> An
     return pipe
 
 
+def pipeline_txt2img(pipe: Any, seed: int = 42, **extra: Any) -> np.ndarray:
+    """What ``pipe`` draws for :data:`PROMPT` as :func:`txt2img` asks: 4 steps, CFG 7.5, SIZE px."""
+    return pipe(
+        PROMPT,
+        **extra,
+        num_inference_steps=4,
+        guidance_scale=7.5,
+        height=SIZE,
+        width=SIZE,
+        generator=torch.Generator("cpu").manual_seed(seed),
+        output_type="np",
+    ).images
+
+
 SAMPLERS = ["euler", "euler_ancestral", "ddim", "ddpm", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "lcm", "pndm"]
 
 
@@ -110,15 +124,7 @@ SAMPLERS = ["euler", "euler_ancestral", "ddim", "ddpm", "dpmpp_2m", "dpmpp_2m_ka
 def test_txt2img_matches_stable_diffusion_pipeline(models_root, manager, sampler):
     ours = image_of(run_graph(txt2img(sampler=sampler), models_root, manager))
     pipe = pipeline("StableDiffusionPipeline", models_root / "checkpoints" / "tiny-sd", sampler)
-    theirs = pipe(
-        PROMPT,
-        num_inference_steps=4,
-        guidance_scale=7.5,
-        height=SIZE,
-        width=SIZE,
-        generator=torch.Generator("cpu").manual_seed(42),
-        output_type="np",
-    ).images
+    theirs = pipeline_txt2img(pipe, seed=42)
     assert_same(ours, as_uint8(theirs))
 
 
@@ -131,16 +137,7 @@ def test_single_file_checkpoint_loads_the_same_model(models_root, manager):
 def test_sdxl_matches_its_pipeline(models_root, manager):
     ours = image_of(run_graph(txt2img("tiny-sdxl", negative="blurry"), models_root, manager))
     pipe = pipeline("StableDiffusionXLPipeline", models_root / "checkpoints" / "tiny-sdxl", "euler")
-    theirs = pipe(
-        PROMPT,
-        negative_prompt="blurry",
-        num_inference_steps=4,
-        guidance_scale=7.5,
-        height=SIZE,
-        width=SIZE,
-        generator=torch.Generator("cpu").manual_seed(42),
-        output_type="np",
-    ).images
+    theirs = pipeline_txt2img(pipe, negative_prompt="blurry")
     assert_same(ours, as_uint8(theirs))
 
 
@@ -176,15 +173,7 @@ def test_sdxl_wide_picture_matches_its_pipeline(models_root, manager, sampler):
 def test_sdxl_with_an_empty_negative_prompt_matches_its_pipeline(models_root, manager):
     ours = image_of(run_graph(txt2img("tiny-sdxl", seed=13), models_root, manager))
     pipe = pipeline("StableDiffusionXLPipeline", models_root / "checkpoints" / "tiny-sdxl", "euler")
-    theirs = pipe(
-        PROMPT,
-        num_inference_steps=4,
-        guidance_scale=7.5,
-        height=SIZE,
-        width=SIZE,
-        generator=torch.Generator("cpu").manual_seed(13),
-        output_type="np",
-    ).images
+    theirs = pipeline_txt2img(pipe, seed=13)
     assert_same(ours, as_uint8(theirs))
 
 

@@ -26,7 +26,16 @@ from nodes.image import luminance  # noqa: E402
 from tests.fixtures.models_root import SIZE  # noqa: E402
 from tests.fixtures.tiny_models import tiny_sd_components  # noqa: E402
 from tests.helpers import link, run_node  # noqa: E402
-from tests.test_diffusion import PROMPT, as_uint8, assert_same, image_of, pipeline, run_graph, txt2img  # noqa: E402
+from tests.test_diffusion import (  # noqa: E402
+    PROMPT,
+    as_uint8,
+    assert_same,
+    image_of,
+    pipeline,
+    pipeline_txt2img,
+    run_graph,
+    txt2img,
+)
 
 pytestmark = pytest.mark.slow
 UNET_LAYER = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"
@@ -146,15 +155,7 @@ def test_lora_loader_node(models_root, manager):
             dict(model.named_parameters())[layer + ".weight"] += (
                 8.0 * float(alpha) / down.shape[0] * (up @ down)
             )
-    theirs = pipe(
-        PROMPT,
-        num_inference_steps=4,
-        guidance_scale=7.5,
-        height=SIZE,
-        width=SIZE,
-        generator=torch.Generator("cpu").manual_seed(42),
-        output_type="np",
-    ).images
+    theirs = pipeline_txt2img(pipe, seed=42)
     assert_same(changed, as_uint8(theirs))
 
 
@@ -504,15 +505,7 @@ def test_vae_loader_overrides_the_checkpoint_vae(models_root, manager):
 
     vae = AutoencoderKL.from_pretrained(str(models_root / "vae" / "other-vae"), local_files_only=True)
     pipe = pipeline("StableDiffusionPipeline", models_root / "checkpoints" / "tiny-sd", "euler", vae=vae)
-    theirs = pipe(
-        PROMPT,
-        num_inference_steps=4,
-        guidance_scale=7.5,
-        height=SIZE,
-        width=SIZE,
-        generator=torch.Generator("cpu").manual_seed(42),
-        output_type="np",
-    ).images
+    theirs = pipeline_txt2img(pipe, seed=42)
     assert_same(other, as_uint8(theirs))  # the pipeline decoding with that VAE
     shutil.copytree(models_root / "checkpoints" / "tiny-sd" / "vae", models_root / "vae" / "same-vae")
     nodes["vae"]["inputs"]["vae_name"] = "same-vae"
