@@ -35,8 +35,6 @@ def studio_command(args: argparse.Namespace) -> int:
     runners = None
     models = None
     if workers:
-        import os
-
         from server.worker import EngineSpec, ProcessRunner
 
         spec = EngineSpec(
@@ -46,7 +44,6 @@ def studio_command(args: argparse.Namespace) -> int:
             packs=tuple(getattr(args, "pack", []) or ()),
             allow_pickle=args.allow_pickle,
             attention=args.attention,
-            environ=tuple((k, v) for k, v in os.environ.items() if k.startswith("STUDIO_")),
         )
         runners = [ProcessRunner(spec.for_slot(n), name=f"studio-worker-{n}") for n in range(workers)]
     else:

@@ -122,9 +122,9 @@ class ThreadRunner:
 class EngineSpec:
     """Everything a worker process needs to build its engine: plain, picklable data.
 
-    ``packs`` are node pack modules added to the default registry; ``environ``
-    is applied in the child before anything is imported (``STUDIO_MODELS``, ...).
-    ``device`` is the torch device of the worker's model manager (``None``: the
+    ``packs`` are node pack modules added to the default registry. The child
+    inherits the server's environment (``STUDIO_MODELS``, ...) as it is when the
+    worker starts. ``device`` is the torch device of the worker's model manager (``None``: the
     manager's default).
     """
 
@@ -135,7 +135,6 @@ class EngineSpec:
     allow_pickle: bool = False
     attention: str = "auto"
     device: str | None = None
-    environ: tuple[tuple[str, str], ...] = ()
     #: Which worker this is (0, 1, ...): with several GPUs, worker n uses GPU n modulo their count.
     slot: int = 0
 
@@ -359,20 +358,21 @@ def _send(conn: Connection, message: tuple[Any, ...]) -> None:
 def worker_main(conn: Connection, spec: EngineSpec) -> None:
     """The body of a worker process: build the engine, then run jobs as they come."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
-    os.environ.update(dict(spec.environ))
     send_lock = threading.Lock()
 
-    def send(message: tuple[Any, ...]) -> None:
+    def send(message: tuple[Any, ...]) -> bool:
+        """Send ``message``; False when it cannot be pickled (then nothing is sent)."""
         try:
             data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:  # noqa: BLE001 - a value that cannot travel is dropped, not fatal
-            log.exception("cannot send %s from the worker", message[0])
-            return
+            log.warning("cannot send %s from the worker as it is", message[0])
+            return False
         with send_lock:
             try:
                 conn.send_bytes(data)
             except OSError:
                 os._exit(0)  # the server is gone
+        return True
 
     try:
         engine = _WorkerEngine(spec)
@@ -410,7 +410,8 @@ def worker_main(conn: Connection, spec: EngineSpec) -> None:
             result = engine.run(
                 job_id, workflow_json, seed, token, lambda event, j=job_id: send(("event", j, event))
             )
-            send(("done", job_id, _portable(result)))
+            if not send(("done", job_id, result)):  # an output that cannot be pickled
+                send(("done", job_id, _portable(result)))
         except BaseException as exc:  # noqa: BLE001 - one broken job must not end the worker
             log.error("job %s failed inside its worker:\n%s", job_id, traceback.format_exc())
             send(("error", job_id, f"{type(exc).__name__}: {exc}"))
