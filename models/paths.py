@@ -24,6 +24,8 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
     "captioners": ("captioners", "blip"),
     "clip": ("clip", "clip_vision"),
     "editors": ("editors",),
+    "text_encoders": ("text_encoders", "clip"),
+    "upscale_models": ("upscale_models", "ESRGAN", "RealESRGAN", "SwinIR"),
 }
 
 #: File suffixes of weights; a folder holding model_index.json or config.json counts too.

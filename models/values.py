@@ -41,6 +41,14 @@ class ModelRef:
     checkpoint: CheckpointRef
     #: (path, UNet strength, text encoder strength, file state) for each LoRA, in order
     loras: tuple[tuple[str, float, float, str], ...] = ()
+    #: Other models merged into this one (ModelMergeSimple): (model, ratio of *this* one kept).
+    merges: tuple[tuple[ModelRef, float], ...] = ()
+    #: Scheduler config overrides (ModelSamplingDiscrete): (key, value) pairs, e.g.
+    #: ("prediction_type", "v_prediction").
+    sampling: tuple[tuple[str, Any], ...] = ()
+
+    def with_(self, **changes: Any) -> ModelRef:
+        return replace(self, **changes)
 
     def cache_size(self) -> int:
         return 256

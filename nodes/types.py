@@ -10,8 +10,12 @@ What each type holds at run time (the contract nodes rely on):
 - IMAGE: ``numpy.ndarray`` float32, shape (batch, height, width, 3), values in [0, 1].
 - MASK: ``numpy.ndarray`` float32, shape (batch, height, width), values in [0, 1];
   1 marks the region an operation should change.
-- LATENT, MODEL, CLIP, VAE, CONDITIONING, CONTROL_NET: objects defined by the
-  model packs.
+- LATENT, MODEL, CLIP, VAE, CONDITIONING, CONTROL_NET, UPSCALE_MODEL: objects defined
+  by the model packs.
+- SIGMAS: a 1-D float32 ``torch.Tensor`` of noise levels, highest first, ending at 0
+  when the schedule runs to the end (as ComfyUI's custom sampling passes them).
+- SAMPLER, NOISE, GUIDER: the custom-sampling values of ``models.values`` (which
+  stepping rule, which noise, which model and prompts with which guidance).
 - STRING, INT, FLOAT, BOOLEAN: the Python values ``str``, ``int``, ``float``, ``bool``;
   an INT is a 64-bit signed whole number (:data:`INT_MIN` to :data:`INT_MAX`), a FLOAT
   a finite double, a STRING text that UTF-8 can write (no lone surrogates).
@@ -29,6 +33,11 @@ CLIP: Final = "CLIP"
 VAE: Final = "VAE"
 CONDITIONING: Final = "CONDITIONING"
 CONTROL_NET: Final = "CONTROL_NET"
+SIGMAS: Final = "SIGMAS"
+SAMPLER: Final = "SAMPLER"
+NOISE: Final = "NOISE"
+GUIDER: Final = "GUIDER"
+UPSCALE_MODEL: Final = "UPSCALE_MODEL"
 STRING: Final = "STRING"
 INT: Final = "INT"
 FLOAT: Final = "FLOAT"
@@ -48,6 +57,11 @@ COLORS: Final = {
     VAE: "#ff7043",
     CONDITIONING: "#ffa726",
     CONTROL_NET: "#4db6ac",
+    SIGMAS: "#cddc39",
+    SAMPLER: "#ec407a",
+    NOISE: "#90a4ae",
+    GUIDER: "#66bb6a",
+    UPSCALE_MODEL: "#8d6e63",
     STRING: "#aed581",
     INT: "#4fc3f7",
     FLOAT: "#9575cd",
