@@ -6,12 +6,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from graph.issues import Issue
 from graph.strict_json import printable
 from graph.validate import validate
-from graph.workflow import UnreadableFile, json_schema, read_source
+from graph.workflow import UnreadableFile, WorkflowSource, json_schema, read_source
 from nodes.registry import Registry, default_registry
+
+if TYPE_CHECKING:
+    from comfy_import import Conversion
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -35,17 +39,67 @@ def write_safely() -> None:
             reconfigure(errors="backslashreplace")
 
 
+def read_workflow(path: Path) -> tuple[WorkflowSource, Conversion | None]:
+    """A workflow file's text; a ComfyUI file (JSON or PNG) is imported on the fly, saying
+    so on stderr (the conversion is returned too). Raises UnreadableFile."""
+    from comfy_import import ComfyError, recognise
+    from comfy_import.report import missing_lines, summary
+
+    try:
+        found = recognise(path)
+    except ComfyError as exc:
+        raise UnreadableFile(
+            f"{printable(str(path))}: a ComfyUI workflow that cannot be read: {exc}"
+        ) from None
+    if found is None:
+        return read_source(path), None
+    print(f"{printable(str(path))}: {summary(found.conversion)}", file=sys.stderr)
+    for line in missing_lines(found.conversion):
+        print(f"  {line}", file=sys.stderr)
+    return WorkflowSource(found.text), found.conversion
+
+
+def comfy_issues(conversion: Conversion | None) -> list[Issue]:
+    """The ComfyUI nodes an on-the-fly import could not convert, as issues."""
+    if conversion is None:
+        return []
+    hint = "Run `app.py import-comfy FILE --out NEW.json` to see the whole report and edit the result"
+    return [
+        Issue(
+            "comfyui_not_converted",
+            f"ComfyUI node {n.comfy_id} ({n.comfy_type}) was not converted: {n.reason}",
+            hint=hint,
+        )
+        for n in conversion.not_converted
+    ]
+
+
+def _comfy_json(conversion: Conversion | None) -> dict[str, Any]:
+    if conversion is None:
+        return {}
+    return {
+        "comfyui": {
+            "format": conversion.label,
+            "converted": len(conversion.converted),
+            "total": conversion.total,
+            "complete": conversion.complete,
+        }
+    }
+
+
 def validate_command(args: argparse.Namespace) -> int:
     write_safely()
     registry = load_registry(args)
     name = printable(args.workflow)
+    conversion = None
     try:
-        source = read_source(Path(args.workflow))
-        issues = validate(source.text, registry).issues
+        source, conversion = read_workflow(Path(args.workflow))
+        issues = comfy_issues(conversion) + validate(source.text, registry).issues
     except UnreadableFile as exc:
         issues = [Issue("file", str(exc))]
     if args.json:
-        print(json.dumps({"valid": not issues, "issues": [i.to_dict() for i in issues]}, indent=2))
+        report = {"valid": not issues, "issues": [i.to_dict() for i in issues], **_comfy_json(conversion)}
+        print(json.dumps(report, indent=2))
     elif issues:
         print(f"{name}: {len(issues)} problem{'s' if len(issues) != 1 else ''}:")
         for issue in issues:

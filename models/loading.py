@@ -93,7 +93,12 @@ def load_checkpoint(
     if prediction != "auto":
         if prediction not in PREDICTIONS:
             raise CheckpointError(f"prediction must be one of {PREDICTIONS}, not {prediction!r}")
-        checkpoint.scheduler_config = {**checkpoint.scheduler_config, "prediction_type": prediction}
+        from models.schedules import scheduler_config
+
+        # through scheduler_config: a plain dict update is ignored when the saved config lacked the key
+        checkpoint.scheduler_config = scheduler_config(
+            checkpoint.scheduler_config, (("prediction_type", prediction),)
+        )
     for module in (checkpoint.unet, checkpoint.vae, *checkpoint.text_encoders):
         module.to(device)
         module.eval()

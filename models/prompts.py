@@ -10,11 +10,17 @@ concatenated.
 
 Textual-inversion embeddings are used by name: the loader adds their tokens to the
 tokenizer and their vectors to the text encoder (:func:`add_embedding`).
+
+Which layer's hidden states become the conditioning is ComfyUI's CLIPSetLastLayer number
+(:func:`layer_choice`): -1 the last layer, -2 the one before, and so on; each family keeps
+its own rule for the final layer norm (SD1/SD2 apply it, as diffusers' ``clip_skip`` does;
+SDXL does not, as its pipeline does not).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -90,12 +96,14 @@ def encode(
     prompt: str,
     *,
     hidden_layer: int | None = None,
+    final_norm: bool = False,
     device: str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(hidden states (1, 77*k, dim), pooled (1, dim) or None) for one encoder.
 
     ``hidden_layer`` None takes the last hidden state (SD 1.x/2.x); -2 takes the
-    penultimate one (SDXL).
+    penultimate one (SDXL); ``final_norm`` passes a chosen layer through the encoder's final
+    layer norm (clip skip on SD 1.x/2.x). The pooled embedding is always the last layer's.
     """
     import torch
 
@@ -124,6 +132,8 @@ def encode(
         for row, row_weights in zip(batches, weight_rows, strict=True):
             out = encoder(row.to(device), output_hidden_states=hidden_layer is not None)
             hidden = out.hidden_states[hidden_layer] if hidden_layer is not None else out[0]
+            if hidden_layer is not None and final_norm:
+                hidden = final_layer_norm(encoder)(hidden)
             if pooled is None:
                 pooled = getattr(out, "text_embeds", None)
             if row_weights is not None and not bool((row_weights == 1.0).all()):
@@ -154,3 +164,96 @@ def add_embedding(tokenizer: Any, encoder: Any, name: str, vectors: torch.Tensor
         for token, vector in zip(tokens, vectors, strict=True):
             table[tokenizer.convert_tokens_to_ids(token)] = vector.to(table.device, table.dtype)
     return tokens
+
+
+class LayerError(ValueError):
+    """A CLIPSetLastLayer number the text encoder cannot give."""
+
+
+def final_layer_norm(encoder: Any) -> Any:
+    """The final layer norm of a transformers CLIP text model (with or without projection)."""
+    inner = getattr(encoder, "text_model", encoder)
+    return inner.final_layer_norm
+
+
+def layer_choice(family: str, layer: int | None) -> tuple[int | None, bool]:
+    """(index into ``hidden_states`` or None for the last hidden state, whether to apply the
+    final layer norm) for CLIPSetLastLayer's ``layer`` (None: the family's default).
+
+    - sd1 (and text encoder files): -1 is the last hidden state; -n is ``hidden_states[-n]``
+      through the final norm, which is diffusers' ``clip_skip=n-1``.
+    - sdxl: -n is ``hidden_states[-n]`` without the norm (the default is -2), which is diffusers'
+      ``clip_skip=n-2``; it applies to both encoders, as ComfyUI's does.
+    - sd2: diffusers-format SD2 encoders lack OpenCLIP's last layer (SD2 uses the one before),
+      so ComfyUI's -2 (its default) is this model's last hidden state and -n is
+      ``hidden_states[-(n-1)]`` with the norm; -1 (the dropped layer) gives the default too.
+    """
+    if family == "sdxl":
+        return (-2 if layer is None else layer), False
+    if family == "sd2":
+        layer = None if layer is None or layer >= -2 else layer + 1
+    if layer is None or layer == -1:
+        return None, False
+    return layer, True
+
+
+def check_layer(family: str, layer: int | None, encoders: Sequence[Any]) -> None:
+    """Raise :class:`LayerError` when ``layer`` is deeper than a text encoder has layers."""
+    index, _ = layer_choice(family, layer)
+    if index is None or layer is None:
+        return
+    depth = min(int(e.config.num_hidden_layers) for e in encoders)
+    if -index > depth:
+        shift = 1 if family == "sd2" else 0
+        raise LayerError(
+            f"{layer} asks for a layer this text encoder does not have: it has {depth + shift} "
+            f"layers, so choose between -1 and -{depth + shift}"
+        )
+
+
+def encode_texts(
+    family: str,
+    tokenizers: Sequence[Any],
+    encoders: Sequence[Any],
+    texts: Sequence[str],
+    *,
+    layer: int | None = None,
+    device: str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(embeds, pooled) of a model's text encoders, ``texts[i]`` for encoder ``i``.
+
+    SDXL's encoders' hidden states are joined along the vector axis (CLIP-L's then CLIP-G's),
+    the pooled embedding is CLIP-G's; when one text needs more chunks of 75 tokens than the
+    other, the shorter is padded with chunks of the empty prompt, as ComfyUI pads its tokens.
+    Other families use their one encoder.
+    """
+    import torch
+
+    check_layer(family, layer, encoders)
+    hidden_layer, norm = layer_choice(family, layer)
+    if family != "sdxl":
+        embeds, _ = encode(
+            tokenizers[0], encoders[0], texts[0], hidden_layer=hidden_layer, final_norm=norm, device=device
+        )
+        return embeds, None
+    parts, pooled = [], None
+    for tokenizer, encoder, text in zip(tokenizers, encoders, texts, strict=True):
+        hidden, pooled_part = encode(
+            tokenizer, encoder, text, hidden_layer=hidden_layer, final_norm=norm, device=device
+        )
+        parts.append(hidden)
+        pooled = pooled_part if pooled_part is not None else pooled
+    longest = max(p.shape[1] for p in parts)
+    for index, hidden in enumerate(parts):
+        if hidden.shape[1] < longest:
+            empty, _ = encode(
+                tokenizers[index],
+                encoders[index],
+                "",
+                hidden_layer=hidden_layer,
+                final_norm=norm,
+                device=device,
+            )
+            chunks = (longest - hidden.shape[1]) // empty.shape[1]
+            parts[index] = torch.cat([hidden, *([empty] * chunks)], dim=1)
+    return torch.cat(parts, dim=-1), pooled

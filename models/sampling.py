@@ -13,10 +13,12 @@ devices.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from models.clip_vision import revision_pooled, unclip_class_labels
 from models.values import Cond, Latent
 
 if TYPE_CHECKING:
@@ -78,19 +80,13 @@ class SampleJob:
     on_step: Callable[[int, int, torch.Tensor], None] | None = None
     cross_attention_kwargs: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def timesteps_for(scheduler: Any, steps: int, denoise: float, device: str) -> Any:
-    """Scheduler timesteps for ``steps``, keeping the last ``denoise`` fraction (image-to-image)."""
-    scheduler.set_timesteps(steps, device=device)
-    if denoise >= 1.0:
-        return scheduler.timesteps
-    init_timestep = min(int(steps * denoise), steps)
-    t_start = max(steps - init_timestep, 0)
-    timesteps = scheduler.timesteps[t_start * scheduler.order :]
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(t_start * scheduler.order)
-    return timesteps
+    #: KSamplerAdvanced's window: run steps [start_step, end_step) of ``steps``.
+    start_step: int = 0
+    end_step: int | None = None
+    #: False: the latent is already noisy at the window's first level (sigma space).
+    add_noise: bool = True
+    #: True: an early end returns the noisy latents (sigma space) instead of clean ones.
+    leftover_noise: bool = False
 
 
 def _step_kwargs(scheduler: Any, generator: Any) -> dict[str, Any]:
@@ -105,31 +101,42 @@ def _step_kwargs(scheduler: Any, generator: Any) -> dict[str, Any]:
     return kwargs
 
 
-def region_weight(cond: Cond, height: int, width: int) -> torch.Tensor:
-    """(1, 1, h, w) weight of a conditioning over the latent grid."""
+def region_weight(cond: Cond, height: int, width: int, scale: int = 8) -> torch.Tensor:
+    """(1, 1, h, w) weight of a conditioning over the latent grid: its region (resized to the
+    grid) times its area (a box resolved here, with ``scale`` pixels per latent cell: the VAE's
+    factor) times its strength. An area outside the picture raises
+    :class:`~models.conditioning.AreaOutside` (a ValueError)."""
     import torch
     import torch.nn.functional as F
 
-    if cond.region is None:
-        return torch.full((1, 1, height, width), float(cond.strength))
-    region = cond.region.to(torch.float32)
-    if region.shape[-2:] != (height, width):
-        region = F.interpolate(region, size=(height, width), mode="bilinear", align_corners=False)
-    return region.clamp(0, 1) * float(cond.strength)
+    weight = torch.full((1, 1, height, width), float(cond.strength))
+    if cond.region is not None:
+        region = cond.region.to(torch.float32)
+        if region.shape[-2:] != (height, width):
+            region = F.interpolate(region, size=(height, width), mode="bilinear", align_corners=False)
+        weight = weight * region.clamp(0, 1)
+    if cond.area is not None:
+        top, bottom, left, right = cond.area.cells(height, width, scale)
+        box = torch.zeros(1, 1, height, width)
+        box[..., top:bottom, left:right] = 1.0
+        weight = weight * box
+    return weight
 
 
-def combine(preds: torch.Tensor, conds: Sequence[Cond], batch: int) -> torch.Tensor:
-    """Weighted mean of each conditioning's prediction, by region and strength.
+def combine(preds: torch.Tensor, conds: Sequence[Cond], batch: int, scale: int = 8) -> torch.Tensor:
+    """Weighted mean of each conditioning's prediction, by region, area and strength (``scale``:
+    pixels per latent cell, to place areas given in pixels). Where no conditioning has weight,
+    the plain mean.
 
     With one conditioning everywhere at strength 1 this is that prediction, exactly.
     """
     import torch
 
-    if len(conds) == 1 and conds[0].region is None and conds[0].strength == 1.0:
+    if len(conds) == 1 and conds[0].region is None and conds[0].area is None and conds[0].strength == 1.0:
         return preds
     height, width = preds.shape[-2:]
     chunks = preds.chunk(len(conds))
-    weights = [region_weight(c, height, width).to(preds.device, preds.dtype) for c in conds]
+    weights = [region_weight(c, height, width, scale).to(preds.device, preds.dtype) for c in conds]
     total = torch.stack(weights).sum(0)
     mixed = sum(w * p for w, p in zip(weights, chunks, strict=True))
     mean = sum(chunks) / len(chunks)
@@ -137,16 +144,31 @@ def combine(preds: torch.Tensor, conds: Sequence[Cond], batch: int) -> torch.Ten
     return torch.where(covered, mixed / total.clamp_min(1e-6), mean)
 
 
+#: The longest token sequence _embeds builds by repeating prompts of different lengths.
+MAX_BATCHED_TOKENS = 77 * 400
+
+
 def _embeds(conds: Sequence[Cond], batch: int, device: str, dtype: Any) -> torch.Tensor:
+    """The conditionings' token sequences as one batch. Sequences of different lengths (long
+    prompts, ConditioningConcat) are each repeated whole up to the least common multiple of
+    the lengths, as ComfyUI does: cross-attention over a sequence repeated k times equals
+    attention over it once, so no prompt is cut or changed."""
+    import math
+
     import torch
 
-    tokens = max(c.embeds.shape[1] for c in conds)
+    lengths = sorted({int(c.embeds.shape[1]) for c in conds})
+    tokens = math.lcm(*lengths)
+    if tokens > MAX_BATCHED_TOKENS:
+        raise ValueError(
+            f"prompts of {', '.join(map(str, lengths))} tokens cannot be sampled together (they would "
+            f"repeat to {tokens} tokens); keep prompt lengths to multiples of 77, as the text encoders give"
+        )
     parts = []
     for cond in conds:
         embeds = cond.embeds
-        if embeds.shape[1] < tokens:  # prompts longer than 77 tokens come in chunks of 77
-            repeats = -(-tokens // embeds.shape[1])
-            embeds = embeds.repeat(1, repeats, 1)[:, :tokens]
+        if embeds.shape[1] < tokens:
+            embeds = embeds.repeat(1, tokens // embeds.shape[1], 1)
         parts.append(embeds.repeat(batch, 1, 1))
     return torch.cat(parts).to(device, dtype)
 
@@ -158,114 +180,369 @@ def _randn(shape: tuple[int, ...], generator: Any, device: str, dtype: Any) -> t
     return randn_tensor(shape, generator=generator, device=torch.device(device), dtype=dtype)
 
 
+@dataclass
+class Sampled:
+    """What a sampling run returns: the latents, and the model's last estimate of the clean latents
+    (ComfyUI's ``denoised_output``), both (batch, channels, h, w) float32 on the CPU."""
+
+    samples: torch.Tensor
+    denoised: torch.Tensor
+
+
 def sample(job: SampleJob, check_cancelled: Callable[[], None] = lambda: None) -> torch.Tensor:
-    """Denoise ``job.latent``; returns latents (batch, 4, h, w) in float32 on the CPU."""
+    """Denoise ``job.latent`` with a diffusers scheduler; returns latents (batch, 4, h, w), float32, CPU.
+
+    ``job.start_step`` / ``job.end_step`` run only part of the schedule (KSamplerAdvanced): see
+    :class:`SchedulerStepper` for what the latents mean at the window's edges.
+    """
     import torch
 
     device, dtype = job.device, job.dtype or torch.float32
     scheduler = make_scheduler(job.sampler, job.scheduler_config)
-    timesteps = timesteps_for(scheduler, job.steps, job.denoise, device)
-    if len(timesteps) == 0:
+    first, last, force_clean = _window(job, scheduler, device)
+    if first >= last:
         return job.latent.samples.clone()
-
     generator = torch.Generator("cpu").manual_seed(int(job.seed))
+    model = GuidedModel(job, device, dtype)
+    stepper = SchedulerStepper(scheduler, model, generator, first, last, force_clean)
     latent = job.latent
-    batch = latent.samples.shape[0]
-    shape = tuple(latent.samples.shape)
-    in_channels = int(job.unet.config.in_channels)
-    mask = latent.noise_mask.to(device, dtype) if latent.noise_mask is not None else None
-    empty = latent.std is None and not bool(latent.samples.any())
-    pure_noise = job.denoise >= 1.0 and (empty or mask is not None)
-    # Draw from the generator in the pipelines' order: the image's latents (when they are
-    # used), the noise, then (9-channel inpainting) the masked image's latents.
-    init = latent.samples.to(device, dtype)
-    if latent.std is not None and (not pure_noise or (mask is not None and in_channels != 9)):
-        init = init + latent.std.to(device, dtype) * _randn(shape, generator, device, dtype)
-    noise = _randn(shape, generator, device, dtype)
-    if pure_noise:
-        latents = noise * scheduler.init_noise_sigma
-    else:
-        latents = scheduler.add_noise(init, noise, timesteps[:1].repeat(batch))
+    if job.add_noise:
+        pure_noise = first == 0 and job.denoise >= 1.0 and (model.empty or model.mask is not None)
+        init = model.initial(generator, draw=not pure_noise or model.blends)
+        noise = _randn(model.shape, generator, device, dtype)
+        start = noise * scheduler.init_noise_sigma if pure_noise else stepper.known(init, noise, first)
+    else:  # the latent is already noisy, at the window's first level, in sigma space
+        init = latent.samples.to(device, dtype)
+        noise = torch.zeros_like(init)
+        start = init / stepper.sigma_space_scale(first)
+    model.prepare_extra(generator)
+    latents = run_loop(model, stepper, start, init, noise, check_cancelled)
+    if not force_clean and last < len(scheduler.timesteps):
+        latents = latents * stepper.sigma_space_scale(last)  # leftover noise, in sigma space
+    return latents.to("cpu", torch.float32)
 
-    if in_channels == 9:
-        if mask is None or latent.masked_image is None:
+
+def sample_custom(
+    job: SampleJob,
+    sampler: str,
+    sigmas: torch.Tensor,
+    noise_seed: int | None,
+    check_cancelled: Callable[[], None] = lambda: None,
+) -> Sampled:
+    """Custom sampling: a sigma-space rule (``models.schedules.K_SAMPLERS``) over explicit levels.
+
+    ``noise_seed`` None adds no noise (the latent is taken as already noisy at ``sigmas[0]``);
+    otherwise noise drawn from the seed on the CPU is scaled to ``sigmas[0]`` (by
+    ``sqrt(1 + sigma^2)`` when that is the model's highest level, as txt2img starts).
+    """
+    import torch
+
+    from models.schedules import KStepper, model_levels
+
+    device, dtype = job.device, job.dtype or torch.float32
+    levels = [float(s) for s in sigmas]
+    if len(levels) < 2:
+        return Sampled(job.latent.samples.clone(), job.latent.samples.clone())
+    generator = torch.Generator("cpu").manual_seed(int(noise_seed or 0))
+    model = GuidedModel(job, device, dtype)
+    table = model_levels(job.scheduler_config)
+    prediction = str(job.scheduler_config.get("prediction_type", "epsilon"))
+    total = len(levels) - 1
+
+    def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        scale = (sigma**2 + 1) ** 0.5
+        x_in = x / scale
+        t = torch.tensor(table.timestep(sigma), dtype=torch.float32, device=device)
+        pred = model(x_in, t, stepper.index, total)
+        return to_clean(pred, x_in, sigma, prediction)
+
+    kstepper = KStepper(sampler, levels, denoise, lambda x: _randn(tuple(x.shape), generator, device, dtype))
+    stepper = SigmaStepper(kstepper)
+    if noise_seed is not None:
+        init = model.initial(generator, draw=True)
+        noise = _randn(model.shape, generator, device, dtype)
+        top = levels[0]
+        max_denoise = math.isclose(top, table.sigma_max, rel_tol=1e-5) or top > table.sigma_max
+        start = init + noise * ((1 + top**2) ** 0.5 if max_denoise else top)
+    else:
+        init = job.latent.samples.to(device, dtype)
+        noise = torch.zeros_like(init)
+        start = init
+    model.prepare_extra(generator)
+    latents = run_loop(model, stepper, start, init, noise, check_cancelled)
+    denoised = kstepper.denoised if kstepper.denoised is not None else latents
+    return Sampled(latents.to("cpu", torch.float32), denoised.to("cpu", torch.float32))
+
+
+def to_clean(pred: torch.Tensor, x_in: torch.Tensor, sigma: float, prediction: str) -> torch.Tensor:
+    """The clean latent a model output implies, from the scaled input ``x_in`` at level ``sigma``.
+
+    ``x_in`` is in the model's own (variance-preserving) space: ``alpha * x0 + s * noise`` with
+    ``alpha = 1 / sqrt(1 + sigma^2)`` and ``s = sigma * alpha``.
+    """
+    alpha = 1.0 / (1.0 + sigma**2) ** 0.5
+    if prediction == "epsilon":
+        return (x_in - sigma * alpha * pred) / alpha
+    if prediction == "v_prediction":
+        return alpha * x_in - sigma * alpha * pred
+    if prediction == "sample":
+        return pred
+    raise ValueError(f"unknown prediction type {prediction!r} (epsilon, v_prediction or sample)")
+
+
+def run_loop(
+    model: GuidedModel,
+    stepper: Any,
+    latents: torch.Tensor,
+    init: torch.Tensor,
+    noise: torch.Tensor,
+    check_cancelled: Callable[[], None],
+) -> torch.Tensor:
+    """The one denoising loop both paths share: step, keep the unmasked part, report, check cancel."""
+    count = stepper.last - stepper.first
+    for index in range(stepper.first, stepper.last):
+        check_cancelled()
+        stepper.index = index
+        latents = stepper.step(index, latents)
+        if model.mask is not None and model.blends:
+            known = stepper.known(init, noise, index + 1)
+            latents = (1 - model.mask) * known + model.mask * latents
+        if model.job.on_step is not None:
+            model.job.on_step(index + 1 - stepper.first, count, latents)
+    return latents
+
+
+def _window(job: SampleJob, scheduler: Any, device: str) -> tuple[int, int, bool]:
+    """Which of the scheduler's timesteps to run: [first, last), and whether to end clean.
+
+    ``denoise`` < 1 keeps its last fraction (image-to-image); ``start_step`` / ``end_step`` cut
+    a window out of ``steps`` (KSamplerAdvanced). An early end returns clean latents unless
+    ``leftover_noise`` asks for the noisy ones.
+    """
+    scheduler.set_timesteps(job.steps, device=device)
+    order = int(getattr(scheduler, "order", 1))
+    count = len(scheduler.timesteps)
+    start = job.start_step
+    if job.denoise < 1.0:
+        start = max(start, job.steps - min(int(job.steps * job.denoise), job.steps))
+    end = job.steps if job.end_step is None else min(job.end_step, job.steps)
+    if start >= end:
+        return 0, 0, False
+    first = start * order
+    last = count if end >= job.steps else end * order
+    if (first > 0 and job.denoise >= 1.0 or last < count) and count != job.steps * order:
+        raise ValueError(
+            f"the {job.sampler} sampler cannot run part of a schedule (it needs its warm-up steps); "
+            "choose euler, ddim or dpmpp_2m for start_at_step / end_at_step"
+        )
+    if (first > 0 or job.denoise < 1.0) and hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(first)
+    return first, last, last < count and not job.leftover_noise
+
+
+class GuidedModel:
+    """The UNet with everything the conditioning asks for: CFG, regions and strengths,
+    ControlNet residuals, SDXL's added inputs, inpainting channels. Called with the scaled model
+    input and a timestep, it returns the guided prediction."""
+
+    def __init__(self, job: SampleJob, device: str, dtype: Any) -> None:
+        self.job, self.device, self.dtype = job, device, dtype
+        latent = job.latent
+        self.shape = tuple(latent.samples.shape)
+        self.batch = self.shape[0]
+        self.in_channels = int(job.unet.config.in_channels)
+        self.mask = latent.noise_mask.to(device, dtype) if latent.noise_mask is not None else None
+        #: whether the loop keeps the unmasked part itself (any UNet but a 9-channel inpainting one)
+        self.blends = self.mask is not None and self.in_channels != 9
+        self.empty = latent.std is None and not bool(latent.samples.any())
+        if self.in_channels == 9 and (self.mask is None or latent.masked_image is None):
             raise ValueError(
                 "this is an inpainting model: give it a latent from InpaintEncode (image and mask)"
             )
-        masked = latent.masked_image.to(device, dtype)
-        if latent.masked_image_std is not None:
-            masked = masked + latent.masked_image_std.to(device, dtype) * _randn(
-                shape, generator, device, dtype
+        if self.in_channels not in (9, self.shape[1]):
+            raise ValueError(
+                f"the model expects {self.in_channels} latent channels, the latent has {self.shape[1]}"
             )
-        extra_inputs = torch.cat([mask, masked], dim=1)
-    elif in_channels == shape[1]:
-        extra_inputs = None
-    else:
-        raise ValueError(f"the model expects {in_channels} latent channels, the latent has {shape[1]}")
+        self.use_cfg = job.cfg > 1.0 and len(job.negative) > 0
+        self.conds = list(job.negative) + list(job.positive) if self.use_cfg else list(job.positive)
+        self.embeds = _embeds(self.conds, self.batch, device, dtype)
+        self.added = _sdxl_added_inputs(job, self.conds, self.batch, device, dtype)
+        #: an SD 2.x unCLIP UNet's image embeddings (unCLIPConditioning), None for other UNets
+        self.class_labels = unclip_class_labels(job.unet, self.conds, self.batch, job.seed, device, dtype)
+        self.extra_inputs: torch.Tensor | None = None
 
-    conds = list(job.negative) + list(job.positive)
-    use_cfg = job.cfg > 1.0 and len(job.negative) > 0
-    if not use_cfg:
-        conds = list(job.positive)
-    embeds = _embeds(conds, batch, device, dtype)
-    added = _sdxl_added_inputs(job, conds, batch, device, dtype)
-    step_kwargs = _step_kwargs(scheduler, generator)
-    total = len(timesteps)
+    def initial(self, generator: Any, draw: bool) -> torch.Tensor:
+        """The clean latents to start from: an encoded image is drawn from its distribution
+        (first from the generator, as the pipelines do) when ``draw``."""
+        latent = self.job.latent
+        init = latent.samples.to(self.device, self.dtype)
+        if latent.std is not None and draw:
+            init = init + latent.std.to(self.device, self.dtype) * _randn(
+                self.shape, generator, self.device, self.dtype
+            )
+        return init
 
-    for index, t in enumerate(timesteps):
-        check_cancelled()
-        model_input = torch.cat([latents] * len(conds))
-        model_input = scheduler.scale_model_input(model_input, t)
-        if extra_inputs is not None:
-            model_input = torch.cat([model_input, extra_inputs.repeat(len(conds), 1, 1, 1)], dim=1)
-        down, mid = _control_residuals(job, conds, model_input, t, embeds, added, index, total)
+    def prepare_extra(self, generator: Any) -> None:
+        """A 9-channel inpainting UNet's extra inputs: the mask and the masked image's latents
+        (drawn after the noise, as the inpainting pipeline draws them)."""
+        import torch
+
+        if self.in_channels != 9:
+            return
+        latent = self.job.latent
+        masked = latent.masked_image.to(self.device, self.dtype)
+        if latent.masked_image_std is not None:
+            masked = masked + latent.masked_image_std.to(self.device, self.dtype) * _randn(
+                self.shape, generator, self.device, self.dtype
+            )
+        assert self.mask is not None
+        self.extra_inputs = torch.cat([self.mask, masked], dim=1)
+
+    def __call__(self, model_input: torch.Tensor, t: Any, index: int, total: int) -> torch.Tensor:
+        import torch
+
+        job, batch, conds = self.job, self.batch, self.conds
+        model_input = torch.cat([model_input] * len(conds))
+        if self.extra_inputs is not None:
+            model_input = torch.cat([model_input, self.extra_inputs.repeat(len(conds), 1, 1, 1)], dim=1)
+        down, mid = _control_residuals(job, conds, model_input, t, self.embeds, self.added, index, total)
         with torch.no_grad():
             pred = job.unet(
                 model_input,
                 t,
-                encoder_hidden_states=embeds,
-                added_cond_kwargs=added,
+                encoder_hidden_states=self.embeds,
+                added_cond_kwargs=self.added,
+                class_labels=self.class_labels,
                 cross_attention_kwargs=job.cross_attention_kwargs,
                 down_block_additional_residuals=down,
                 mid_block_additional_residual=mid,
                 return_dict=False,
             )[0]
-        if use_cfg:
+        if self.use_cfg:
             n_neg = len(job.negative)
-            uncond = combine(pred[: n_neg * batch], job.negative, batch)
-            cond = combine(pred[n_neg * batch :], job.positive, batch)
-            pred = uncond + job.cfg * (cond - uncond)
-        else:
-            pred = combine(pred, job.positive, batch)
-        latents = scheduler.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
-        if mask is not None and in_channels != 9:
-            known = init
-            if index < total - 1:
-                known = scheduler.add_noise(init, noise, timesteps[index + 1 : index + 2].repeat(batch))
-            latents = (1 - mask) * known + mask * latents
-        if job.on_step is not None:
-            job.on_step(index + 1, total, latents)
-    return latents.to("cpu", torch.float32)
+            uncond = combine(pred[: n_neg * batch], job.negative, batch, scale=job.vae_scale)
+            cond = combine(pred[n_neg * batch :], job.positive, batch, scale=job.vae_scale)
+            return uncond + job.cfg * (cond - uncond)
+        return combine(pred, job.positive, batch, scale=job.vae_scale)
+
+
+class SchedulerStepper:
+    """Steps a diffusers scheduler over its timesteps ``[first, last)``.
+
+    Latents live in the scheduler's own space (sigma space for Euler-like schedulers,
+    variance-preserving for DDIM, DPM-Solver, UniPC, LCM). At a window's edges they are
+    exchanged in sigma space (``x0 + sigma * noise``), ComfyUI's convention, so a window of
+    one sampler can hand over to another. With ``force_clean`` the window's last step returns
+    the model's estimate of the clean latents, as ComfyUI's step to sigma 0 does.
+    """
+
+    def __init__(
+        self, scheduler: Any, model: GuidedModel, generator: Any, first: int, last: int, force_clean: bool
+    ) -> None:
+        self.scheduler, self.model = scheduler, model
+        self.first, self.last, self.force_clean = first, last, force_clean
+        self.index = first
+        self.step_kwargs = _step_kwargs(scheduler, generator)
+        self.timesteps = scheduler.timesteps
+
+    def sigma_level(self, index: int) -> float:
+        """The noise level (sigma) of the latents before timestep ``index`` (0 past the end)."""
+        scheduler = self.scheduler
+        if index >= len(self.timesteps):
+            return 0.0
+        sigmas = getattr(scheduler, "sigmas", None)
+        if sigmas is not None and len(sigmas) == len(self.timesteps) + 1:
+            return float(sigmas[index])
+        alpha = float(scheduler.alphas_cumprod[int(self.timesteps[index])])
+        return ((1 - alpha) / alpha) ** 0.5
+
+    def sigma_space_scale(self, index: int) -> float:
+        """x_sigma_space / x_scheduler_space at ``index``: 1 for Euler-like schedulers."""
+        if float(self.scheduler.init_noise_sigma) > 1.0:
+            return 1.0
+        return (1.0 + self.sigma_level(index) ** 2) ** 0.5
+
+    def known(self, init: torch.Tensor, noise: torch.Tensor, index: int) -> torch.Tensor:
+        """``init`` noised to the level of timestep ``index`` (clean at the run's end)."""
+        if index >= len(self.timesteps) or (self.force_clean and index >= self.last):
+            return init
+        return self.scheduler.add_noise(init, noise, self.timesteps[index : index + 1].repeat(init.shape[0]))
+
+    def step(self, index: int, latents: torch.Tensor) -> torch.Tensor:
+        scheduler, t = self.scheduler, self.timesteps[index]
+        model_input = scheduler.scale_model_input(latents, t)
+        pred = self.model(model_input, t, index, len(self.timesteps))
+        output = scheduler.step(pred, t, latents, **self.step_kwargs, return_dict=True)
+        if self.force_clean and index == self.last - 1:
+            clean = getattr(output, "pred_original_sample", None)
+            if clean is None:
+                clean = getattr(output, "denoised", None)
+            if clean is None:
+                prediction = str(scheduler.config.get("prediction_type", "epsilon"))
+                clean = to_clean(pred, model_input, self.sigma_level(index), prediction)
+            return clean
+        return output.prev_sample
+
+
+class SigmaStepper:
+    """Runs a :class:`models.schedules.KStepper` (sigma space throughout) in the shared loop."""
+
+    def __init__(self, kstepper: Any) -> None:
+        self.kstepper = kstepper
+        self.first, self.last, self.index = 0, len(kstepper.sigmas) - 1, 0
+
+    def known(self, init: torch.Tensor, noise: torch.Tensor, index: int) -> torch.Tensor:
+        return init + noise * self.kstepper.sigmas[index]
+
+    def step(self, index: int, latents: torch.Tensor) -> torch.Tensor:
+        return self.kstepper.step(index, latents)
 
 
 def _sdxl_added_inputs(
     job: SampleJob, conds: Sequence[Cond], batch: int, device: str, dtype: Any
 ) -> dict[str, Any] | None:
+    """SDXL's extra UNet inputs: each conditioning's pooled embedding and its own time ids
+    (size, crop, target, or a refiner's aesthetic score; :class:`SizeConditioning`), as many
+    ids as the UNet was built for. ``conds`` is the negatives then the positives."""
     import torch
+
+    from models.conditioning import SizeConditioning
 
     if job.family != "sdxl":
         return None
-    height, width = (s * job.vae_scale for s in job.latent.samples.shape[-2:])
-    pooled = []
-    for cond in conds:
-        if cond.pooled is None:
+    picture = tuple(s * job.vae_scale for s in job.latent.samples.shape[-2:])
+    count = _time_id_count(job.unet, conds)
+    negatives = len(conds) - len(job.positive)  # 0 when the sampler runs without CFG
+    pooled, time_ids = [], []
+    for index, cond in enumerate(conds):
+        vector = revision_pooled(cond, job.seed)  # a picture's embedding replaces it (revision)
+        if vector is None:
             raise ValueError("SDXL needs conditioning from its own text encoders (no pooled embedding found)")
-        pooled.append(cond.pooled.repeat(batch, 1))
-    time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=dtype)
+        pooled.append(vector.repeat(batch, 1))
+        size = cond.size or SizeConditioning()
+        time_ids += [size.time_ids(picture, count, negative=index < negatives)] * batch
     return {
         "text_embeds": torch.cat(pooled).to(device, dtype),
-        "time_ids": time_ids.repeat(len(conds) * batch, 1).to(device),
+        "time_ids": torch.tensor(time_ids, dtype=dtype).to(device),
     }
+
+
+def _time_id_count(unet: Any, conds: Sequence[Cond]) -> int:
+    """How many time ids the UNet embeds: 6 for an SDXL base, 5 for a refiner (read from its
+    added-embedding width, as the diffusers pipelines check it)."""
+    config = unet.config
+    total = getattr(config, "projection_class_embeddings_input_dim", None)
+    per_id = getattr(config, "addition_time_embed_dim", None)
+    pooled = conds[0].pooled
+    if not total or not per_id or pooled is None:
+        return 6
+    count, rest = divmod(int(total) - int(pooled.shape[-1]), int(per_id))
+    if rest or count not in (5, 6):
+        raise ValueError(
+            f"the model's added embedding ({total} numbers) does not fit a pooled prompt of "
+            f"{pooled.shape[-1]} and 5 or 6 time ids: the prompt comes from another model's text encoder"
+        )
+    return count
 
 
 def _control_residuals(

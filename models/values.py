@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
+    from models.conditioning import Area, SizeConditioning
     from models.loading import Checkpoint
     from models.manager import ModelManager
+    from models.merge import Blend
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,8 +43,9 @@ class ModelRef:
     checkpoint: CheckpointRef
     #: (path, UNet strength, text encoder strength, file state) for each LoRA, in order
     loras: tuple[tuple[str, float, float, str], ...] = ()
-    #: Other models merged into this one (ModelMergeSimple): (model, ratio of *this* one kept).
-    merges: tuple[tuple[ModelRef, float], ...] = ()
+    #: Other models merged into this one, in order: (model, ratio of *this* one kept) for
+    #: ModelMergeSimple, or a :class:`~models.merge.Blend` (Add, Subtract, Blocks...).
+    merges: tuple[tuple[ModelRef, float | Blend], ...] = ()
     #: Scheduler config overrides (ModelSamplingDiscrete): (key, value) pairs, e.g.
     #: ("prediction_type", "v_prediction").
     sampling: tuple[tuple[str, Any], ...] = ()
@@ -56,10 +59,20 @@ class ModelRef:
 
 @dataclass(frozen=True, eq=False)
 class ClipRef:
-    """CLIP: the text encoder(s) and tokenizer(s) of a checkpoint."""
+    """CLIP: the text encoder(s) and tokenizer(s) of a checkpoint, or of a text encoder file
+    (CLIPLoader: then ``checkpoint`` loads a :class:`~models.loading.Checkpoint` holding only
+    text encoders and tokenizers, so every text node works with both)."""
 
     checkpoint: CheckpointRef
     loras: tuple[tuple[str, float, float, str], ...] = ()
+    #: CLIPSetLastLayer's stop_at_clip_layer, as ComfyUI counts (-1 the last layer, -2 the one
+    #: before); None is the model's own default (SD1: last, SDXL: penultimate).
+    layer: int | None = None
+    #: Text encoders merged into these (CLIPMergeSimple/Add/Subtract), in order: (clip, blend).
+    merges: tuple[tuple[ClipRef, Blend], ...] = ()
+
+    def with_(self, **changes: Any) -> ClipRef:
+        return replace(self, **changes)
 
     def cache_size(self) -> int:
         return 256
@@ -121,6 +134,11 @@ class Cond:
     strength: float = 1.0
     controls: tuple[Any, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    #: A box (pixels or fractions) the conditioning is limited to, resolved when sampling against
+    #: the latent grid and the VAE's scale; combines with ``region`` (both must allow a place).
+    area: Area | None = None
+    #: SDXL's size, crop and aesthetic-score conditioning; None: the picture's size, no crop.
+    size: SizeConditioning | None = None
 
     def with_(self, **changes: Any) -> Cond:
         return replace(self, **changes)

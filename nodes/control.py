@@ -63,6 +63,62 @@ class ControlNetLoader(Node):
         return {"control_net": ModuleRef(key, manager, load)}
 
 
+class DiffControlNetLoader(Node):
+    category = "loaders"
+    description = (
+        "Load a ControlNet for a model: 'diff' ControlNet files store only their difference to "
+        "the model's weights and need it; ordinary ones load as with ControlNetLoader."
+    )
+    inputs = (
+        Input("model", T.MODEL, description="The model the ControlNet was made against (its base)."),
+        Input(
+            "control_net_name",
+            T.STRING,
+            choices=controlnet_choices,
+            accepts="constant",
+            description="A file or diffusers folder in models/controlnet.",
+        ),
+    )
+    outputs = (Output("control_net", T.CONTROL_NET),)
+
+    def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
+        return model_fingerprint("controlnet", inputs.get("control_net_name"))
+
+    def run(self, ctx: Context, model: Any, control_net_name: str) -> dict[str, Any]:
+        from models.controlnet_diff import is_difference_file, load_diff_controlnet
+        from models.loading import CheckpointError
+        from models.merge import model_key
+        from models.safety import PickleRefused, UnsafeOrBrokenFile
+        from models.values import ModuleRef
+        from nodes.diffusion import checkpoint_for
+
+        path = model_paths().find("controlnet", control_net_name)
+        if path is None:
+            raise NodeInputError("control_net_name", f"{control_net_name!r} is not in models/controlnet")
+        manager = manager_of(ctx)
+        try:
+            difference = is_difference_file(path, manager.allow_pickle)
+        except (PickleRefused, UnsafeOrBrokenFile, OSError) as exc:
+            raise NodeInputError("control_net_name", str(exc)) from None
+        if not difference:
+            return ControlNetLoader().run(ctx, control_net_name)
+        key = ("controlnet-diff", str(path.resolve()), file_state(path), model_key(model))
+
+        def load() -> Any:
+            unet = checkpoint_for(model, ctx).unet
+            controlnet = load_diff_controlnet(
+                path, unet, device=manager.device, dtype=manager.dtype, allow_pickle=manager.allow_pickle
+            )
+            manager.install_attention(controlnet)
+            return controlnet
+
+        try:
+            manager.get(key, load)
+        except (CheckpointError, PickleRefused, UnsafeOrBrokenFile) as exc:
+            raise NodeInputError("control_net_name", str(exc)) from None
+        return {"control_net": ModuleRef(key, manager, load)}
+
+
 class ControlNetApply(Node):
     category = "conditioning/control"
     description = "Guide a conditioning with a ControlNet and a hint image; chain several to combine."
@@ -202,4 +258,4 @@ class TileBlur(Node):
         return {"image": np.clip(np.stack(out), 0, 1).astype(np.float32)}
 
 
-NODES = (ControlNetLoader, ControlNetApply, CannyEdges, SoftEdges, TileBlur)
+NODES = (ControlNetLoader, DiffControlNetLoader, ControlNetApply, CannyEdges, SoftEdges, TileBlur)

@@ -83,18 +83,33 @@ def embedding_files() -> dict[str, Path]:
 
 
 def checkpoint_for(ref: Any, ctx: Context) -> Any:
-    """The checkpoint a MODEL or CLIP stands for, with its LoRAs fused (shared per LoRA set)."""
+    """The checkpoint a MODEL or CLIP stands for: its checkpoint with the models merged into it
+    (ModelMerge*/CLIPMerge*, in order: see models/merge.py), then its LoRAs fused. Each result is
+    shared in the manager under a key of everything that made it; the cached originals are
+    never changed."""
     from models.loading import with_loras
+    from models.merge import merged_checkpoint, merged_key
 
-    base = ref.checkpoint
-    if not ref.loras:
-        return base.get()
     manager = manager_of(ctx)
+
+    def after_merges(model: Any) -> Any:
+        merges = getattr(model, "merges", ())
+        if not merges:
+            return model.checkpoint.get()
+        so_far = model.with_(merges=merges[:-1], loras=())
+        other, step = merges[-1]
+        return manager.get(
+            merged_key(model),
+            lambda: merged_checkpoint(after_merges(so_far), checkpoint_for(other, ctx), step),
+        )
+
+    if not ref.loras:
+        return after_merges(ref)
     loras = [
         (Path(path), unet_strength, clip_strength) for path, unet_strength, clip_strength, _ in ref.loras
     ]
-    key = (base.key, "loras", ref.loras)
-    return manager.get(key, lambda: with_loras(base.get(), loras, manager.allow_pickle))
+    key = (merged_key(ref), "loras", ref.loras)
+    return manager.get(key, lambda: with_loras(after_merges(ref), loras, manager.allow_pickle))
 
 
 def manager_of(ctx: Context) -> Any:
@@ -199,6 +214,15 @@ class LoraLoader(Node):
     ) -> dict[str, Any]:
         from dataclasses import replace
 
+        entry = self.entry(ctx, lora_name, strength_model, strength_clip)
+        loras = model.loras + (entry,)
+        return {"model": replace(model, loras=loras), "clip": replace(clip, loras=loras)}
+
+    @staticmethod
+    def entry(
+        ctx: Context, lora_name: str, strength_model: float, strength_clip: float
+    ) -> tuple[str, float, float, str]:
+        """The ``loras`` entry of a LoRA file (also LoraLoaderModelOnly's, with no text part)."""
         from models.safety import check_weights_file
 
         path = model_paths().find("loras", lora_name)
@@ -208,9 +232,7 @@ class LoraLoader(Node):
             check_weights_file(path, manager_of(ctx).allow_pickle)
         except Exception as exc:  # noqa: BLE001 - PickleRefused, said in plain words
             raise NodeInputError("lora_name", str(exc)) from None
-        entry = (str(path.resolve()), float(strength_model), float(strength_clip), file_state(path))
-        loras = model.loras + (entry,)
-        return {"model": replace(model, loras=loras), "clip": replace(clip, loras=loras)}
+        return (str(path.resolve()), float(strength_model), float(strength_clip), file_state(path))
 
 
 class VAELoader(Node):
@@ -262,29 +284,31 @@ class CLIPTextEncode(Node):
     )
     outputs = (Output("conditioning", T.CONDITIONING),)
 
+    #: The text inputs that may name embeddings (CLIPTextEncodeSDXL and others reuse this node's helpers).
+    text_inputs: tuple[str, ...] = ("text",)
+
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
         from models.embeddings import find_names
 
-        text = inputs.get("text")
-        if not isinstance(text, str):
+        texts = [inputs.get(name) for name in self.text_inputs]
+        if not all(isinstance(text, str) for text in texts):
             return None
         files = embedding_files()
-        return ",".join(f"{n}:{file_state(files[n])}" for n in find_names(text, files)) or None
+        names = sorted({n for text in texts for n in find_names(text, files)})
+        return ",".join(f"{n}:{file_state(files[n])}" for n in names) or None
 
-    def run(self, ctx: Context, clip: Any, text: str) -> dict[str, Any]:
-        import torch
-
+    @staticmethod
+    def text_encoders(ctx: Context, clip: Any, texts: list[str], input_name: str) -> tuple[Any, ...]:
+        """(checkpoint, tokenizers, encoders, texts) for ``clip``, with the embeddings the texts
+        name added to copies of the tokenizers and encoders, and the texts expanded for them."""
         from models.embeddings import EmbeddingError, expand, find_names, with_embeddings
-        from models.prompts import encode
         from models.safety import PickleRefused
-        from models.values import Cond
 
         checkpoint = checkpoint_for(clip, ctx)
         manager = manager_of(ctx)
-        device = manager.device
         tokenizers, encoders = checkpoint.tokenizers, checkpoint.text_encoders
         files = embedding_files()
-        names = find_names(text, files)
+        names = sorted({n for text in texts for n in find_names(text, files)})
         if names:
             used = {n: files[n] for n in names}
             key = (
@@ -298,19 +322,27 @@ class CLIPTextEncode(Node):
                     key, lambda: with_embeddings(tokenizers, encoders, used, manager.allow_pickle)
                 )
             except (EmbeddingError, PickleRefused) as exc:
-                raise NodeInputError("text", str(exc)) from None
-            text = expand(text, expansions)
-        if checkpoint.family == "sdxl":
-            parts, pooled = [], None
-            for tokenizer, encoder in zip(tokenizers, encoders, strict=True):
-                hidden, pooled_part = encode(tokenizer, encoder, text, hidden_layer=-2, device=device)
-                parts.append(hidden)
-                pooled = pooled_part if pooled_part is not None else pooled
-            length = min(p.shape[1] for p in parts)
-            embeds = torch.cat([p[:, :length] for p in parts], dim=-1)
-            return {"conditioning": (Cond(embeds, pooled=pooled),)}
-        embeds, _ = encode(tokenizers[0], encoders[0], text, device=device)
-        return {"conditioning": (Cond(embeds),)}
+                raise NodeInputError(input_name, str(exc)) from None
+            texts = [expand(text, expansions) for text in texts]
+        return checkpoint, tokenizers, encoders, texts
+
+    def run(self, ctx: Context, clip: Any, text: str) -> dict[str, Any]:
+        from models.prompts import LayerError, encode_texts
+        from models.values import Cond
+
+        checkpoint, tokenizers, encoders, (text,) = self.text_encoders(ctx, clip, [text], "text")
+        try:
+            embeds, pooled = encode_texts(
+                checkpoint.family,
+                tokenizers,
+                encoders,
+                [text] * len(encoders),
+                layer=clip.layer,
+                device=manager_of(ctx).device,
+            )
+        except LayerError as exc:
+            raise NodeInputError("clip", f"its stop_at_clip_layer {exc}") from None
+        return {"conditioning": (Cond(embeds, pooled=pooled),)}
 
 
 class ConditioningCombine(Node):
@@ -498,10 +530,37 @@ class InpaintEncode(Node):
         Input("vae", T.VAE),
         Input("image", T.IMAGE),
         Input("mask", T.MASK, description="White (1) where the image should be repainted."),
+        Input(
+            "grow_mask_by",
+            T.INT,
+            default=0,
+            min=0,
+            max=64,
+            step=1,
+            description="Widen the repainted region by about this many pixels, so the new part "
+            "blends in at its edges (ComfyUI's VAEEncodeForInpaint grows it by 6). The image is "
+            "still blanked under the mask as drawn.",
+        ),
     )
     outputs = (Output("latent", T.LATENT),)
 
-    def run(self, ctx: Context, vae: Any, image: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+    @staticmethod
+    def grow(hard: np.ndarray, pixels: int) -> np.ndarray:
+        """A 0/1 MASK widened by a ``pixels`` x ``pixels`` square (as ComfyUI's grow: for an even
+        size the square reaches one pixel further up and left than down and right)."""
+        import torch
+        import torch.nn.functional as F
+
+        if pixels <= 1:
+            return hard
+        before = pixels // 2
+        after = pixels - 1 - before
+        tensor = F.pad(torch.from_numpy(np.ascontiguousarray(hard))[:, None], (before, after, before, after))
+        return F.max_pool2d(tensor, kernel_size=pixels, stride=1)[:, 0].numpy()
+
+    def run(
+        self, ctx: Context, vae: Any, image: np.ndarray, mask: np.ndarray, grow_mask_by: int = 0
+    ) -> dict[str, Any]:
         from nodes.image import as_mask
 
         mask = as_mask("mask", mask)
@@ -516,7 +575,7 @@ class InpaintEncode(Node):
         # masked pixels become 0 in the VAE's [-1, 1] range (mid-gray), as in the inpaint pipelines
         masked = encode_image(vae, image * (1.0 - hard)[..., None] + 0.5 * hard[..., None], "image")
         latent = encoded.with_(
-            noise_mask=mask_to_latent(hard, encoded.samples.shape),
+            noise_mask=mask_to_latent(self.grow(hard, grow_mask_by), encoded.samples.shape),
             masked_image=masked.samples,
             masked_image_std=masked.std,
         )
@@ -593,13 +652,14 @@ class Sampler(Node):
         preview: bool,
     ) -> dict[str, Any]:
         from models.sampling import SampleJob, sample
+        from models.schedules import scheduler_config
 
         checkpoint = checkpoint_for(model, ctx)
         manager = manager_of(ctx)
 
         job = SampleJob(
             unet=checkpoint.unet,
-            scheduler_config=checkpoint.scheduler_config,
+            scheduler_config=scheduler_config(checkpoint.scheduler_config, model.sampling),
             positive=positive,
             negative=negative,
             latent=latent,

@@ -112,6 +112,7 @@ def _resample(method: str) -> Any:
         "bilinear": Image.Resampling.BILINEAR,
         "bicubic": Image.Resampling.BICUBIC,
         "lanczos": Image.Resampling.LANCZOS,
+        "box": Image.Resampling.BOX,
     }[method]
 
 
@@ -197,6 +198,55 @@ class ImageResize(Node):
             box = fill_box(src_w, src_h, width, height)
             return {"image": resize_image(image, width, height, method, box=box)}
         return {"image": resize_image(image, width, height, method)}
+
+
+#: ComfyUI's scaling methods and the resize_image method each stands for ("area" averages the
+#: pixels each new one covers, which is Pillow's box filter).
+SCALE_METHODS = {
+    "nearest-exact": "nearest",
+    "bilinear": "bilinear",
+    "area": "box",
+    "bicubic": "bicubic",
+    "lanczos": "lanczos",
+}
+
+
+def scaled_size(width: int, height: int, scale_by: float) -> tuple[int, int]:
+    """``width`` x ``height`` times ``scale_by``, rounded, at least one pixel each way."""
+    return max(1, round(width * scale_by)), max(1, round(height * scale_by))
+
+
+class ImageScaleBy(Node):
+    category = "image/transform"
+    description = "Scale images by a factor (2 doubles the width and the height), keeping their shape."
+    inputs = (
+        Input("image", T.IMAGE),
+        Input(
+            "upscale_method",
+            T.STRING,
+            default="nearest-exact",
+            choices=tuple(SCALE_METHODS),
+            accepts="constant",
+            description="How new pixels are computed; lanczos is sharpest, nearest-exact keeps hard "
+            "edges, area averages (good for shrinking).",
+        ),
+        Input(
+            "scale_by",
+            T.FLOAT,
+            default=1.0,
+            min=0.01,
+            max=8.0,
+            step=0.01,
+            description="The new width and height over the old (rounded to whole pixels).",
+        ),
+    )
+    outputs = (Output("image", T.IMAGE),)
+
+    def run(self, ctx: Context, image: np.ndarray, upscale_method: str, scale_by: float) -> dict[str, Any]:
+        image = as_image("image", image)
+        width, height = scaled_size(image.shape[2], image.shape[1], scale_by)
+        check_pixel_budget("scale_by", image.shape[0], height, width)
+        return {"image": resize_image(image, width, height, SCALE_METHODS[upscale_method])}
 
 
 # -- crop and pad ---------------------------------------------------------------------------
@@ -476,6 +526,7 @@ class EmptyImage(Node):
 
 NODES = (
     ImageResize,
+    ImageScaleBy,
     ImageCrop,
     ImagePad,
     ImageBlend,

@@ -26,6 +26,7 @@ BUILTIN_PACKS: tuple[str, ...] = (
     "nodes.latent",
     "nodes.sampling_custom",
     "nodes.model_ops",
+    "nodes.clip_vision",
     "nodes.control",
     "nodes.edit",
     "nodes.vision",

@@ -10,8 +10,8 @@ What each type holds at run time (the contract nodes rely on):
 - IMAGE: ``numpy.ndarray`` float32, shape (batch, height, width, 3), values in [0, 1].
 - MASK: ``numpy.ndarray`` float32, shape (batch, height, width), values in [0, 1];
   1 marks the region an operation should change.
-- LATENT, MODEL, CLIP, VAE, CONDITIONING, CONTROL_NET, UPSCALE_MODEL: objects defined
-  by the model packs.
+- LATENT, MODEL, CLIP, VAE, CONDITIONING, CONTROL_NET, UPSCALE_MODEL, CLIP_VISION: objects
+  defined by the model packs; CLIP_VISION_OUTPUT a ``models.clip_vision.VisionEncoding``.
 - SIGMAS: a 1-D float32 ``torch.Tensor`` of noise levels, highest first, ending at 0
   when the schedule runs to the end (as ComfyUI's custom sampling passes them).
 - SAMPLER, NOISE, GUIDER: the custom-sampling values of ``models.values`` (which
@@ -38,6 +38,8 @@ SAMPLER: Final = "SAMPLER"
 NOISE: Final = "NOISE"
 GUIDER: Final = "GUIDER"
 UPSCALE_MODEL: Final = "UPSCALE_MODEL"
+CLIP_VISION: Final = "CLIP_VISION"
+CLIP_VISION_OUTPUT: Final = "CLIP_VISION_OUTPUT"
 STRING: Final = "STRING"
 INT: Final = "INT"
 FLOAT: Final = "FLOAT"
@@ -62,6 +64,8 @@ COLORS: Final = {
     NOISE: "#90a4ae",
     GUIDER: "#66bb6a",
     UPSCALE_MODEL: "#8d6e63",
+    CLIP_VISION: "#a1887f",
+    CLIP_VISION_OUTPUT: "#ad7452",
     STRING: "#aed581",
     INT: "#4fc3f7",
     FLOAT: "#9575cd",

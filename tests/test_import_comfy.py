@@ -85,7 +85,10 @@ DEFAULT_GRAPH = {
         },
     },
     "4": {"type": "CheckpointLoader", "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}},
-    "5": {"type": "EmptyLatent", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
+    "5": {
+        "type": "EmptyLatent",
+        "inputs": {"width": 512, "height": 512, "batch_size": 1, "vae": link("4", "vae")},
+    },
     "6": {
         "type": "CLIPTextEncode",
         "inputs": {
@@ -116,7 +119,8 @@ def test_default_graph_converts_exactly():
 def test_default_graph_is_laid_out_by_dependency_depth():
     nodes = converted(load("default_api.json")).workflow["nodes"]
     columns = {node_id: node["position"][0] for node_id, node in nodes.items()}
-    assert columns == {"4": 0, "5": 0, "6": 300, "7": 300, "3": 600, "8": 900, "9": 1200}
+    # the EmptyLatent takes the checkpoint's VAE, so it stands in the second column
+    assert columns == {"4": 0, "5": 300, "6": 300, "7": 300, "3": 600, "8": 900, "9": 1200}
     positions = [tuple(node["position"]) for node in nodes.values()]
     assert len(set(positions)) == len(positions)
 
@@ -161,27 +165,24 @@ def test_cli_never_overwrites(tmp_path):
 
 
 def test_cli_json_report(tmp_path):
-    done = app("import-comfy", str(DATA / "upscale_api.json"), "--out", str(tmp_path / "u.json"), "--json")
+    done = app("import-comfy", str(DATA / "custom_api.json"), "--out", str(tmp_path / "u.json"), "--json")
     assert done.returncode == 1, done.stderr
     report = json.loads(done.stdout)
     assert report["exit_code"] == 1 and report["complete"] is False
+    assert report["format"] == "API format"
     assert report["out"] == str(tmp_path / "u.json")
     assert [c["comfy_id"] for c in report["converted"]] == ["3", "4", "5", "6", "7", "8", "9", "12"]
-    assert report["not_converted"] == [
-        {
-            "comfy_id": "10",
-            "comfy_type": "UpscaleModelLoader",
-            "reason": "no equivalent for 'UpscaleModelLoader'",
-        },
-        {
-            "comfy_id": "11",
-            "comfy_type": "ImageUpscaleWithModel",
-            "reason": "no equivalent for 'ImageUpscaleWithModel'",
-        },
+    assert [(n["comfy_id"], n["comfy_type"]) for n in report["not_converted"]] == [
+        ("10", "ImageSharpen"),
+        ("11", "Image Comparer (rgthree)"),
     ]
+    assert all(
+        n["reason"].startswith(f"no equivalent for {n['comfy_type']!r}") for n in report["not_converted"]
+    )
+    assert all("rebuild that step" in n["reason"] for n in report["not_converted"])
     (dropped,) = report["dropped_links"]
     assert (dropped["source_id"], dropped["output"], dropped["target_id"], dropped["input"]) == (
-        "11",
+        "10",
         0,
         "9",
         "images",
@@ -232,7 +233,7 @@ def test_ui_format_resolves_primitives_reroutes_notes_and_reports_muted_nodes():
     assert result.complete  # ComfyUI itself leaves muted nodes out
     assert result.warnings == ["comfy id 23 ImageInvert: muted in ComfyUI; left out"]
     assert [(d.source_id, d.target_id, d.input, d.reason) for d in result.dropped_links] == [
-        ("23", "9", "images", "its source is muted or bypassed")
+        ("23", "9", "images", "its source is muted")
     ]
     assert result.workflow["notes"] == [{"text": "hello", "position": [5.0, 6.0]}]
     assert result.workflow["groups"] == [
@@ -363,29 +364,31 @@ def test_lora_and_controlnet_advanced_convert_exactly():
 
 def test_unsupported_nodes_are_named_and_their_links_dropped(tmp_path):
     out = tmp_path / "up.json"
-    done = app("import-comfy", str(DATA / "upscale_api.json"), "--out", str(out))
+    done = app("import-comfy", str(DATA / "custom_api.json"), "--out", str(out))
     assert done.returncode == 1, done.stderr
     lines = done.stdout.splitlines()
-    assert "  comfy id 10 UpscaleModelLoader: no equivalent for 'UpscaleModelLoader'" in lines
-    assert "  comfy id 11 ImageUpscaleWithModel: no equivalent for 'ImageUpscaleWithModel'" in lines
+    assert any(
+        line.startswith("  comfy id 10 ImageSharpen: no equivalent for 'ImageSharpen'") for line in lines
+    )
+    assert any(line.startswith("  comfy id 11 Image Comparer (rgthree): no equivalent") for line in lines)
     assert (
-        "  comfy 11 ImageUpscaleWithModel output 0 -> comfy 9 SaveImage input 'images' "
-        "(its source was not converted)" in lines
+        "  comfy 10 ImageSharpen output 0 -> comfy 9 SaveImage input 'images' (its source was not converted)"
+        in lines
     )
     written = json.loads(out.read_text())
     assert set(written["nodes"]) == {"3", "4", "5", "6", "7", "8", "9", "12"}
-    assert written["nodes"]["9"]["inputs"] == {"filename_prefix": "upscaled"}
+    assert written["nodes"]["9"]["inputs"] == {"filename_prefix": "sharpened"}
     assert written["nodes"]["12"]["inputs"] == {"images": link("8", "image")}
-    assert "UpscaleModelLoader" in written["notes"][-1]["text"]
+    assert "ImageSharpen" in written["notes"][-1]["text"]
     assert "node '9' (SaveImage), input 'images'" in done.stdout  # validation says what is missing
 
 
 def test_nothing_convertible_writes_nothing(tmp_path):
     source = tmp_path / "odd.json"
-    source.write_text(json.dumps({"1": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "x"}}}))
+    source.write_text(json.dumps({"1": {"class_type": "ImageSharpen", "inputs": {"sigma": 1.0}}}))
     done = app("import-comfy", str(source))
     assert done.returncode == 1
-    assert "no equivalent for 'UpscaleModelLoader'" in done.stdout
+    assert "no equivalent for 'ImageSharpen'" in done.stdout
     assert "no file written" in done.stdout
     assert not (tmp_path / "odd.studio.json").exists()
 
@@ -422,7 +425,7 @@ MALFORMED: dict[str, tuple[str | bytes, str]] = {
     ),
     "bad_link": (json.dumps({"4": _node("Foo", x=[1, 2, 3])}), "[node_id, output_index]"),
     "studio_file": (json.dumps({"version": 1, "nodes": {}}), "already a studio workflow"),
-    "not_utf8": (b"\xff\xfe\x00{", "not UTF-8"),
+    "not_utf8": (b"\xff\xfe\x00{", "neither UTF-8 text nor a PNG"),
     "nan": ('{"3": {"class_type": "KSampler", "inputs": {"cfg": NaN}}}', "not valid JSON"),
 }
 
@@ -455,25 +458,52 @@ def test_missing_file_and_unwritable_out_exit_2(tmp_path):
 @pytest.mark.parametrize(
     "data",
     [
-        {"nodes": [{"id": 1, "type": "VAEDecode", "inputs": [{"name": "vae", "link": 7}]}], "links": []},
-        {"nodes": [{"id": 1, "type": "X"}], "links": [[7, 99, 0, 1, 0, "VAE"]]},
         {"nodes": [{"type": "X"}], "links": []},
         {"nodes": [], "links": []},
-        {"nodes": [{"id": 1, "type": "X", "inputs": 5}], "links": []},
-        {"nodes": [{"id": 1, "type": "X"}], "links": 5},
-        {
-            "nodes": [
-                {"id": 1, "type": "Reroute", "inputs": [{"name": "", "link": 2}]},
-                {"id": 2, "type": "Reroute", "inputs": [{"name": "", "link": 1}]},
-                {"id": 3, "type": "PreviewImage", "inputs": [{"name": "images", "link": 1}]},
-            ],
-            "links": [[1, 1, 0, 2, 0, "*"], [2, 2, 0, 1, 0, "*"]],
-        },
+        {"nodes": [5, {"id": 1}], "links": []},
     ],
 )
-def test_malformed_ui_files_are_refused(data):
-    with pytest.raises(ComfyError):
+def test_ui_files_without_a_readable_node_are_refused(data):
+    with pytest.raises(ComfyError, match="no nodes"):
         read_prompt(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "warning"),
+    [
+        (
+            {"nodes": [{"id": 1, "type": "VAEDecode", "inputs": [{"name": "vae", "link": 7}]}], "links": []},
+            "link 7, which is not in 'links'",
+        ),
+        (
+            {
+                "nodes": [{"id": 1, "type": "VAEDecode", "inputs": [{"name": "vae", "link": 7}]}],
+                "links": [[7, 99, 0, 1, 0, "VAE"]],
+            },
+            "node 99, which does not exist",
+        ),
+        ({"nodes": [{"id": 1, "type": "VAEDecode", "inputs": 5}], "links": []}, "'inputs' is a number"),
+        ({"nodes": [{"id": 1, "type": "VAEDecode"}], "links": 5}, "'links' is a number"),
+        (
+            {
+                "nodes": [
+                    {"id": 1, "type": "Reroute", "inputs": [{"name": "", "link": 2}]},
+                    {"id": 2, "type": "Reroute", "inputs": [{"name": "", "link": 1}]},
+                    {"id": 3, "type": "PreviewImage", "inputs": [{"name": "images", "link": 1}]},
+                ],
+                "links": [[1, 1, 0, 2, 0, "*"], [2, 2, 0, 1, 0, "*"]],
+            },
+            "in a loop",
+        ),
+    ],
+)
+def test_damaged_ui_entries_are_left_out_with_a_warning(data, warning):
+    """One bad entry costs that entry, not the file: the rest converts and the report says why."""
+    result = converted(data)
+    assert result.converted and result.complete
+    assert any(warning in text for text in result.warnings), result.warnings
+    for node in result.workflow["nodes"].values():
+        assert all(not isinstance(v, dict) for v in node["inputs"].values())  # the bad link is gone
 
 
 # --- the mapping table ------------------------------------------------------------------------
@@ -512,7 +542,7 @@ def _one(class_type: str, **inputs: Any) -> Conversion:
     return converted({"1": _node(class_type, **inputs)})
 
 
-def test_ksampler_advanced():
+def test_ksampler_advanced_keeps_its_window():
     base = {
         "add_noise": "enable",
         "noise_seed": 7,
@@ -525,22 +555,25 @@ def test_ksampler_advanced():
         "return_with_leftover_noise": "disable",
     }
     result = _one("KSamplerAdvanced", **base)
+    assert result.workflow["nodes"]["1"]["type"] == "SamplerAdvanced"
     assert result.workflow["nodes"]["1"]["inputs"] == {
+        "add_noise": True,
         "seed": 7,
         "steps": 20,
         "cfg": 5.5,
         "sampler": "euler",
-        "denoise": 1.0,
+        "start_at_step": 0,
+        "end_at_step": 10000,
+        "return_with_leftover_noise": False,
     }
     assert result.warnings == []
     later = _one("KSamplerAdvanced", **{**base, "start_at_step": 5, "add_noise": "disable"})
-    assert later.workflow["nodes"]["1"]["inputs"]["denoise"] == 0.75
-    text = "\n".join(later.warnings)
-    assert "start_at_step 5 of 20 approximated as denoise 0.75" in text
-    assert "add_noise 'disable'" in text
+    assert later.workflow["nodes"]["1"]["inputs"]["start_at_step"] == 5
+    assert later.workflow["nodes"]["1"]["inputs"]["add_noise"] is False
     early = _one("KSamplerAdvanced", **{**base, "end_at_step": 12, "return_with_leftover_noise": "enable"})
-    assert "end_at_step 12" in "\n".join(early.warnings)
-    assert "return_with_leftover_noise" in "\n".join(early.warnings)
+    assert early.workflow["nodes"]["1"]["inputs"]["end_at_step"] == 12
+    assert early.workflow["nodes"]["1"]["inputs"]["return_with_leftover_noise"] is True
+    assert later.warnings == early.warnings == []
 
 
 def test_huge_seed_is_reduced_with_a_warning():
@@ -661,16 +694,18 @@ def test_conversion_does_not_change_its_input():
     assert data == before
 
 
-def test_ui_bypassed_node_is_not_converted():
+def test_ui_bypassed_node_without_a_matching_input_drops_its_links():
+    """A bypassed VAEDecode has no IMAGE input to pass on: ComfyUI leaves SaveImage's
+    images unconnected, and so does the import, saying why."""
     data = load("default_ui.json")
     nodes = {n["id"]: n for n in data["nodes"]}
     nodes[8]["mode"] = 4
     result = converted(data)
-    assert [(n.comfy_id, n.comfy_type) for n in result.not_converted] == [("8", "VAEDecode")]
-    assert "bypassed" in result.not_converted[0].reason
+    assert result.complete
     assert [(d.source_id, d.target_id, d.input) for d in result.dropped_links] == [("8", "9", "images")]
+    assert "bypassed" in result.dropped_links[0].reason
     assert "8" not in result.workflow["nodes"]
-    assert "8 VAEDecode: bypassed" in result.workflow["notes"][-1]["text"]
+    assert any("comfy id 8 VAEDecode: bypassed" in w for w in result.warnings)
 
 
 # --- fuzzing: any damaged file is converted or refused with ComfyError, never a crash -------------

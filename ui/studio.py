@@ -391,6 +391,9 @@ class StudioHandlers:
         from nodes.limits import bomb_text
 
         path = Path(getattr(file, "name", file))
+        imported = self._comfy_upload(path)
+        if imported is not None:
+            return (text if imported[0] is None else imported[0]), seed, imported[1]
         try:
             source = read_source(path)
         except UnreadableFile as exc:
@@ -401,6 +404,30 @@ class StudioHandlers:
         new_seed = str(source.run_seed) if source.run_seed is not None else seed
         what = path.name + (f" (run seed {source.run_seed})" if source.run_seed is not None else "")
         return source.text, new_seed, self._loaded_status(what, source.text)
+
+    def _comfy_upload(self, path: Path) -> tuple[str | None, str] | None:
+        """(editor text or None to keep it, status) for a ComfyUI workflow (JSON or PNG),
+        converted on the fly (nothing is written next to the file); None for any other file."""
+        from comfy_import import ComfyError, recognise
+        from comfy_import.report import summary
+
+        try:
+            found = recognise(path)
+        except ComfyError as exc:
+            said = str(exc).replace(str(path.parent) + os.sep, "")
+            return None, md_escape(
+                f"Not opened: {path.name} is a ComfyUI workflow that cannot be read: {said}"
+            )
+        if found is None:
+            return None
+        conversion = found.conversion
+        head = f"{path.name}: {summary(conversion)}."
+        lines = [f"{n.comfy_id} {n.comfy_type}: {n.reason}" for n in conversion.not_converted]
+        lines += [f"link dropped: {d}" for d in conversion.dropped_links]
+        status = md_escape(head)
+        if lines:
+            status += " **Not converted:**\n" + "\n".join(f"- {md_escape(_shorten(line))}" for line in lines)
+        return found.text, status + "\n\n" + self._loaded_status("the converted workflow", found.text)
 
     def _loaded_status(self, what: str, text: str) -> str:
         checked = validate(text, self.registry)
@@ -981,6 +1008,8 @@ def serve(
     which must not lie inside the output folder; a history an older studio left in
     ``OUTPUT/.studio/`` is moved there. The token, when given, guards the API too
     (``Authorization: Bearer TOKEN`` or the login cookie).
+    ComfyUI's routes (``/prompt``, ``/ws``, ... : server/comfy/) share the queue and
+    the rules.
     """
     output_dir = Path(settings_factory().output_dir).resolve()
     state = Path(state_dir).resolve() if state_dir is not None else default_state_dir(output_dir)
@@ -995,6 +1024,12 @@ def serve(
     router = api_router(
         jobs, token=token, session_user=gradio_login_user(demo), local_only=not token, bound_host=host
     )
+    from server.comfy import comfy_router  # ComfyUI's routes (/prompt, /ws, ...), same access rules
+
+    comfy = comfy_router(
+        jobs, token=token, session_user=gradio_login_user(demo), local_only=not token, bound_host=host
+    )
+    router.routes.extend(comfy.routes)  # at the root, not under /api; after /api's own
     try:
         launch(demo, host, port, token=token, allowed_paths=allowed, api=router)
     finally:
