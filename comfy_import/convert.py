@@ -28,7 +28,7 @@ ROW_SPACING = 250
 
 #: Studio node types sized in pixels whose latent size depends on the VAE: they get a
 #: ``vae`` link when the ComfyUI graph has one to give.
-VAE_SIZED = frozenset({"EmptyLatent"})
+VAE_SIZED = frozenset({"EmptyLatent", "LatentUpscale", "LatentUpscaleBy", "LatentComposite"})
 
 
 @dataclass
@@ -184,8 +184,9 @@ def convert(prompt: Prompt, source_name: str = "") -> Conversion:
     for node_id, our_name, comfy_id, name, link in pending:
         _connect(prompt, chosen, made, result, (node_id, our_name, comfy_id, name, link))
 
-    for comfy_id, class_type, _mode in prompt.skipped:
-        result.warnings.append(f"comfy id {comfy_id} {class_type}: muted in ComfyUI; left out")
+    for comfy_id, class_type, why in prompt.skipped:
+        reason = "muted in ComfyUI" if why == "muted" else why
+        result.warnings.append(f"comfy id {comfy_id} {class_type}: {reason}; left out")
     result.not_converted.sort(key=lambda n: natural(n.comfy_id))
 
     wire_vaes(made, result)

@@ -303,6 +303,11 @@ class _UiReader:
             if self._container(class_type) is not None:
                 self._expand(scope, local)
                 continue
+            gap = _dead_end_gap(raw)
+            if gap is not None:
+                reason = f"feeds nothing and its input {gap!r} is not connected, so ComfyUI never runs it"
+                self.prompt.skipped.append((scope.qid(local), class_type, reason))
+                continue
             self._node(scope, local, raw)
 
     def _note(self, scope: _Scope, raw: dict[str, Any]) -> None:
@@ -326,6 +331,15 @@ class _UiReader:
         node_id = scope.qid(local)
         class_type = raw["type"]
         inputs: dict[str, Any] = widget_inputs(class_type, raw.get("widgets_values"))
+        if raw.get("widgets_values") is None:
+            named = _model_from_properties(class_type, raw)
+            if named:
+                inputs.update(named)
+                self.warn(
+                    f"comfy id {node_id} {class_type}: its widget values were not saved; "
+                    f"{', '.join(f'{k} {v!r}' for k, v in named.items())} comes from the file's model "
+                    "list, the other values take their defaults"
+                )
         entries = raw.get("inputs")
         if entries is not None and not isinstance(entries, list):
             self.warn(f"comfy id {node_id} {class_type}: 'inputs' is {kind(entries)}, not a list; ignored")
@@ -619,6 +633,59 @@ def widget_inputs(class_type: str, widgets: Any) -> dict[str, Any]:
     if len(widgets) == len(names) - 1 and "control_after_generate" in names:
         names.remove("control_after_generate")  # saved by a ComfyUI without it
     return dict(zip(names, widgets, strict=False))
+
+
+#: The loader input that names a file of each of ComfyUI's model folders.
+_MODEL_NAME_INPUTS = {
+    "checkpoints": "ckpt_name",
+    "loras": "lora_name",
+    "vae": "vae_name",
+    "controlnet": "control_net_name",
+    "upscale_models": "model_name",
+    "clip_vision": "clip_name",
+    "text_encoders": "clip_name",
+    "clip": "clip_name",
+    "unet": "unet_name",
+    "diffusion_models": "unet_name",
+}
+
+
+def _model_from_properties(class_type: str, raw: dict[str, Any]) -> dict[str, str]:
+    """A loader saved without widget values: the model it names in ``properties.models``
+    (what current ComfyUI writes for its model downloads), when that is unambiguous."""
+    rule = RULES.get(class_type)
+    properties = raw.get("properties")
+    models = properties.get("models") if isinstance(properties, dict) else None
+    if rule is None or not isinstance(models, list):
+        return {}
+    found: dict[str, list[str]] = {}
+    for item in models:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            continue
+        name = _MODEL_NAME_INPUTS.get(str(item.get("directory")))
+        if name in rule.widgets:
+            found.setdefault(name, []).append(item["name"])
+    return {name: names[0] for name, names in found.items() if len(names) == 1}
+
+
+#: UI input types that are widgets (values on the node), not sockets waiting for a link.
+_WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+
+
+def _dead_end_gap(raw: dict[str, Any]) -> str | None:
+    """The unconnected socket input of a node left half-wired on the canvas: one with outputs,
+    none of them linked, so no output needs it (ComfyUI runs only what outputs need)."""
+    outputs = raw.get("outputs")
+    if not isinstance(outputs, list) or not outputs:
+        return None  # an output node, or one whose outputs were not saved
+    if any(isinstance(o, dict) and o.get("links") for o in outputs):
+        return None
+    for entry in raw.get("inputs") or []:
+        if not isinstance(entry, dict) or entry.get("link") is not None or "widget" in entry:
+            continue
+        if isinstance(entry.get("type"), str) and entry["type"] not in _WIDGET_TYPES:
+            return str(entry.get("name"))
+    return None
 
 
 def _pass_through(raw: dict[str, Any], slot: int, link_type: Any) -> dict[str, Any] | None:

@@ -688,6 +688,9 @@ RULES: dict[str, Rule] = {
         "ModelMergeSimple", same("model1", "model2", "ratio"), ("model",), widgets=("ratio",)
     ),
     "ModelMergeAdd": one("ModelMergeAdd", same("model1", "model2"), ("model",)),
+    "RepeatLatentBatch": one(
+        "RepeatLatentBatch", {"samples": "latent", "amount": "amount"}, ("latent",), widgets=("amount",)
+    ),
     "ModelMergeSubtract": one(
         "ModelMergeSubtract", same("model1", "model2", "multiplier"), ("model",), widgets=("multiplier",)
     ),

@@ -287,18 +287,20 @@ def with_loras(
 
     from models.lora import LoraError, fuse, read_pairs
 
+    # a UNet-only file (UNETLoader) has no text encoders, a text encoder file (CLIPLoader) no
+    # UNet: the LoRA's layers for the part that is not there are left out, as ComfyUI does
     unet = copy.deepcopy(checkpoint.unet)
     encoders = [copy.deepcopy(e) for e in checkpoint.text_encoders]
     components = {
         "unet": unet,
-        "text_encoder": encoders[0],
+        "text_encoder": encoders[0] if encoders else None,
         "text_encoder_2": encoders[1] if len(encoders) > 1 else None,
     }
     for path, unet_strength, clip_strength in loras:
         state = load_state_dict(path, allow_pickle=allow_pickle)
         strengths = {"unet": unet_strength, "text_encoder": clip_strength, "text_encoder_2": clip_strength}
         try:
-            fuse(components, read_pairs(state, dict(unet.config)), strengths)
+            fuse(components, read_pairs(state, dict(unet.config) if unet is not None else None), strengths)
         except LoraError as exc:
             family = checkpoint.family
             raise CheckpointError(f"{path.name} is not a LoRA for this {family} model: {exc}") from None

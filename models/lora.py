@@ -109,7 +109,11 @@ def module_index(model: Any) -> dict[str, Any]:
 
 
 def fuse(components: dict[str, Any], pairs: Iterable[LoraPair], strengths: dict[str, float]) -> int:
-    """Add each pair's delta to its module's weight, in place. Returns how many were fused."""
+    """Add each pair's delta to its module's weight, in place. Returns how many were fused.
+
+    Pairs for a part the model does not have (``None`` in ``components``: a UNet-only or a
+    text-encoder-only model) or applied at strength 0 are skipped; a layer missing from a part
+    that is there means the LoRA is for another model."""
     import torch
 
     indexes = {name: module_index(model) for name, model in components.items() if model is not None}
@@ -117,13 +121,13 @@ def fuse(components: dict[str, Any], pairs: Iterable[LoraPair], strengths: dict[
     fused = 0
     with torch.no_grad():
         for pair in pairs:
+            strength = strengths.get(pair.component, 0.0)
+            if strength == 0.0 or (pair.component in components and components[pair.component] is None):
+                continue
             index = indexes.get(pair.component)
             module = index.get(_normalise(pair.name)) if index is not None else None
             if module is None:
                 missing.append(f"{pair.component}:{pair.name}")
-                continue
-            strength = strengths.get(pair.component, 0.0)
-            if strength == 0.0:
                 continue
             rank = pair.down.shape[0]
             scale = strength * (pair.alpha / rank if pair.alpha is not None else 1.0)

@@ -302,6 +302,7 @@ class CLIPTextEncode(Node):
         """(checkpoint, tokenizers, encoders, texts) for ``clip``, with the embeddings the texts
         name added to copies of the tokenizers and encoders, and the texts expanded for them."""
         from models.embeddings import EmbeddingError, expand, find_names, with_embeddings
+        from models.merge import model_key
         from models.safety import PickleRefused
 
         checkpoint = checkpoint_for(clip, ctx)
@@ -312,8 +313,7 @@ class CLIPTextEncode(Node):
         if names:
             used = {n: files[n] for n in names}
             key = (
-                clip.checkpoint.key,
-                clip.loras,
+                model_key(clip),  # the checkpoint with its merges and LoRAs
                 "embeddings",
                 tuple((n, file_state(p)) for n, p in used.items()),
             )

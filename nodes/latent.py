@@ -424,4 +424,38 @@ class LatentBlend(Node):
         return {"latent": samples1.with_(samples=mixed.contiguous(), std=None)}
 
 
-NODES = (LatentUpscale, LatentUpscaleBy, LatentComposite, LatentBlend)
+class RepeatLatentBatch(Node):
+    category = "latent/batch"
+    description = (
+        "Repeat a latent batch 'amount' times (e.g. one encoded image four times, to sample four "
+        "variations with different noise)."
+    )
+    inputs = (
+        Input("latent", T.LATENT),
+        Input("amount", T.INT, default=1, min=1, max=64, description="How many copies of the batch."),
+    )
+    outputs = (Output("latent", T.LATENT),)
+
+    def run(self, ctx: Context, latent: Latent, amount: int) -> dict[str, Any]:
+        batch = latent.samples.shape[0]
+        height, width = (side * DEFAULT_VAE_SCALE for side in latent.samples.shape[-2:])
+        check_pixel_budget("amount", batch * amount, height, width)
+
+        def repeated(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            """A tensor of the batch's size repeated with it; one of batch 1 applies to all as it is."""
+            if tensor is None or (tensor.shape[0] != batch and tensor.shape[0] == 1):
+                return tensor
+            return tensor.repeat(amount, *([1] * (tensor.dim() - 1)))
+
+        return {
+            "latent": latent.with_(
+                samples=repeated(latent.samples),
+                std=repeated(latent.std),
+                noise_mask=repeated(latent.noise_mask),
+                masked_image=repeated(latent.masked_image),
+                masked_image_std=repeated(latent.masked_image_std),
+            )
+        }
+
+
+NODES = (LatentUpscale, LatentUpscaleBy, LatentComposite, LatentBlend, RepeatLatentBatch)

@@ -561,3 +561,50 @@ def test_sdxl_revision_matches_the_pooled_formula(root: Path, manager: ModelMana
     assert_same(ours, as_uint8(theirs))
     without = as_uint8(draw(torch.zeros_like(pooled)))  # the test can tell a picture from none
     assert int(np.abs(without.astype(int) - ours.astype(int)).max()) > 1
+
+
+# --------------------------------------------------------------------------- importing ComfyUI files
+
+CORPUS = Path(__file__).resolve().parent / "data" / "comfy" / "corpus"
+IMAGE_CONDITIONING_FILES = [
+    "comfyui_examples/unclip__unclip_example.png",
+    "comfyui_examples/unclip__unclip_example_multiple.png",
+    "comfyui_examples/unclip__unclip_2pass.png",
+    "comfyui_examples/sdxl__sdxl_revision_zero_positive.png",
+    "comfyui_examples/sdxl__sdxl_revision_text_prompts.png",
+    "cog_comfyui/sdxl_revision_zero_positive.json",
+    "workflow_templates/sdxl_revision_text_prompts.json",
+    "comfyui_tests/default_graph_sdxl1_0.json",
+]
+
+
+@pytest.mark.parametrize("name", IMAGE_CONDITIONING_FILES)
+def test_comfyui_image_conditioning_workflows_convert(name: str) -> None:
+    """ComfyUI's unCLIP and revision examples convert whole and validate but for the model files,
+    with ComfyUI's inputs kept (strength, noise_augmentation, crop: center where older files have none)."""
+    from comfy_import import convert, read_file
+    from graph.validate import validate
+
+    path = CORPUS / name
+    if not path.is_file():
+        pytest.skip(f"{name} is not in the corpus")
+    result = convert(read_file(path), path.name)
+    assert result.complete, [(n.comfy_type, n.reason) for n in result.not_converted]
+    registry = default_registry()
+    issues = [i for i in validate(result.workflow, registry).issues if not _names_a_model(i, registry)]
+    assert not issues, [str(i) for i in issues]
+    nodes = result.workflow["nodes"]
+    for node in nodes.values():
+        if node["type"] == "CLIPVisionEncode":
+            assert node["inputs"].get("crop", "center") == "center"
+        if node["type"] == "unCLIPConditioning":
+            assert {"strength", "noise_augmentation", "conditioning", "clip_vision_output"} <= set(
+                node["inputs"]
+            )
+
+
+def _names_a_model(issue: Any, registry: Any) -> bool:
+    """An issue that only says a model file the workflow names is not installed here."""
+    node = registry.get(issue.node_type) if issue.node_type else None
+    spec = next((i for i in getattr(node, "inputs", ()) if i.name == issue.input), None)
+    return issue.code == "bad_value" and spec is not None and callable(spec.choices)

@@ -460,6 +460,37 @@ def test_run_imports_a_comfy_file_on_the_fly_and_sizes_the_latent_for_a_4x_vae(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "txt2img_api.json"]  # nothing written beside
 
 
+def test_a_hires_fix_upscale_gets_the_vae_so_its_pixel_size_is_right_with_a_4x_vae(tmp_path):
+    """LatentUpscale's width/height are pixels: with toy-sd's 4x VAE a 64 -> 128 upscale must
+    make a 128x128 picture, so the importer wires the VAE into it as into EmptyLatent."""
+    data = api_txt2img(size=64)
+    data["10"] = {
+        "class_type": "LatentUpscale",
+        "inputs": {
+            "samples": ["3", 0],
+            "upscale_method": "bislerp",
+            "width": 128,
+            "height": 128,
+            "crop": "disabled",
+        },
+    }
+    data["11"] = {
+        "class_type": "KSampler",
+        "inputs": {**data["3"]["inputs"], "latent_image": ["10", 0], "denoise": 0.5},
+    }
+    data["8"]["inputs"]["samples"] = ["11", 0]
+    result = converted(data)
+    assert result.complete, result.not_converted
+    assert graph_of(result)["10"]["inputs"]["vae"] == link("4", "vae")
+    source = tmp_path / "hires_api.json"
+    source.write_text(json.dumps(data))
+    done = app("run", str(source), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    (saved,) = (tmp_path / "out").glob("comfy*.png")
+    with Image.open(saved) as picture:
+        assert picture.size == (128, 128)
+
+
 def test_run_refuses_a_partial_conversion_and_validate_reports_it(tmp_path):
     done = app("run", str(DATA / "custom_api.json"), "--out", str(tmp_path / "out"))
     assert done.returncode == 2
@@ -572,3 +603,25 @@ def test_mask_and_image_helpers_convert():
         "factor": 0.5,
         "mode": "multiply",
     }
+
+
+def test_a_loader_saved_without_widget_values_takes_its_model_from_the_files_model_list():
+    """Current ComfyUI templates list each model in ``properties.models``; a LoraLoader saved
+    without ``widgets_values`` gets its file from there (and defaults for the rest)."""
+    data = copy.deepcopy(load("default_ui.json"))
+    loader = next(n for n in data["nodes"] if n["type"] == "CheckpointLoaderSimple")
+    del loader["widgets_values"]
+    loader["properties"] = {
+        "models": [
+            {"name": "v1-5-pruned-emaonly.safetensors", "directory": "checkpoints"},
+            {"name": "not-a-checkpoint.safetensors", "directory": "loras"},
+        ]
+    }
+    result = converted(data)
+    ours = graph_of(result)[str(loader["id"])]
+    assert ours["inputs"]["ckpt_name"] == "v1-5-pruned-emaonly.safetensors"
+    assert any("widget values were not saved" in w for w in result.warnings)
+
+    loader["properties"]["models"].append({"name": "other.safetensors", "directory": "checkpoints"})
+    ambiguous = graph_of(converted(data))[str(loader["id"])]
+    assert "ckpt_name" not in ambiguous["inputs"]  # two candidates: not guessed

@@ -50,3 +50,12 @@ def test_every_test_the_security_page_names_exists():
     assert len(named_tests) >= 15
     for name in named_tests:
         assert f"def {name}" in sources, f"docs/security.md names {name}, which no test defines"
+
+
+def test_the_import_page_maps_every_comfyui_type_the_importer_converts():
+    from comfy_import import RULES
+
+    text = (DOCS / "comfy-import.md").read_text()
+    mapping = text[text.index("## Mapping") : text.index("### Samplers")]
+    missing = [t for t in RULES if not re.search(rf"\b{re.escape(t)}\b", mapping)]
+    assert not missing, f"docs/comfy-import.md's mapping table lacks {missing}"

@@ -346,7 +346,14 @@ def test_lora_and_controlnet_advanced_convert_exactly():
     assert sampler["model"] == link("10", "model")
     assert sampler["positive"] == link("13_pos", "conditioning")
     assert sampler["negative"] == link("13_neg", "conditioning")
-    assert sampler["sampler"] == "dpmpp_2m_karras"
+    # dpmpp_2m_sde with karras has no studio Sampler equivalent: it becomes the custom-sampling
+    # chain that runs exactly that sampler on exactly that schedule, with no approximation
+    assert graph["3"]["type"] == "SamplerCustom"
+    assert sampler["sampler"] == link("3_sampler", "sampler")
+    assert sampler["sigmas"] == link("3_sigmas", "sigmas")
+    assert graph["3_sampler"]["inputs"] == {"sampler_name": "dpmpp_2m_sde"}
+    assert graph["3_sigmas"]["inputs"]["scheduler"] == "karras"
+    assert graph["3_sigmas"]["inputs"]["model"] == link("10", "model")
     assert graph["14"] == {
         "type": "VAELoader",
         "inputs": {"vae_name": "vae-ft-mse-840000-ema-pruned.safetensors"},
@@ -355,9 +362,7 @@ def test_lora_and_controlnet_advanced_convert_exactly():
     nodes = result.workflow["nodes"]
     assert nodes["13_pos"]["title"] == "Apply ControlNet (positive)"
     assert nodes["13_neg"]["title"] == "Apply ControlNet (negative)"
-    assert result.warnings == [
-        "comfy id 3 KSampler: sampler 'dpmpp_2m_sde' has no equivalent; using the closest, 'dpmpp_2m'"
-    ]
+    assert result.warnings == []
     (item,) = [c for c in result.converted if c.comfy_id == "13"]
     assert item.nodes == [("13_pos", "ControlNetApply"), ("13_neg", "ControlNetApply")]
 

@@ -392,6 +392,29 @@ def test_a_merged_clip_encodes_like_a_text_model_holding_the_formula(
     assert not torch.allclose(plain.embeds, expected, atol=1e-3)
 
 
+def test_a_merged_clip_with_an_embedding_in_the_prompt_is_not_served_its_first_clips_encoders(
+    root: Path, manager: ModelManager
+) -> None:
+    """Text encoders with an embedding added are kept in the manager: the key must name the
+    merge, or a merged CLIP would be handed clip1's encoders from an earlier prompt."""
+    from safetensors.torch import save_file
+
+    folder = root / "models" / "embeddings"
+    folder.mkdir(exist_ok=True)
+    save_file(
+        {"emb_params": torch.randn(2, 32, generator=torch.Generator().manual_seed(4))},
+        str(folder / "mergestyle.safetensors"),
+    )
+    text = "a circle in embedding:mergestyle"
+    clip1, clip2 = load(root, manager, "more-a")["clip"], load(root, manager, "more-b")["clip"]
+    (plain,) = call(root, manager, "CLIPTextEncode", clip=clip1, text=text)["conditioning"]
+    merged = call(root, manager, "CLIPMergeSimple", clip1=clip1, clip2=clip2, ratio=0.25)["clip"]
+    (mixed,) = call(root, manager, "CLIPTextEncode", clip=merged, text=text)["conditioning"]
+    assert not torch.allclose(plain.embeds, mixed.embeds, atol=1e-3)
+    (without,) = call(root, manager, "CLIPTextEncode", clip=merged, text="a circle in")["conditioning"]
+    assert not torch.allclose(without.embeds, mixed.embeds, atol=1e-3)  # the embedding is used
+
+
 def test_clip_merge_refuses_another_family_naming_clip2(root: Path, manager: ModelManager) -> None:
     clip1, clip2 = load(root, manager, "more-a")["clip"], load(root, manager, "more-xl")["clip"]
     with pytest.raises(NodeInputError) as raised:
@@ -581,6 +604,47 @@ def test_a_unet_file_draws_what_its_checkpoint_draws(
     assert np.array_equal(as_uint8(from_file), as_uint8(alone))
 
 
+def test_a_lora_on_a_unet_file_fuses_its_unet_layers_and_leaves_out_the_text_ones(
+    root: Path, manager: ModelManager, unet_files: dict
+) -> None:
+    """A UNet-only model has no text encoders: a LoRA's text-encoder layers are left out (as
+    ComfyUI does) instead of crashing, and its UNet layers follow the LoRA formula."""
+    from safetensors.torch import save_file
+
+    from nodes.diffusion import checkpoint_for
+
+    layer = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"
+    weight = unet_files["module"].state_dict()[layer + ".weight"]
+    generator = torch.Generator().manual_seed(9)
+    down = torch.randn(2, weight.shape[1], generator=generator)
+    up = torch.randn(weight.shape[0], 2, generator=generator)
+    key = "lora_unet_" + layer.replace(".", "_")
+    te_key = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+    lora = {
+        f"{key}.lora_down.weight": down,
+        f"{key}.lora_up.weight": up,
+        f"{te_key}.lora_down.weight": torch.randn(2, 32, generator=generator),
+        f"{te_key}.lora_up.weight": torch.randn(32, 2, generator=generator),
+    }
+    folder = root / "models" / "loras"
+    folder.mkdir(exist_ok=True)
+    save_file(lora, str(folder / "unet-file-style.safetensors"))
+    model = call(root, manager, "UNETLoader", unet_name="unet-ldm.safetensors")["model"]
+    out = call(
+        root,
+        manager,
+        "LoraLoaderModelOnly",
+        model=model,
+        lora_name="unet-file-style.safetensors",
+        strength_model=0.5,
+    )
+    fused = checkpoint_for(out["model"], context(root, manager))
+    want = dict(unet_files["module"].state_dict())
+    want[layer + ".weight"] = weight + 0.5 * (up @ down)
+    assert_weights(fused.unet.state_dict(), want)
+    assert fused.text_encoders == []
+
+
 def test_unet_family_is_read_from_the_shapes() -> None:
     from models.unet_files import read_layout
 
@@ -619,3 +683,101 @@ def test_unet_loader_names_the_input_for_a_missing_or_foreign_file(root: Path, m
     with pytest.raises(NodeInputError) as raised:
         call(root, manager, "UNETLoader", unet_name="dit.safetensors")
     assert raised.value.input_name == "unet_name" and "no UNet weights" in str(raised.value)
+
+
+# --------------------------------------------------------------------------- RepeatLatentBatch
+
+
+def test_repeat_latent_batch_repeats_the_batch_and_what_goes_with_it() -> None:
+    from models.values import Latent
+    from nodes.latent import RepeatLatentBatch
+    from tests.helpers import run_node
+
+    generator = torch.Generator().manual_seed(3)
+    samples = torch.randn(2, 4, 8, 8, generator=generator)
+    std = torch.rand(2, 4, 8, 8, generator=generator)
+    mask = torch.rand(1, 1, 8, 8, generator=generator)  # one mask for the whole batch
+    (out,) = run_node(RepeatLatentBatch, latent=Latent(samples, std=std, noise_mask=mask), amount=3).values()
+    assert out.samples.shape == (6, 4, 8, 8)
+    for copy in range(3):  # ComfyUI's tensor.repeat: the whole batch again, not each item in turn
+        assert torch.equal(out.samples[2 * copy : 2 * copy + 2], samples)
+        assert torch.equal(out.std[2 * copy : 2 * copy + 2], std)
+    assert torch.equal(out.noise_mask, mask)
+    (same,) = run_node(RepeatLatentBatch, latent=Latent(samples), amount=1).values()
+    assert torch.equal(same.samples, samples) and same.std is None
+
+
+# --------------------------------------------------------------------------- importing ComfyUI files
+
+CORPUS = Path(__file__).parent / "data" / "comfy" / "corpus" / "comfyui_examples"
+
+
+def converted(name: str) -> Any:
+    from comfy_import import convert, read_file
+
+    return convert(read_file(CORPUS / name), name)
+
+
+def test_comfyui_merge_examples_convert_with_their_ratios() -> None:
+    three = converted("model_merging__model_merging_3_checkpoints.png")
+    assert three.complete
+    blocks = three.workflow["nodes"]["10"]
+    assert blocks["type"] == "ModelMergeBlocks"
+    assert (blocks["inputs"]["input"], blocks["inputs"]["middle"]) == (1, pytest.approx(0.71))
+    assert blocks["inputs"]["model2"] == link("11", "model")
+
+    cosxl = converted("model_merging__model_merging_cosxl.png").workflow["nodes"]
+    sdxl = cosxl["13"]["inputs"]
+    assert cosxl["13"]["type"] == "ModelMergeSDXL"
+    assert (sdxl["time_embed"], sdxl["middle_block_2"], sdxl["output_blocks_0"], sdxl["out"]) == (
+        1,
+        1,
+        0.5,
+        1,
+    )
+    assert cosxl["15"] == {
+        **cosxl["15"],
+        "type": "ModelMergeSubtract",
+        "inputs": {"multiplier": 1, "model1": link("4", "model"), "model2": link("16", "model")},
+    }
+    assert cosxl["19"]["type"] == "CLIPMergeAdd" and cosxl["19"]["inputs"]["clip1"] == link("18", "clip")
+
+    inpaint = converted("model_merging__model_merging_inpaint.png")
+    repeat = inpaint.workflow["nodes"]["21"]
+    assert repeat["type"] == "RepeatLatentBatch" and repeat["inputs"]["amount"] == 4
+    assert "latent" in repeat["inputs"]
+
+
+def test_loaders_of_comfyui_files_convert() -> None:
+    depth = converted("controlnet__depth_controlnet.png")
+    assert depth.complete
+    loader = depth.workflow["nodes"]["33"]
+    assert loader == {
+        **loader,
+        "type": "DiffControlNetLoader",
+        "inputs": {
+            "control_net_name": "diff_control_sd15_depth_fp16.safetensors",
+            "model": link("34", "model"),
+        },
+    }
+    from comfy_import import convert, read_prompt
+
+    api = {
+        "1": {
+            "class_type": "UNETLoader",
+            "inputs": {"unet_name": "x.safetensors", "weight_dtype": "fp8_e4m3fn"},
+        },
+        "2": {
+            "class_type": "LoraLoaderModelOnly",
+            "inputs": {"model": ["1", 0], "lora_name": "l.safetensors", "strength_model": 0.5},
+        },
+    }
+    result = convert(read_prompt(api))
+    nodes = result.workflow["nodes"]
+    assert nodes["1"]["inputs"] == {"unet_name": "x.safetensors", "weight_dtype": "default"}
+    assert any("fp8_e4m3fn" in warning for warning in result.warnings)
+    assert nodes["2"]["inputs"] == {
+        "model": link("1", "model"),
+        "lora_name": "l.safetensors",
+        "strength_model": 0.5,
+    }
