@@ -287,7 +287,10 @@ def send_with_length(
         except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
             return  # the HTTP layer refused the header and hung up, as it may
         assert response.status < 500, (path, extra, response.status)
-        response.read()
+        try:
+            response.read()
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # it answered (4xx) to a length it could not trust and hung up before the body ended
     finally:
         connection.close()
 

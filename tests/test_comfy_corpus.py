@@ -113,6 +113,12 @@ def test_file_converts_or_is_refused_clearly(name, records):
 PNGS = [name for name in NAMES if name.endswith(".png")]
 
 
+def never_run(conversion: Any) -> set[str]:
+    """The ComfyUI ids a conversion left out because ComfyUI never runs them (it says so)."""
+    found = (re.match(r"comfy id (\S+) .*never runs it", w) for w in conversion.warnings)
+    return {m.group(1) for m in found if m}
+
+
 @pytest.mark.parametrize("name", PNGS)
 def test_png_workflow_and_prompt_convert_alike(name):
     """A ComfyUI PNG holds the graph twice: the UI ``workflow`` and the API ``prompt`` that ComfyUI
@@ -123,14 +129,21 @@ def test_png_workflow_and_prompt_convert_alike(name):
     chunks = bench.png_chunks(CORPUS / name)
     from_ui = convert(read_prompt(json.loads(chunks["workflow"])), name)
     from_api = convert(read_prompt(json.loads(chunks["prompt"])), name)
+    # The one known difference: the UI format shows a node's unlinked outputs, so the UI reader
+    # leaves out a half-wired node that feeds nothing (ComfyUI never runs it), saying so; the API
+    # prompt does not show which outputs are linked, so the API reader may keep such a node.
+    dead_ends = never_run(from_ui) - never_run(from_api)
     ui_nodes, api_nodes = from_ui.workflow["nodes"], from_api.workflow["nodes"]
-    assert set(ui_nodes) == set(api_nodes)
+    assert dead_ends <= set(api_nodes)
+    assert set(ui_nodes) == set(api_nodes) - dead_ends
     for node_id, node in ui_nodes.items():
         assert (node["type"], node["inputs"]) == (api_nodes[node_id]["type"], api_nodes[node_id]["inputs"]), (
             node_id
         )
     missing = sorted((n.comfy_id, n.comfy_type) for n in from_ui.not_converted)
-    assert missing == sorted((n.comfy_id, n.comfy_type) for n in from_api.not_converted)
+    assert missing == sorted(
+        (n.comfy_id, n.comfy_type) for n in from_api.not_converted if n.comfy_id not in dead_ends
+    )
 
 
 def test_supported_families_mostly_convert_fully_and_validate(records):
