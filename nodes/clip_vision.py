@@ -16,16 +16,8 @@ import numpy as np
 
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
-from nodes.diffusion import file_state, manager_of, model_fingerprint, model_paths
 from nodes.image import as_image
-
-
-def clip_vision_choices() -> list[str]:
-    return model_paths().list("clip")
-
-
-def checkpoint_choices() -> list[str]:
-    return model_paths().list("checkpoints")
+from nodes.support import file_state, find_model, manager_of, model_fingerprint, model_input
 
 
 def _vision_ref(ctx: Context, path: Path, input_name: str, inside_checkpoint: bool = False) -> Any:
@@ -56,12 +48,10 @@ class CLIPVisionLoader(Node):
         "from models/clip_vision."
     )
     inputs = (
-        Input(
+        model_input(
             "clip_name",
-            T.STRING,
-            choices=clip_vision_choices,
-            accepts="constant",
-            description="A .safetensors file or transformers folder in models/clip_vision (or models/clip).",
+            "clip",
+            "A .safetensors file or transformers folder in models/clip_vision (or models/clip).",
         ),
     )
     outputs = (Output("clip_vision", T.CLIP_VISION),)
@@ -70,11 +60,7 @@ class CLIPVisionLoader(Node):
         return model_fingerprint("clip", inputs.get("clip_name"))
 
     def run(self, ctx: Context, clip_name: str) -> dict[str, Any]:
-        path = model_paths().find("clip", clip_name)
-        if path is None:
-            raise NodeInputError(
-                "clip_name", f"{clip_name!r} is not in models/clip_vision; put the CLIP vision file there"
-            )
+        path = find_model("clip", "clip_name", clip_name, "models/clip_vision", "the CLIP vision file")
         return {"clip_vision": _vision_ref(ctx, path, "clip_name")}
 
 
@@ -167,12 +153,10 @@ class UnclipCheckpointLoader(Node):
         "variations of."
     )
     inputs = (
-        Input(
+        model_input(
             "ckpt_name",
-            T.STRING,
-            choices=checkpoint_choices,
-            accepts="constant",
-            description="An unCLIP file (e.g. sd21-unclip-h) or StableUnCLIP folder in models/checkpoints.",
+            "checkpoints",
+            "An unCLIP file (e.g. sd21-unclip-h) or StableUnCLIP folder in models/checkpoints.",
         ),
     )
     outputs = (
@@ -196,9 +180,7 @@ class UnclipCheckpointLoader(Node):
         from models.safety import PickleRefused, UnsafeOrBrokenFile
         from models.values import CheckpointRef, ClipRef, ModelRef, ModuleRef
 
-        path = model_paths().find("checkpoints", ckpt_name)
-        if path is None:
-            raise NodeInputError("ckpt_name", f"{ckpt_name!r} is not in models/checkpoints; put it there")
+        path = find_model("checkpoints", "ckpt_name", ckpt_name, what="it")
         encoder = path / "image_encoder"
         if path.is_dir() and not (encoder / "config.json").is_file():
             raise NodeInputError(

@@ -12,13 +12,8 @@ from typing import Any
 
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
-from nodes.diffusion import (
-    CLIPTextEncode,
-    file_state,
-    manager_of,
-    model_fingerprint,
-    model_paths,
-)
+from nodes.diffusion import CLIPTextEncode
+from nodes.support import file_state, find_model, manager_of, model_fingerprint, model_input
 
 #: Largest size in pixels ComfyUI's size inputs take.
 MAX_RESOLUTION = 16384
@@ -309,10 +304,6 @@ class ConditioningConcat(Node):
         return {"conditioning": tuple(concat(c, source) for c in conditioning_to)}
 
 
-def text_encoder_choices() -> list[str]:
-    return model_paths().list("text_encoders")
-
-
 #: CLIPLoader's types (ComfyUI's names) the studio loads.
 CLIP_TYPES = ("stable_diffusion",)
 
@@ -324,12 +315,10 @@ class CLIPLoader(Node):
         "encode prompts with it instead of a checkpoint's own."
     )
     inputs = (
-        Input(
+        model_input(
             "clip_name",
-            T.STRING,
-            choices=text_encoder_choices,
-            accepts="constant",
-            description="A .safetensors text encoder (transformers keys, with or without 'text_model.').",
+            "text_encoders",
+            "A .safetensors text encoder (transformers keys, with or without 'text_model.').",
         ),
         Input(
             "type",
@@ -351,12 +340,7 @@ class CLIPLoader(Node):
         from models.text_encoders import TYPES, load_text_encoder
         from models.values import CheckpointRef, ClipRef
 
-        path = model_paths().find("text_encoders", clip_name)
-        if path is None:
-            raise NodeInputError(
-                "clip_name",
-                f"{clip_name!r} is not in models/text_encoders or models/clip; put the file there",
-            )
+        path = find_model("text_encoders", "clip_name", clip_name, "models/text_encoders or models/clip")
         manager = manager_of(ctx)
         key = ("text_encoder", str(path.resolve()), file_state(path), type)
 

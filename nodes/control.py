@@ -13,26 +13,19 @@ import numpy as np
 
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
-from nodes.diffusion import file_state, manager_of, model_fingerprint, model_paths
 from nodes.image import as_image
+from nodes.support import checkpoint_for, file_state, find_model, manager_of, model_fingerprint, model_input
 
-
-def controlnet_choices() -> list[str]:
-    return model_paths().list("controlnet")
+#: The model input of both ControlNet loaders.
+CONTROL_NET_NAME = model_input(
+    "control_net_name", "controlnet", "A file or diffusers folder in models/controlnet."
+)
 
 
 class ControlNetLoader(Node):
     category = "loaders"
     description = "Load a ControlNet (diffusers folder or single file, SD 1.x or SDXL)."
-    inputs = (
-        Input(
-            "control_net_name",
-            T.STRING,
-            choices=controlnet_choices,
-            accepts="constant",
-            description="A file or diffusers folder in models/controlnet.",
-        ),
-    )
+    inputs = (CONTROL_NET_NAME,)
     outputs = (Output("control_net", T.CONTROL_NET),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
@@ -43,9 +36,7 @@ class ControlNetLoader(Node):
         from models.safety import PickleRefused, UnsafeOrBrokenFile
         from models.values import ModuleRef
 
-        path = model_paths().find("controlnet", control_net_name)
-        if path is None:
-            raise NodeInputError("control_net_name", f"{control_net_name!r} is not in models/controlnet")
+        path = find_model("controlnet", "control_net_name", control_net_name)
         manager = manager_of(ctx)
         key = ("controlnet", str(path.resolve()), file_state(path))
 
@@ -71,13 +62,7 @@ class DiffControlNetLoader(Node):
     )
     inputs = (
         Input("model", T.MODEL, description="The model the ControlNet was made against (its base)."),
-        Input(
-            "control_net_name",
-            T.STRING,
-            choices=controlnet_choices,
-            accepts="constant",
-            description="A file or diffusers folder in models/controlnet.",
-        ),
+        CONTROL_NET_NAME,
     )
     outputs = (Output("control_net", T.CONTROL_NET),)
 
@@ -90,11 +75,8 @@ class DiffControlNetLoader(Node):
         from models.merge import model_key
         from models.safety import PickleRefused, UnsafeOrBrokenFile
         from models.values import ModuleRef
-        from nodes.diffusion import checkpoint_for
 
-        path = model_paths().find("controlnet", control_net_name)
-        if path is None:
-            raise NodeInputError("control_net_name", f"{control_net_name!r} is not in models/controlnet")
+        path = find_model("controlnet", "control_net_name", control_net_name)
         manager = manager_of(ctx)
         try:
             difference = is_difference_file(path, manager.allow_pickle)

@@ -14,59 +14,22 @@ import numpy as np
 
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
-
-SAMPLER_NAMES = (
-    "euler",
-    "euler_ancestral",
-    "ddim",
-    "ddpm",
-    "dpmpp_2m",
-    "dpmpp_2m_karras",
-    "unipc",
-    "lcm",
-    "pndm",
+from nodes.support import (
+    CFG,
+    PREVIEW,
+    SAMPLER_NAMES,
+    SEED,
+    STEPS,
+    checkpoint_for,
+    file_state,
+    find_model,
+    lora_entry,
+    manager_of,
+    model_fingerprint,
+    model_input,
+    model_paths,
+    step_reporter,
 )
-SEED_MAX = 2**53 - 1
-
-#: Inputs every sampling node has, declared once.
-SEED = Input("seed", T.INT, default=0, min=0, max=SEED_MAX)
-STEPS = Input("steps", T.INT, default=20, min=1, max=1000)
-CFG = Input("cfg", T.FLOAT, default=7.5, min=0.0, max=100.0, step=0.1)
-
-
-def step_reporter(ctx: Context, preview: bool = False) -> Any:
-    """A sampler callback: progress (which also checks cancellation) and, if asked, a latent preview."""
-
-    def on_step(step: int, total: int, latents: Any) -> None:
-        ctx.progress(step, total)
-        if preview:
-            ctx.preview(latent_preview(latents.to("cpu")))
-
-    return on_step
-
-
-def model_paths() -> Any:
-    from models.paths import ModelPaths
-
-    return ModelPaths.from_env()
-
-
-def model_fingerprint(kind: str, name: Any) -> str:
-    """A loader's fingerprint: the size and time of the model it names, so an edited file reloads."""
-    path = model_paths().find(kind, str(name or ""))
-    return file_state(path) if path is not None else "missing"
-
-
-def checkpoint_choices() -> list[str]:
-    return model_paths().list("checkpoints")
-
-
-def vae_choices() -> list[str]:
-    return model_paths().list("vae")
-
-
-def lora_choices() -> list[str]:
-    return model_paths().list("loras")
 
 
 def embedding_files() -> dict[str, Path]:
@@ -82,65 +45,11 @@ def embedding_files() -> dict[str, Path]:
     return files
 
 
-def checkpoint_for(ref: Any, ctx: Context) -> Any:
-    """The checkpoint a MODEL or CLIP stands for: its checkpoint with the models merged into it
-    (ModelMerge*/CLIPMerge*, in order: see models/merge.py), then its LoRAs fused. Each result is
-    shared in the manager under a key of everything that made it; the cached originals are
-    never changed."""
-    from models.loading import with_loras
-    from models.merge import merged_checkpoint, merged_key
-
-    manager = manager_of(ctx)
-
-    def after_merges(model: Any) -> Any:
-        merges = getattr(model, "merges", ())
-        if not merges:
-            return model.checkpoint.get()
-        so_far = model.with_(merges=merges[:-1], loras=())
-        other, step = merges[-1]
-        return manager.get(
-            merged_key(model),
-            lambda: merged_checkpoint(after_merges(so_far), checkpoint_for(other, ctx), step),
-        )
-
-    if not ref.loras:
-        return after_merges(ref)
-    loras = [
-        (Path(path), unet_strength, clip_strength) for path, unet_strength, clip_strength, _ in ref.loras
-    ]
-    key = (merged_key(ref), "loras", ref.loras)
-    return manager.get(key, lambda: with_loras(after_merges(ref), loras, manager.allow_pickle))
-
-
-def manager_of(ctx: Context) -> Any:
-    """The run's model manager (one per process, shared by every run)."""
-    if ctx.settings.models is None:
-        from models.manager import ModelManager
-
-        settings = ctx.settings
-        settings.models = ModelManager(allow_pickle=settings.allow_pickle, attention=settings.attention)
-    return ctx.settings.models
-
-
-def file_state(path: Path) -> str:
-    if path.is_dir():
-        stamps = [p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()]
-        return f"dir:{max(stamps, default=0)}:{len(stamps)}"
-    stat = path.stat()
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
-
-
 class CheckpointLoader(Node):
     category = "loaders"
     description = "Load a Stable Diffusion checkpoint (SD 1.x, 2.x, XL; file or diffusers folder)."
     inputs = (
-        Input(
-            "ckpt_name",
-            T.STRING,
-            choices=checkpoint_choices,
-            accepts="constant",
-            description="A file or diffusers folder in models/checkpoints.",
-        ),
+        model_input("ckpt_name", "checkpoints", "A file or diffusers folder in models/checkpoints."),
         Input(
             "prediction",
             T.STRING,
@@ -160,11 +69,7 @@ class CheckpointLoader(Node):
         from models.safety import PickleRefused, UnsafeOrBrokenFile
         from models.values import CheckpointRef, ClipRef, ModelRef, ModuleRef
 
-        path = model_paths().find("checkpoints", ckpt_name)
-        if path is None:
-            raise NodeInputError(
-                "ckpt_name", f"{ckpt_name!r} is not in models/checkpoints; put the file there"
-            )
+        path = find_model("checkpoints", "ckpt_name", ckpt_name)
         manager = manager_of(ctx)
         key = ("checkpoint", str(path.resolve()), file_state(path), prediction)
 
@@ -194,13 +99,7 @@ class LoraLoader(Node):
     inputs = (
         Input("model", T.MODEL),
         Input("clip", T.CLIP),
-        Input(
-            "lora_name",
-            T.STRING,
-            choices=lora_choices,
-            accepts="constant",
-            description="A .safetensors LoRA in models/loras.",
-        ),
+        model_input("lora_name", "loras", "A .safetensors LoRA in models/loras."),
         Input("strength_model", T.FLOAT, default=1.0, min=-10.0, max=10.0, step=0.05),
         Input("strength_clip", T.FLOAT, default=1.0, min=-10.0, max=10.0, step=0.05),
     )
@@ -214,39 +113,15 @@ class LoraLoader(Node):
     ) -> dict[str, Any]:
         from dataclasses import replace
 
-        entry = self.entry(ctx, lora_name, strength_model, strength_clip)
+        entry = lora_entry(ctx, lora_name, strength_model, strength_clip)
         loras = model.loras + (entry,)
         return {"model": replace(model, loras=loras), "clip": replace(clip, loras=loras)}
-
-    @staticmethod
-    def entry(
-        ctx: Context, lora_name: str, strength_model: float, strength_clip: float
-    ) -> tuple[str, float, float, str]:
-        """The ``loras`` entry of a LoRA file (also LoraLoaderModelOnly's, with no text part)."""
-        from models.safety import check_weights_file
-
-        path = model_paths().find("loras", lora_name)
-        if path is None:
-            raise NodeInputError("lora_name", f"{lora_name!r} is not in models/loras; put the file there")
-        try:
-            check_weights_file(path, manager_of(ctx).allow_pickle)
-        except Exception as exc:  # noqa: BLE001 - PickleRefused, said in plain words
-            raise NodeInputError("lora_name", str(exc)) from None
-        return (str(path.resolve()), float(strength_model), float(strength_clip), file_state(path))
 
 
 class VAELoader(Node):
     category = "loaders"
     description = "Load a VAE to use instead of the checkpoint's own."
-    inputs = (
-        Input(
-            "vae_name",
-            T.STRING,
-            choices=vae_choices,
-            accepts="constant",
-            description="A file or diffusers folder in models/vae.",
-        ),
-    )
+    inputs = (model_input("vae_name", "vae", "A file or diffusers folder in models/vae."),)
     outputs = (Output("vae", T.VAE),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
@@ -257,9 +132,7 @@ class VAELoader(Node):
         from models.safety import PickleRefused, UnsafeOrBrokenFile
         from models.values import ModuleRef
 
-        path = model_paths().find("vae", vae_name)
-        if path is None:
-            raise NodeInputError("vae_name", f"{vae_name!r} is not in models/vae; put the file there")
+        path = find_model("vae", "vae_name", vae_name)
         manager = manager_of(ctx)
         key = ("vae", str(path.resolve()), file_state(path))
 
@@ -604,16 +477,6 @@ def mask_to_latent(mask: np.ndarray, shape: tuple[int, ...]) -> Any:
     return tensor
 
 
-def latent_preview(latents: Any) -> np.ndarray:
-    """A quick look at latents: the first three channels, stretched to [0, 1]."""
-    first = latents[:1, :3].float()
-    low, high = first.amin(), first.amax()
-    picture = ((first - low) / (high - low + 1e-6)).permute(0, 2, 3, 1).numpy()
-    if picture.shape[-1] < 3:
-        picture = np.repeat(picture[..., :1], 3, axis=-1)
-    return picture.astype(np.float32)
-
-
 class Sampler(Node):
     category = "sampling"
     description = "Denoise a latent with a model and prompts; denoise below 1 keeps part of the input."
@@ -627,13 +490,7 @@ class Sampler(Node):
         CFG,
         Input("sampler", T.STRING, default="dpmpp_2m_karras", choices=SAMPLER_NAMES),
         Input("denoise", T.FLOAT, default=1.0, min=0.0, max=1.0, step=0.01),
-        Input(
-            "preview",
-            T.BOOLEAN,
-            default=True,
-            accepts="constant",
-            description="Send a rough preview of the latents after each step.",
-        ),
+        PREVIEW,
     )
     outputs = (Output("latent", T.LATENT),)
 

@@ -8,8 +8,8 @@ import numpy as np
 
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output
-from nodes.diffusion import CFG, SEED, STEPS
 from nodes.image import as_image, check_same_size, luminance
+from nodes.support import CFG, SEED, STEPS, checkpoint_for, manager_of, step_reporter
 
 #: BT.601 chroma (YCbCr) matrices, full range.
 _TO_CBCR = np.asarray([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], dtype=np.float32)
@@ -137,7 +137,6 @@ class PromptToPrompt(Node):
         from models.p2p import Controller, EditError, P2PJob, plan_tokens, sample_p2p
         from models.prompts import encode
         from models.values import Cond, Latent
-        from nodes.diffusion import checkpoint_for, manager_of, step_reporter
 
         checkpoint = checkpoint_for(model, ctx)
         text = checkpoint_for(clip, ctx)

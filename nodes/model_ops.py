@@ -25,14 +25,14 @@ import numpy as np
 
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
-from nodes.diffusion import (
-    LoraLoader,
+from nodes.support import (
     checkpoint_for,
     file_state,
-    lora_choices,
+    find_model,
+    lora_entry,
     manager_of,
     model_fingerprint,
-    model_paths,
+    model_input,
 )
 
 #: CheckpointSave writes under this folder of the output folder (as ComfyUI does).
@@ -267,13 +267,7 @@ class LoraLoaderModelOnly(Node):
     description = "Add a LoRA's UNet part to a model (its text encoder part, if any, is not used)."
     inputs = (
         Input("model", T.MODEL),
-        Input(
-            "lora_name",
-            T.STRING,
-            choices=lora_choices,
-            accepts="constant",
-            description="A .safetensors LoRA in models/loras.",
-        ),
+        model_input("lora_name", "loras", "A .safetensors LoRA in models/loras."),
         Input("strength_model", T.FLOAT, default=1.0, min=-100.0, max=100.0, step=0.01),
     )
     outputs = (Output("model", T.MODEL),)
@@ -282,12 +276,8 @@ class LoraLoaderModelOnly(Node):
         return model_fingerprint("loras", inputs.get("lora_name"))
 
     def run(self, ctx: Context, model: Any, lora_name: str, strength_model: float) -> dict[str, Any]:
-        entry = LoraLoader.entry(ctx, lora_name, strength_model, 0.0)
+        entry = lora_entry(ctx, lora_name, strength_model, 0.0)
         return {"model": model.with_(loras=model.loras + (entry,))}
-
-
-def unet_choices() -> list[str]:
-    return model_paths().list("unet")
 
 
 class UNETLoader(Node):
@@ -297,12 +287,8 @@ class UNETLoader(Node):
         "its text encoder and VAE come from other loaders."
     )
     inputs = (
-        Input(
-            "unet_name",
-            T.STRING,
-            choices=unet_choices,
-            accepts="constant",
-            description="A UNet file (original or diffusers names) or diffusers UNet folder.",
+        model_input(
+            "unet_name", "unet", "A UNet file (original or diffusers names) or diffusers UNet folder."
         ),
         Input(
             "weight_dtype",
@@ -324,11 +310,7 @@ class UNETLoader(Node):
         from models.unet_files import load_unet_file
         from models.values import CheckpointRef, ModelRef
 
-        path = model_paths().find("unet", unet_name)
-        if path is None:
-            raise NodeInputError(
-                "unet_name", f"{unet_name!r} is not in models/unet or models/diffusion_models; put it there"
-            )
+        path = find_model("unet", "unet_name", unet_name, "models/unet or models/diffusion_models", "it")
         manager = manager_of(ctx)
         key = ("unet", str(path.resolve()), file_state(path))
 
@@ -424,22 +406,16 @@ class CheckpointSave(Node):
         return {}
 
 
-def upscale_model_choices() -> list[str]:
-    return model_paths().list("upscale_models")
-
-
 class UpscaleModelLoader(Node):
     category = "loaders"
     description = (
         "Load an image upscale model (ESRGAN, Real-ESRGAN, SwinIR, HAT, ...) from models/upscale_models."
     )
     inputs = (
-        Input(
+        model_input(
             "model_name",
-            T.STRING,
-            choices=upscale_model_choices,
-            accepts="constant",
-            description="A .safetensors file in models/upscale_models (pickle files need --allow-pickle).",
+            "upscale_models",
+            "A .safetensors file in models/upscale_models (pickle files need --allow-pickle).",
         ),
     )
     outputs = (Output("upscale_model", T.UPSCALE_MODEL),)
@@ -452,10 +428,10 @@ class UpscaleModelLoader(Node):
         from models.upscale import UpscaleModelError, load_upscale_model
         from models.values import ModuleRef
 
-        path = model_paths().find("upscale_models", model_name)
-        if path is None or not path.is_file():
+        path = find_model("upscale_models", "model_name", model_name)
+        if not path.is_file():
             raise NodeInputError(
-                "model_name", f"{model_name!r} is not in models/upscale_models; put the file there"
+                "model_name", f"{model_name!r} is a folder; put the model's file in models/upscale_models"
             )
         manager = manager_of(ctx)
         key = ("upscale_model", str(path.resolve()), file_state(path))

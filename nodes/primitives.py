@@ -8,9 +8,7 @@ from typing import Any
 
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, show_value
-
-#: Seeds stay below 2**53 so they survive a round trip through JavaScript.
-SEED_MAX = 2**53 - 1
+from nodes.support import SEED_MAX
 
 
 class Int(Node):

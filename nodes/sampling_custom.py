@@ -18,8 +18,9 @@ from typing import Any
 from models.schedules import K_SAMPLERS, SAMPLING_TYPES, SCHEDULERS
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output
-from nodes.diffusion import (
+from nodes.support import (
     CFG,
+    PREVIEW,
     SAMPLER_NAMES,
     SEED,
     SEED_MAX,
@@ -31,13 +32,6 @@ from nodes.diffusion import (
 
 CUSTOM = "sampling/custom"
 SIGMAS_STEPS = Input("steps", T.INT, default=20, min=1, max=10000)
-PREVIEW = Input(
-    "preview",
-    T.BOOLEAN,
-    default=True,
-    accepts="constant",
-    description="Send a rough preview of the latents after each step.",
-)
 
 
 def _sampling_job(

@@ -18,7 +18,7 @@ import numpy as np
 
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
-from nodes.diffusion import file_state, manager_of, model_fingerprint, model_paths
+from nodes.support import file_state, find_model, manager_of, model_fingerprint, model_input
 
 #: A loaded captioning model (with its processor) in the model manager.
 CAPTIONER = "CAPTIONER"
@@ -33,14 +33,6 @@ CAPTION_MODEL_TYPES: dict[str, str] = {
     "florence2": "Florence-2",
 }
 FLORENCE_DEFAULT_TASK = "<CAPTION>"
-
-
-def captioner_choices() -> list[str]:
-    return model_paths().list("captioners")
-
-
-def clip_choices() -> list[str]:
-    return model_paths().list("clip")
 
 
 @dataclass(eq=False)
@@ -64,9 +56,7 @@ def _model_folder(kind: str, name: str, input_name: str, what: str) -> Path:
     """The transformers folder ``name`` of ``kind``, or a NodeInputError naming the input."""
     if not name:
         raise NodeInputError(input_name, f"no model chosen: put a {what} folder in models/{kind}")
-    path = model_paths().find(kind, name)
-    if path is None:
-        raise NodeInputError(input_name, f"{name!r} is not in models/{kind}; put the {what} folder there")
+    path = find_model(kind, input_name, name, what=f"the {what} folder")
     if not path.is_dir() or not (path / "config.json").is_file():
         raise NodeInputError(
             input_name,
@@ -216,12 +206,10 @@ class CaptionerLoader(Node):
     category = "loaders"
     description = "Load an image captioning model (BLIP, BLIP-2, GIT, Florence-2 transformers folder)."
     inputs = (
-        Input(
+        model_input(
             "captioner_name",
-            T.STRING,
-            choices=captioner_choices,
-            accepts="constant",
-            description="A transformers folder in models/captioners (config.json, weights, processor).",
+            "captioners",
+            "A transformers folder in models/captioners (config.json, weights, processor).",
         ),
     )
     outputs = (Output("captioner", CAPTIONER),)
@@ -301,12 +289,10 @@ class ClipLoader(Node):
     category = "loaders"
     description = "Load a CLIP model (image and text towers) for scoring how well images match text."
     inputs = (
-        Input(
+        model_input(
             "clip_name",
-            T.STRING,
-            choices=clip_choices,
-            accepts="constant",
-            description="A transformers CLIPModel folder in models/clip (config.json, weights, processor).",
+            "clip",
+            "A transformers CLIPModel folder in models/clip (config.json, weights, processor).",
         ),
     )
     outputs = (Output("clip", CLIP_SCORER),)

@@ -255,9 +255,9 @@ def test_loader_errors_name_the_input(root: Path, manager: ModelManager) -> None
 
 
 def test_loader_lists_clip_vision_files(root: Path) -> None:
-    from nodes.clip_vision import clip_vision_choices
+    from nodes.clip_vision import CLIPVisionLoader
 
-    names = clip_vision_choices()
+    names = CLIPVisionLoader.input("clip_name").current_choices() or []
     assert {"tiny-vision.safetensors", "open-clip.safetensors", "tiny-folder"} <= set(names)
 
 
@@ -374,7 +374,7 @@ def test_unclip_vector_is_comfyui_formula(images: int) -> None:
 def test_unclip_checkpoint_loader_outputs(root: Path, manager: ModelManager) -> None:
     from models.clip_vision import embedding_noise_of
     from nodes.clip_vision import UnclipCheckpointLoader
-    from nodes.diffusion import checkpoint_for
+    from nodes.support import checkpoint_for
 
     ctx = ctx_with(manager)
     out = UnclipCheckpointLoader().run(ctx, ckpt_name="tiny-unclip")

@@ -301,7 +301,7 @@ def test_sampler_reports_steps_previews_and_cancels(models_root, manager):
     assert len(previews) == 5 and previews[0].image.shape == (1, 8, 8, 3)
     assert result.status == "done"
     # the last preview shows the latents the sampler returned, and each step's preview differs
-    from nodes.diffusion import latent_preview
+    from nodes.support import latent_preview
 
     latent = run_graph(txt2img(steps=5), models_root, manager, targets=["s"]).outputs["s"]["latent"]
     assert np.allclose(previews[-1].image, latent_preview(latent.samples), atol=1e-6)

@@ -85,7 +85,7 @@ def load(root: Path, manager: ModelManager, name: str) -> dict[str, Any]:
 
 
 def weights_of(root: Path, manager: ModelManager, ref: Any) -> dict[str, torch.Tensor]:
-    from nodes.diffusion import checkpoint_for
+    from nodes.support import checkpoint_for
 
     return checkpoint_for(ref, context(root, manager)).unet.state_dict()
 
@@ -330,7 +330,7 @@ def test_model_merge_sdxl_covers_the_size_embedding_and_blocks(root: Path, manag
 
 
 def encoders_of(root: Path, manager: ModelManager, clip: Any) -> list[dict[str, torch.Tensor]]:
-    from nodes.diffusion import checkpoint_for
+    from nodes.support import checkpoint_for
 
     return [e.state_dict() for e in checkpoint_for(clip, context(root, manager)).text_encoders]
 
@@ -468,7 +468,7 @@ def test_lora_loader_model_only_changes_the_unet_and_not_the_text_encoder(
     want = dict(da)
     want[layer + ".weight"] = weight + 0.8 * 2.0 / 4 * (up @ down)
     assert_weights(weights_of(root, manager, out["model"]), want)
-    from nodes.diffusion import checkpoint_for
+    from nodes.support import checkpoint_for
 
     fused = checkpoint_for(out["model"], context(root, manager))
     assert_weights(fused.text_encoders[0].state_dict(), te)  # the LoRA's text part is left out
@@ -585,7 +585,7 @@ def unet_files(root: Path) -> dict[str, Any]:
 def test_unet_loader_reads_each_layout_to_the_same_weights(
     root: Path, manager: ModelManager, unet_files: dict, stem: str
 ) -> None:
-    from nodes.diffusion import checkpoint_for
+    from nodes.support import checkpoint_for
 
     model = call(root, manager, "UNETLoader", unet_name=f"{stem}.safetensors")["model"]
     checkpoint = checkpoint_for(model, context(root, manager))
@@ -611,7 +611,7 @@ def test_a_lora_on_a_unet_file_fuses_its_unet_layers_and_leaves_out_the_text_one
     ComfyUI does) instead of crashing, and its UNet layers follow the LoRA formula."""
     from safetensors.torch import save_file
 
-    from nodes.diffusion import checkpoint_for
+    from nodes.support import checkpoint_for
 
     layer = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"
     weight = unet_files["module"].state_dict()[layer + ".weight"]

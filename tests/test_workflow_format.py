@@ -419,6 +419,6 @@ def test_a_failing_input_migration_is_a_node_version_issue():
 def test_the_largest_seed_is_the_same_everywhere():
     from graph.executor import MAX_SEED as EXECUTOR_MAX_SEED
     from graph.workflow import MAX_SEED
-    from nodes.primitives import SEED_MAX
+    from nodes.support import SEED_MAX
 
     assert MAX_SEED == EXECUTOR_MAX_SEED == SEED_MAX == 2**53 - 1

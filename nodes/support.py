@@ -1,0 +1,167 @@
+"""What node packs share: model folders and the model manager of a run, fingerprints of model
+files, progress reporting, and the inputs every sampler declares.
+
+Packs import these from here, not from one another: a pack is a set of nodes, not a library.
+torch and the model code are imported inside the functions only, so listing and validating
+nodes stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nodes import types as T
+from nodes.base import Context, Input, NodeInputError
+
+#: The samplers the Sampler nodes offer (models/sampling.py runs them).
+SAMPLER_NAMES = (
+    "euler",
+    "euler_ancestral",
+    "ddim",
+    "ddpm",
+    "dpmpp_2m",
+    "dpmpp_2m_karras",
+    "unipc",
+    "lcm",
+    "pndm",
+)
+#: Seeds stay below 2**53 so they survive a round trip through JavaScript (and JSON).
+SEED_MAX = 2**53 - 1
+
+#: Inputs every sampling node has, declared once.
+SEED = Input("seed", T.INT, default=0, min=0, max=SEED_MAX)
+STEPS = Input("steps", T.INT, default=20, min=1, max=1000)
+CFG = Input("cfg", T.FLOAT, default=7.5, min=0.0, max=100.0, step=0.1)
+PREVIEW = Input(
+    "preview",
+    T.BOOLEAN,
+    default=True,
+    accepts="constant",
+    description="Send a rough preview of the latents after each step.",
+)
+
+
+def model_paths() -> Any:
+    """The model folders of this process (models/ and the roots STUDIO_MODELS names)."""
+    from models.paths import ModelPaths
+
+    return ModelPaths.from_env()
+
+
+def model_choices(kind: str) -> Callable[[], list[str]]:
+    """A choices function listing the models of ``kind``, read afresh each time (files come and go)."""
+
+    def choices() -> list[str]:
+        return model_paths().list(kind)
+
+    choices.__qualname__ = choices.__name__ = f"{kind}_choices"
+    return choices
+
+
+def model_input(name: str, kind: str, description: str) -> Input:
+    """A loader's input naming a model file or folder of ``kind``, chosen from those on disk."""
+    return Input(name, T.STRING, choices=model_choices(kind), accepts="constant", description=description)
+
+
+def find_model(kind: str, input_name: str, name: str, where: str = "", what: str = "the file") -> Path:
+    """The path of model ``name`` of ``kind``, or a NodeInputError on ``input_name`` saying where
+    to put it (``where``: the folders in words, ``models/<kind>`` by default)."""
+    path = model_paths().find(kind, name)
+    if path is None:
+        raise NodeInputError(input_name, f"{name!r} is not in {where or 'models/' + kind}; put {what} there")
+    return path
+
+
+def file_state(path: Path) -> str:
+    """Size and modification time of a file (newest time and count of a folder's files)."""
+    if path.is_dir():
+        stamps = [p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()]
+        return f"dir:{max(stamps, default=0)}:{len(stamps)}"
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def model_fingerprint(kind: str, name: Any) -> str:
+    """A loader's fingerprint: the size and time of the model it names, so an edited file reloads."""
+    path = model_paths().find(kind, str(name or ""))
+    return file_state(path) if path is not None else "missing"
+
+
+def manager_of(ctx: Context) -> Any:
+    """The run's model manager (one per process, shared by every run)."""
+    if ctx.settings.models is None:
+        from models.manager import ModelManager
+
+        settings = ctx.settings
+        settings.models = ModelManager(allow_pickle=settings.allow_pickle, attention=settings.attention)
+    return ctx.settings.models
+
+
+def checkpoint_for(ref: Any, ctx: Context) -> Any:
+    """The checkpoint a MODEL or CLIP stands for: its checkpoint with the models merged into it
+    (ModelMerge*/CLIPMerge*, in order: see models/merge.py), then its LoRAs fused. Each result is
+    shared in the manager under a key of everything that made it; the cached originals are
+    never changed."""
+    from models.loading import with_loras
+    from models.merge import merged_checkpoint, merged_key
+
+    manager = manager_of(ctx)
+
+    def after_merges(model: Any) -> Any:
+        merges = getattr(model, "merges", ())
+        if not merges:
+            return model.checkpoint.get()
+        so_far = model.with_(merges=merges[:-1], loras=())
+        other, step = merges[-1]
+        return manager.get(
+            merged_key(model),
+            lambda: merged_checkpoint(after_merges(so_far), checkpoint_for(other, ctx), step),
+        )
+
+    if not ref.loras:
+        return after_merges(ref)
+    loras = [
+        (Path(path), unet_strength, clip_strength) for path, unet_strength, clip_strength, _ in ref.loras
+    ]
+    key = (merged_key(ref), "loras", ref.loras)
+    return manager.get(key, lambda: with_loras(after_merges(ref), loras, manager.allow_pickle))
+
+
+def lora_entry(
+    ctx: Context, lora_name: str, strength_model: float, strength_clip: float
+) -> tuple[str, float, float, str]:
+    """The ``loras`` entry of a MODEL or CLIP for a LoRA file (LoraLoader's; LoraLoaderModelOnly's
+    with no text part): its path, strengths and file state, checked to be loadable."""
+    from models.safety import check_weights_file
+
+    path = find_model("loras", "lora_name", lora_name)
+    try:
+        check_weights_file(path, manager_of(ctx).allow_pickle)
+    except Exception as exc:  # noqa: BLE001 - PickleRefused, said in plain words
+        raise NodeInputError("lora_name", str(exc)) from None
+    return (str(path.resolve()), float(strength_model), float(strength_clip), file_state(path))
+
+
+def latent_preview(latents: Any) -> np.ndarray:
+    """A quick look at latents: the first three channels, stretched to [0, 1]."""
+    first = latents[:1, :3].float()
+    low, high = first.amin(), first.amax()
+    picture = ((first - low) / (high - low + 1e-6)).permute(0, 2, 3, 1).numpy()
+    if picture.shape[-1] < 3:
+        picture = np.repeat(picture[..., :1], 3, axis=-1)
+    return picture.astype(np.float32)
+
+
+def step_reporter(ctx: Context, preview: bool = False) -> Any:
+    """A sampler callback: progress (which also checks cancellation) and, if asked, a latent preview."""
+
+    def on_step(step: int, total: int, latents: Any) -> None:
+        ctx.progress(step, total)
+        if preview:
+            ctx.preview(latent_preview(latents.to("cpu")))
+
+    return on_step
