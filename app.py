@@ -2,7 +2,7 @@
 """Workflow Studio: one entry point.
 
     python app.py                      serve the browser studio on http://127.0.0.1:7860
-    python app.py run WORKFLOW         run a workflow (JSON, or a PNG the studio saved) headless
+    python app.py run WORKFLOW         run a workflow (JSON, a studio PNG, or a ComfyUI file) headless
     python app.py validate WORKFLOW    report every problem in a workflow
     python app.py nodes [--json]       list the node types
     python app.py schema               print the JSON Schema of the workflow format
@@ -55,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     _studio_args(studio, suppress_defaults=True)
 
     run = commands.add_parser("run", help="run a workflow headless")
-    run.add_argument("workflow", help="a workflow .json, or a .png the studio saved")
+    run.add_argument(
+        "workflow",
+        help="a workflow .json, a .png the studio saved, or a ComfyUI workflow (imported on the fly)",
+    )
     run.add_argument(
         "--set",
         action="append",
@@ -89,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("schema", help="print the JSON Schema of the workflow file")
 
-    comfy = commands.add_parser("import-comfy", help="convert a ComfyUI workflow (API or UI format)")
-    comfy.add_argument("file", help="a ComfyUI workflow .json")
+    comfy = commands.add_parser(
+        "import-comfy", help="convert a ComfyUI workflow (API or UI format, or a PNG that carries one)"
+    )
+    comfy.add_argument("file", help="a ComfyUI workflow .json, or a PNG ComfyUI saved")
     comfy.add_argument("--out", default=None, help="where to write (default: FILE's stem + .studio.json)")
     comfy.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
