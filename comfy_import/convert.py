@@ -28,7 +28,7 @@ ROW_SPACING = 250
 
 #: Studio node types sized in pixels whose latent size depends on the VAE: they get a
 #: ``vae`` link when the ComfyUI graph has one to give.
-VAE_SIZED = frozenset({"EmptyLatent", "LatentUpscale", "LatentUpscaleBy", "LatentComposite"})
+VAE_SIZED = frozenset({"EmptyLatent", "LatentUpscale", "LatentUpscaleBy", "LatentComposite", "LatentCrop"})
 
 
 @dataclass

@@ -274,6 +274,18 @@ def blend_mode(value: Any, warn: Warn) -> Any:
     return value
 
 
+def canny_threshold(value: Any, warn: Warn) -> Any:
+    """Canny's thresholds: ComfyUI's fractions (0.01..0.99) as CannyEdges' 0..255 levels."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return max(0, min(255, round(value * 255)))
+    return value
+
+
+def canny_checks(values: Mapping[str, Any], warn: Warn) -> dict[str, Any]:
+    warn("ComfyUI's Canny is kornia's; CannyEdges (OpenCV's) finds slightly different edges")
+    return {}
+
+
 def short(value: Any) -> str:
     import json
 
@@ -761,6 +773,39 @@ RULES: dict[str, Rule] = {
         widgets=("ckpt_name",),
     ),
     "ConditioningZeroOut": one("ConditioningZeroOut", same("conditioning"), ("conditioning",)),
+    "LatentCrop": one(
+        "LatentCrop",
+        {"samples": "latent", **same("width", "height", "x", "y")},
+        ("latent",),
+        widgets=("width", "height", "x", "y"),
+    ),
+    "ComfySwitchNode": one(
+        "Switch",
+        {"switch": "select", "on_true": "on_true", "on_false": "on_false"},
+        ("value",),
+        widgets=("switch",),
+    ),
+    "ImageScaleToTotalPixels": one(  # files before ComfyUI added resolution_steps: ours defaults to 1
+        "ImageScaleToTotalPixels",
+        same("image", "upscale_method", "megapixels", "resolution_steps"),
+        ("image",),
+        widgets=("upscale_method", "megapixels", "resolution_steps"),
+    ),
+    "MaskComposite": one(
+        "MaskComposite",
+        same("destination", "source", "x", "y", "operation"),
+        ("mask",),
+        widgets=("x", "y", "operation"),
+    ),
+    "GetImageSize": one("GetImageSize", same("image"), ("width", "height", "batch_size")),
+    "Canny": one(
+        "CannyEdges",
+        same("image", "low_threshold", "high_threshold"),
+        ("image",),
+        values={"low_threshold": canny_threshold, "high_threshold": canny_threshold},
+        adjust=canny_checks,
+        widgets=("low_threshold", "high_threshold"),
+    ),
 }
 
 #: UI-format node types that exist only in ComfyUI's editor: resolved, never reported.

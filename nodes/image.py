@@ -7,6 +7,7 @@ Where two batches meet, a batch of one is repeated to match the other.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -247,6 +248,83 @@ class ImageScaleBy(Node):
         width, height = scaled_size(image.shape[2], image.shape[1], scale_by)
         check_pixel_budget("scale_by", image.shape[0], height, width)
         return {"image": resize_image(image, width, height, SCALE_METHODS[upscale_method])}
+
+
+def total_pixels_size(width: int, height: int, megapixels: float, steps: int = 1) -> tuple[int, int]:
+    """``width`` x ``height`` scaled to about ``megapixels`` (of 1024 x 1024 pixels each), keeping
+    the aspect ratio; each side rounded to a multiple of ``steps``, at least ``steps``."""
+    scale = math.sqrt(megapixels * 1024 * 1024 / (width * height))
+    return (
+        max(steps, round(width * scale / steps) * steps),
+        max(steps, round(height * scale / steps) * steps),
+    )
+
+
+class ImageScaleToTotalPixels(Node):
+    category = "image/transform"
+    description = (
+        "Scale images to about a number of megapixels (1 = 1024 x 1024 pixels), keeping their shape; "
+        "the size a model was trained at, whatever the picture's."
+    )
+    inputs = (
+        Input("image", T.IMAGE),
+        Input(
+            "upscale_method",
+            T.STRING,
+            default="nearest-exact",
+            choices=tuple(SCALE_METHODS),
+            accepts="constant",
+            description="How new pixels are computed; lanczos is sharpest, nearest-exact keeps hard "
+            "edges, area averages (good for shrinking).",
+        ),
+        Input(
+            "megapixels",
+            T.FLOAT,
+            default=1.0,
+            min=0.01,
+            max=16.0,
+            step=0.01,
+            description="The number of pixels wanted, in units of 1024 x 1024.",
+        ),
+        Input(
+            "resolution_steps",
+            T.INT,
+            default=1,
+            min=1,
+            max=256,
+            description="Each side is rounded to a multiple of this (e.g. 8 or 64 for a model's grid).",
+        ),
+    )
+    outputs = (Output("image", T.IMAGE),)
+
+    def run(
+        self,
+        ctx: Context,
+        image: np.ndarray,
+        upscale_method: str,
+        megapixels: float,
+        resolution_steps: int = 1,
+    ) -> dict[str, Any]:
+        image = as_image("image", image)
+        width, height = total_pixels_size(image.shape[2], image.shape[1], megapixels, resolution_steps)
+        check_pixel_budget("megapixels", image.shape[0], height, width)
+        return {"image": resize_image(image, width, height, SCALE_METHODS[upscale_method])}
+
+
+class GetImageSize(Node):
+    category = "image"
+    description = "The width, height and batch size of images, to size other nodes by."
+    inputs = (Input("image", T.IMAGE),)
+    outputs = (
+        Output("width", T.INT),
+        Output("height", T.INT),
+        Output("batch_size", T.INT),
+    )
+
+    def run(self, ctx: Context, image: np.ndarray) -> dict[str, Any]:
+        image = as_image("image", image)
+        batch, height, width = image.shape[:3]
+        return {"width": int(width), "height": int(height), "batch_size": int(batch)}
 
 
 # -- crop and pad ---------------------------------------------------------------------------
@@ -527,6 +605,8 @@ class EmptyImage(Node):
 NODES = (
     ImageResize,
     ImageScaleBy,
+    ImageScaleToTotalPixels,
+    GetImageSize,
     ImageCrop,
     ImagePad,
     ImageBlend,

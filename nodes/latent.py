@@ -458,4 +458,58 @@ class RepeatLatentBatch(Node):
         }
 
 
-NODES = (LatentUpscale, LatentUpscaleBy, LatentComposite, LatentBlend, RepeatLatentBatch)
+# -- crop -----------------------------------------------------------------------------------------
+
+#: ComfyUI's LatentCrop keeps at least this many pixels across from x and y to the far edges.
+MIN_CROP_PIXELS = 64
+
+
+class LatentCrop(Node):
+    category = "latent/transform"
+    description = (
+        "Cut a rectangle out of a latent, given in pixels: its top-left corner x, y and its size "
+        "(cut off at the edges). As ComfyUI, x and y are held at least 64 pixels from the far edges."
+    )
+    inputs = (
+        Input("latent", T.LATENT),
+        Input("width", T.INT, default=512, min=8, max=MAX_SIZE, step=8, description="In pixels."),
+        Input("height", T.INT, default=512, min=8, max=MAX_SIZE, step=8, description="In pixels."),
+        Input("x", T.INT, default=0, min=0, max=MAX_SIZE, step=8, description="Left edge, in pixels."),
+        Input("y", T.INT, default=0, min=0, max=MAX_SIZE, step=8, description="Top edge, in pixels."),
+        VAE_INPUT,
+    )
+    outputs = (Output("latent", T.LATENT),)
+
+    def run(
+        self, ctx: Context, latent: Latent, width: int, height: int, x: int, y: int, vae: Any = None
+    ) -> dict[str, Any]:
+        scale = vae_scale(vae)
+        cells_h, cells_w = latent.samples.shape[-2:]
+        keep = MIN_CROP_PIXELS // scale
+        left = max(0, min(x // scale, cells_w - keep))
+        top = max(0, min(y // scale, cells_h - keep))
+        new_w, new_h = width // scale, height // scale
+        for name, pixels, cells in (("width", width, new_w), ("height", height, new_h)):
+            if cells == 0:
+                raise NodeInputError(
+                    name, f"{pixels} pixels is less than one latent cell ({scale} pixels for this VAE)"
+                )
+
+        def cropped(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            """The same region of a tensor on the latent grid (a mask of another size as it is)."""
+            if tensor is None or tensor.shape[-2:] != (cells_h, cells_w):
+                return tensor
+            return tensor[..., top : top + new_h, left : left + new_w].contiguous()
+
+        return {
+            "latent": latent.with_(
+                samples=cropped(latent.samples),
+                std=cropped(latent.std),
+                noise_mask=cropped(latent.noise_mask),
+                masked_image=cropped(latent.masked_image),
+                masked_image_std=cropped(latent.masked_image_std),
+            )
+        }
+
+
+NODES = (LatentUpscale, LatentUpscaleBy, LatentComposite, LatentBlend, RepeatLatentBatch, LatentCrop)

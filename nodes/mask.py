@@ -123,6 +123,61 @@ class MaskCombine(Node):
         return {"mask": np.clip(result, 0.0, 1.0).astype(np.float32)}
 
 
+def _hard(mask: np.ndarray) -> np.ndarray:
+    """A mask as booleans, each value rounded (0.5 and below is off), for the logical operations."""
+    return np.round(mask) != 0
+
+
+#: MaskComposite's operations, ComfyUI's: the destination's region and the source's piece.
+COMPOSITE_OPERATIONS: dict[str, Any] = {
+    "multiply": lambda d, s: d * s,
+    "add": lambda d, s: d + s,
+    "subtract": lambda d, s: d - s,
+    "and": lambda d, s: (_hard(d) & _hard(s)).astype(np.float32),
+    "or": lambda d, s: (_hard(d) | _hard(s)).astype(np.float32),
+    "xor": lambda d, s: (_hard(d) ^ _hard(s)).astype(np.float32),
+}
+
+
+class MaskComposite(Node):
+    category = "mask/compose"
+    description = (
+        "Combine source into destination at x, y (cut off at the edges); outside the source the "
+        "destination is kept. Results are clipped to [0, 1]."
+    )
+    inputs = (
+        Input("destination", T.MASK),
+        Input("source", T.MASK),
+        Input("x", T.INT, default=0, min=0, max=MAX_SIZE, step=1, description="Left edge, in pixels."),
+        Input("y", T.INT, default=0, min=0, max=MAX_SIZE, step=1, description="Top edge, in pixels."),
+        Input(
+            "operation",
+            T.STRING,
+            default="multiply",
+            choices=tuple(COMPOSITE_OPERATIONS),
+            accepts="constant",
+            description="multiply, add, subtract (destination - source); and, or, xor on the rounded "
+            "values (0 or 1).",
+        ),
+    )
+    outputs = (Output("mask", T.MASK),)
+
+    def run(
+        self, ctx: Context, destination: np.ndarray, source: np.ndarray, x: int, y: int, operation: str
+    ) -> dict[str, Any]:
+        dest = as_mask("destination", destination)
+        src = as_mask("source", source)
+        batch = batch_size_of("source", dest, src)
+        out = repeat_batch(dest, batch).copy()
+        dest_h, dest_w = dest.shape[1:3]
+        right, bottom = min(x + src.shape[2], dest_w), min(y + src.shape[1], dest_h)
+        if x < right and y < bottom:
+            piece = repeat_batch(src, batch)[:, : bottom - y, : right - x]
+            region = out[:, y:bottom, x:right]
+            out[:, y:bottom, x:right] = COMPOSITE_OPERATIONS[operation](region, piece)
+        return {"mask": np.clip(out, 0.0, 1.0).astype(np.float32)}
+
+
 class SolidMask(Node):
     category = "mask"
     description = "A mask of one value everywhere."
@@ -139,4 +194,4 @@ class SolidMask(Node):
         return {"mask": np.full((batch_size, height, width), value, dtype=np.float32)}
 
 
-NODES = (ImageToMask, MaskToImage, MaskThreshold, MaskInvert, MaskCombine, SolidMask)
+NODES = (ImageToMask, MaskToImage, MaskThreshold, MaskInvert, MaskCombine, MaskComposite, SolidMask)
