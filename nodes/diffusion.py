@@ -28,6 +28,7 @@ from nodes.support import (
     model_fingerprint,
     model_input,
     model_paths,
+    sampling_job,
     step_reporter,
 )
 
@@ -508,28 +509,20 @@ class Sampler(Node):
         denoise: float,
         preview: bool,
     ) -> dict[str, Any]:
-        from models.sampling import SampleJob, sample
-        from models.schedules import scheduler_config
+        from models.sampling import sample
 
-        checkpoint = checkpoint_for(model, ctx)
-        manager = manager_of(ctx)
-
-        job = SampleJob(
-            unet=checkpoint.unet,
-            scheduler_config=scheduler_config(checkpoint.scheduler_config, model.sampling),
-            positive=positive,
-            negative=negative,
-            latent=latent,
+        job = sampling_job(
+            ctx,
+            model,
+            positive,
+            negative,
+            latent,
             seed=seed,
             steps=steps,
             cfg=cfg,
             sampler=sampler,
             denoise=denoise,
-            family=checkpoint.family,
-            vae_scale=checkpoint.vae_scale,
-            device=manager.device,
-            dtype=manager.dtype,
-            on_step=step_reporter(ctx, preview),
+            preview=preview,
         )
         try:
             samples = sample(job, ctx.check_cancelled)

@@ -26,37 +26,11 @@ from nodes.support import (
     SEED_MAX,
     STEPS,
     checkpoint_for,
-    manager_of,
-    step_reporter,
+    sampling_job,
 )
 
 CUSTOM = "sampling/custom"
 SIGMAS_STEPS = Input("steps", T.INT, default=20, min=1, max=10000)
-
-
-def _sampling_job(
-    ctx: Context, model: Any, positive: Any, negative: Any, latent: Any, **settings: Any
-) -> Any:
-    """A SampleJob for ``model`` with its ModelSamplingDiscrete overrides applied."""
-    from models.sampling import SampleJob
-    from models.schedules import scheduler_config
-
-    checkpoint = checkpoint_for(model, ctx)
-    manager = manager_of(ctx)
-    preview = settings.pop("preview", False)
-    return SampleJob(
-        unet=checkpoint.unet,
-        scheduler_config=scheduler_config(checkpoint.scheduler_config, model.sampling),
-        positive=positive,
-        negative=negative,
-        latent=latent,
-        family=checkpoint.family,
-        vae_scale=checkpoint.vae_scale,
-        device=manager.device,
-        dtype=manager.dtype,
-        on_step=step_reporter(ctx, preview),
-        **settings,
-    )
 
 
 def _levels(ctx: Context, model: Any) -> Any:
@@ -127,7 +101,7 @@ class SamplerAdvanced(Node):
     ) -> dict[str, Any]:
         from models.sampling import sample
 
-        job = _sampling_job(
+        job = sampling_job(
             ctx,
             model,
             positive,
@@ -331,7 +305,7 @@ def _sample_custom(
         raise NodeInputError("sigmas", "expects a 1-D list of noise levels (from a scheduler node)")
     if len(sigmas) > 1 and bool((sigmas[1:] > sigmas[:-1]).any()):
         raise NodeInputError("sigmas", "must go down from step to step; use a scheduler node's output")
-    job = _sampling_job(
+    job = sampling_job(
         ctx,
         guider.model,
         guider.positive,

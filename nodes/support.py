@@ -165,3 +165,28 @@ def step_reporter(ctx: Context, preview: bool = False) -> Any:
             ctx.preview(latent_preview(latents.to("cpu")))
 
     return on_step
+
+
+def sampling_job(ctx: Context, model: Any, positive: Any, negative: Any, latent: Any, **settings: Any) -> Any:
+    """A SampleJob for ``model`` on this run's device, with its ModelSamplingDiscrete overrides
+    applied; ``settings`` are the job's sampling fields (seed, steps, cfg, sampler, ...) and
+    ``preview``."""
+    from models.sampling import SampleJob
+    from models.schedules import scheduler_config
+
+    checkpoint = checkpoint_for(model, ctx)
+    manager = manager_of(ctx)
+    preview = settings.pop("preview", False)
+    return SampleJob(
+        unet=checkpoint.unet,
+        scheduler_config=scheduler_config(checkpoint.scheduler_config, model.sampling),
+        positive=positive,
+        negative=negative,
+        latent=latent,
+        family=checkpoint.family,
+        vae_scale=checkpoint.vae_scale,
+        device=manager.device,
+        dtype=manager.dtype,
+        on_step=step_reporter(ctx, preview),
+        **settings,
+    )
