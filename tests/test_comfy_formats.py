@@ -16,10 +16,12 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from comfy_import import RULES, ComfyError, Conversion, convert, read_bytes, read_prompt, rules
+from comfy_import import RULES, ComfyError, Conversion, read_bytes, rules
 from comfy_import.rules import KSAMPLER_AS_CUSTOM
 from graph.validate import validate
 from nodes.registry import default_registry
+from tests.test_import_comfy import converted, link, load
+from tests.test_import_comfy import graph_of as workflow_graph
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data" / "comfy"
@@ -37,22 +39,8 @@ def app(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     )
 
 
-def load(name: str) -> Any:
-    return json.loads((DATA / name).read_text())
-
-
-def converted(data: Any) -> Conversion:
-    return convert(read_prompt(data), "test.json")
-
-
-def link(node: str, output: str) -> dict[str, str]:
-    return {"node": node, "output": output}
-
-
 def graph_of(result: Conversion) -> dict[str, Any]:
-    return {
-        node_id: {"type": n["type"], "inputs": n["inputs"]} for node_id, n in result.workflow["nodes"].items()
-    }
+    return workflow_graph(result.workflow)
 
 
 def ui_v1(data: dict[str, Any]) -> dict[str, Any]:
