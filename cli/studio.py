@@ -24,7 +24,7 @@ def studio_command(args: argparse.Namespace) -> int:
     registry = load_registry(args)
     output_dir = Path(args.out).resolve()
     input_dirs = (Path("input").resolve(), REPO / "workflows")
-    from server.worker import default_workers
+    from server.engine import default_workers
 
     workers = getattr(args, "workers", None)
     workers = default_workers() if workers is None else workers
@@ -35,7 +35,8 @@ def studio_command(args: argparse.Namespace) -> int:
     runners = None
     models = None
     if workers:
-        from server.worker import EngineSpec, ProcessRunner
+        from server.engine import EngineSpec
+        from server.worker import ProcessRunner
 
         spec = EngineSpec(
             output_dir=output_dir,

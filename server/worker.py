@@ -31,15 +31,15 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any, Protocol
 
 from graph.events import Event
 from graph.executor import Executor, RunResult
 from graph.workflow import Workflow
 from nodes.base import CancelToken, RunSettings
+from server.engine import EngineSpec, WorkerEngine, portable
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,10 @@ class RunOutcome:
     status: str
     error: str | None = None
     result: RunResult | None = None
+    #: The worker ended (killed, crashed, lost) while running the job: the job itself may be fine.
+    worker_lost: bool = False
+    #: How many models the worker's manager has loaded so far (None: not known).
+    loads: int | None = None
 
 
 class Runner(Protocol):
@@ -116,58 +120,6 @@ class ThreadRunner:
 
 
 # --- in worker processes ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EngineSpec:
-    """Everything a worker process needs to build its engine: plain, picklable data.
-
-    ``packs`` are node pack modules added to the default registry. The child
-    inherits the server's environment (``STUDIO_MODELS``, ...) as it is when the
-    worker starts. ``device`` is the torch device of the worker's model manager (``None``: the
-    manager's default).
-    """
-
-    output_dir: Path
-    input_dirs: tuple[Path, ...] = ()
-    allow_absolute_paths: bool = False
-    packs: tuple[str, ...] = ()
-    allow_pickle: bool = False
-    attention: str = "auto"
-    device: str | None = None
-    #: Which worker this is (0, 1, ...): with several GPUs, worker n uses GPU n modulo their count.
-    slot: int = 0
-
-    def settings(self) -> RunSettings:
-        """Run settings without a model manager (the worker adds its own)."""
-        return RunSettings(
-            output_dir=self.output_dir,
-            input_dirs=self.input_dirs,
-            allow_absolute_paths=self.allow_absolute_paths,
-            allow_pickle=self.allow_pickle,
-            attention=self.attention,
-        )
-
-    def for_slot(self, slot: int) -> EngineSpec:
-        return replace(self, slot=slot)
-
-
-def default_workers(
-    environ: dict[str, str] | None = None, gpus_folder: Path = Path("/proc/driver/nvidia/gpus")
-) -> int:
-    """One worker per GPU this process may use (``CUDA_VISIBLE_DEVICES``, else the driver's list); 1 without.
-
-    Read without importing torch, so the server itself never initialises CUDA.
-    """
-    environ = os.environ if environ is None else environ
-    visible = environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        devices = [d for d in visible.split(",") if d.strip() and not d.strip().startswith("-")]
-        return max(1, len(devices))
-    try:
-        return max(1, sum(1 for entry in gpus_folder.iterdir() if entry.is_dir()))
-    except OSError:
-        return 1
 
 
 class WorkerLost(Exception):
@@ -298,14 +250,22 @@ class ProcessRunner:
             assert child is not None
             try:
                 self._wait_ready(child)
+            except WorkerLost as exc:
+                self._restart()
+                return RunOutcome("failed", f"the worker process running this job {exc}", worker_lost=True)
+            try:
                 _send(child.conn, ("run", request.job_id, request.workflow_json, request.seed))
                 return self._follow(child, request, listener, cancel)
             except WorkerLost as exc:
                 self._restart()
-                return RunOutcome("failed", f"the worker process running this job {exc}")
+                return RunOutcome(
+                    "interrupted", f"the worker process running this job {exc}", worker_lost=True
+                )
             except OSError as exc:  # the pipe broke while sending
                 self._restart()
-                return RunOutcome("failed", f"the worker process running this job is gone ({exc})")
+                return RunOutcome(
+                    "interrupted", f"the worker process running this job is gone ({exc})", worker_lost=True
+                )
 
     def _follow(
         self, child: _Child, request: RunRequest, listener: Listener, cancel: CancelToken
@@ -334,7 +294,9 @@ class ProcessRunner:
             if kind == "event" and message[1] == request.job_id:
                 listener(message[2])
             elif kind == "done" and message[1] == request.job_id:
-                return outcome_of(message[2])
+                outcome = outcome_of(message[2])
+                outcome.loads = message[3] if len(message) > 3 else None
+                return outcome
             elif kind == "error" and message[1] == request.job_id:
                 return RunOutcome("failed", f"the studio hit an internal error: {message[2]}")
 
@@ -375,7 +337,7 @@ def worker_main(conn: Connection, spec: EngineSpec) -> None:
         return True
 
     try:
-        engine = _WorkerEngine(spec)
+        engine = WorkerEngine(spec)
     except BaseException as exc:  # noqa: BLE001 - say why, then end
         send(("broken", f"{type(exc).__name__}: {exc}"))
         return
@@ -410,76 +372,10 @@ def worker_main(conn: Connection, spec: EngineSpec) -> None:
             result = engine.run(
                 job_id, workflow_json, seed, token, lambda event, j=job_id: send(("event", j, event))
             )
-            if not send(("done", job_id, result)):  # an output that cannot be pickled
-                send(("done", job_id, _portable(result)))
+            if not send(("done", job_id, result, engine.loads)):  # an output that cannot be pickled
+                send(("done", job_id, portable(result), engine.loads))
         except BaseException as exc:  # noqa: BLE001 - one broken job must not end the worker
             log.error("job %s failed inside its worker:\n%s", job_id, traceback.format_exc())
             send(("error", job_id, f"{type(exc).__name__}: {exc}"))
         finally:
             current.pop(job_id, None)
-
-
-class _WorkerEngine:
-    """A worker's registry, executor (with its cache) and model manager, kept between jobs."""
-
-    def __init__(self, spec: EngineSpec) -> None:
-        from nodes.registry import default_registry
-
-        self.spec = spec
-        self.registry = default_registry()
-        for pack in spec.packs:
-            self.registry.add_pack(pack)
-        self.executor = Executor(self.registry)
-        self.models: Any = None
-
-    def run(
-        self, job_id: str, workflow_json: str, seed: int | None, cancel: CancelToken, listener: Listener
-    ) -> RunResult:
-        settings = self.spec.settings()
-        settings.workflow_json = workflow_json
-        settings.models = self._manager()
-        workflow = Workflow.model_validate_json(workflow_json)
-        try:
-            return self.executor.run(
-                workflow, settings=settings, seed=seed, cancel=cancel, listener=listener, run_id=job_id
-            )
-        finally:
-            self.models = settings.models if settings.models is not None else self.models
-
-    def _manager(self) -> Any:
-        """The worker's model manager: made here when its device is not the default one.
-
-        Otherwise the first node that needs models makes it (importing torch only then),
-        and :meth:`run` keeps it for the next jobs.
-        """
-        if self.models is not None:
-            return self.models
-        device = self.spec.device
-        if device is None and self.spec.slot > 0:
-            import torch
-
-            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            if count > 1:
-                device = f"cuda:{self.spec.slot % count}"
-        if device is not None:
-            from models.manager import ModelManager
-
-            self.models = ModelManager(
-                device=device, allow_pickle=self.spec.allow_pickle, attention=self.spec.attention
-            )
-        return self.models
-
-
-def _portable(result: RunResult) -> RunResult:
-    """``result`` with the output values that cannot be pickled left out."""
-    outputs: dict[str, dict[str, Any]] = {}
-    for node_id, values in result.outputs.items():
-        kept = {}
-        for name, value in values.items():
-            try:
-                pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception:  # noqa: BLE001 - a model object, say: not shown in the page
-                continue
-            kept[name] = value
-        outputs[node_id] = kept
-    return replace(result, outputs=outputs)

@@ -21,9 +21,10 @@ from graph.executor import Executor
 from graph.validate import validate
 from nodes.base import RunSettings
 from nodes.registry import Registry
+from server.engine import EngineSpec
 from server.history import History
 from server.jobs import Job, JobQueue
-from server.worker import EngineSpec, ProcessRunner, exit_reason
+from server.worker import ProcessRunner, exit_reason
 from tests.conftest import TEST_PACK
 from tests.test_jobs import noise_flow, pixels, sleep_flow
 
@@ -166,7 +167,7 @@ def test_a_cancel_the_node_heeds_keeps_the_worker(jobs: JobQueue, runner: Proces
     ("how", "words"),
     [("SIGSEGV", "SIGSEGV (a crash in native code)"), ("SIGKILL", "out of memory"), ("exit", "code 3")],
 )
-def test_a_worker_that_dies_fails_only_its_job(
+def test_a_worker_that_dies_interrupts_only_its_job(
     jobs: JobQueue, runner: ProcessRunner, how: str, words: str
 ) -> None:
     before = jobs.submit(flow("Sleep", value=1, steps=1, seconds_per_step=0.0), seed=1)
@@ -174,12 +175,12 @@ def test_a_worker_that_dies_fails_only_its_job(
     behind = jobs.submit(flow("Sleep", value=2, steps=1, seconds_per_step=0.0), seed=2)
     assert finish(jobs, before).status == "done"
     died = finish(jobs, crash)
-    assert died.status == "failed"
+    assert died.status == "interrupted"
     assert "worker process running this job" in (died.error or "") and words in (died.error or "")
     assert finish(jobs, behind).status == "done"
     assert behind.results == {"show": {"text": "2"}}
     stored = jobs.history.get(crash.id) if jobs.history is not None else None
-    assert stored is not None and stored.status == "failed" and words in (stored.error or "")
+    assert stored is not None and stored.status == "interrupted" and words in (stored.error or "")
 
 
 def test_jobs_from_many_threads_all_end_while_workers_are_killed(jobs: JobQueue) -> None:
@@ -199,7 +200,7 @@ def test_jobs_from_many_threads_all_end_while_workers_are_killed(jobs: JobQueue)
         thread.join()
     ended = [finish(jobs, job) for job in submitted]
     for job in ended:
-        expected = "failed" if job.workflow.nodes["work"].type == "Crash" else "done"
+        expected = "interrupted" if job.workflow.nodes["work"].type == "Crash" else "done"
         assert job.status == expected, (job.id, job.status, job.error)
 
 
@@ -225,7 +226,7 @@ def test_a_worker_whose_engine_breaks_says_why_and_ends(monkeypatch: pytest.Monk
     def broken(spec: EngineSpec) -> None:
         raise ImportError("no module named 'torch'")
 
-    monkeypatch.setattr(worker, "_WorkerEngine", broken)
+    monkeypatch.setattr(worker, "WorkerEngine", broken)
     monkeypatch.setattr(worker.signal, "signal", lambda *args: None)
     server_end, worker_end = Pipe()
     worker.worker_main(worker_end, EngineSpec(output_dir=out))  # returns instead of serving
@@ -272,7 +273,7 @@ def test_the_page_shows_previews_and_results_of_a_run_in_a_worker(
 
 
 def test_one_worker_per_gpu_by_default(tmp_path: Path) -> None:
-    from server.worker import default_workers
+    from server.engine import default_workers
 
     gpus = tmp_path / "gpus"
     assert default_workers({}, gpus) == 1  # no driver: one worker on the CPU
