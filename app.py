@@ -7,6 +7,7 @@
     python app.py nodes [--json]       list the node types
     python app.py schema               print the JSON Schema of the workflow format
     python app.py import-comfy FILE    convert a ComfyUI workflow into a studio one
+    python app.py sweep WORKFLOW ...   run every combination of inputs and seeds, locally or on Ray
 
 Only the standard library is imported here, so --help, validate, nodes and schema
 start fast; torch, diffusers and gradio are loaded only by what needs them.
@@ -83,6 +84,69 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--json", action="store_true", help="print one JSON event per line")
 
+    sweep = commands.add_parser(
+        "sweep",
+        help="run every combination of input values, prompts and seeds (local workers or a Ray cluster)",
+    )
+    sweep.add_argument("workflow", help="a workflow .json, a studio .png or a ComfyUI workflow")
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NODE.INPUT=V1,V2,...",
+        help="an input and the values to try; repeatable (every combination runs)",
+    )
+    sweep.add_argument(
+        "--seeds",
+        default=None,
+        metavar="A-B",
+        help="run each combination with seeds A to B (or a list: 1,5,9)",
+    )
+    sweep.add_argument(
+        "--prompts",
+        default=None,
+        metavar="FILE",
+        help="prompts to try: .txt (one per line), .csv or .jsonl (columns or keys NODE.INPUT)",
+    )
+    sweep.add_argument(
+        "--prompt-input",
+        default=None,
+        metavar="NODE.INPUT",
+        help="where the prompts of a .txt file go (default: the text input of the positive prompt)",
+    )
+    sweep.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NODE.INPUT=VALUE",
+        help="override a constant input for every item; repeatable",
+    )
+    sweep.add_argument("--out", required=True, metavar="DIR", help="where the pictures and manifest.jsonl go")
+    sweep.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="workers running items at once (default: 1 locally; with --ray, one per GPU, else per CPU)",
+    )
+    sweep.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="run the workers as Ray actors on the cluster at ADDRESS (`auto`: start a local Ray)",
+    )
+    sweep.add_argument(
+        "--resume", action="store_true", help="skip the items DIR/manifest.jsonl already has as done"
+    )
+    sweep.add_argument(
+        "--input-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="where LoadImage looks for files (default: the workflow's folder, the current folder, input/)",
+    )
+    sweep.add_argument("--json", action="store_true", help="print one JSON line per finished item")
+
     validate = commands.add_parser("validate", help="report every problem in a workflow")
     validate.add_argument("workflow")
     validate.add_argument("--json", action="store_true", help="print the issues as JSON")
@@ -131,6 +195,13 @@ def _studio_args(parser: argparse.ArgumentParser, suppress_defaults: bool = Fals
         "0 runs jobs in the server's own threads, for debugging: a busy job then slows the page)",
     )
     parser.add_argument(
+        "--ray",
+        default=default(None),
+        metavar="ADDRESS",
+        help="run the job queue's workers as Ray actors on the cluster at ADDRESS "
+        "(`auto`: start a local Ray); --workers then counts actors",
+    )
+    parser.add_argument(
         "--state",
         default=default(None),
         metavar="DIR",
@@ -152,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         from cli.run import run_command
 
         return run_command(args)
+    if command == "sweep":
+        from cli.sweep import sweep_command
+
+        return sweep_command(args)
     if command == "validate":
         from cli.info import validate_command
 
