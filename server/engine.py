@@ -42,6 +42,8 @@ class EngineSpec:
     device: str | None = None
     #: Which worker this is (0, 1, ...): with several GPUs, worker n uses GPU n modulo their count.
     slot: int = 0
+    #: The model folders to search (models.paths.ModelPaths roots); empty: the default ones.
+    model_roots: tuple[Path, ...] = ()
 
     def settings(self) -> RunSettings:
         """Run settings without a model manager (the worker adds its own)."""
