@@ -130,7 +130,9 @@ class Scheduler:
         *,
         affinity: bool = True,
         retries: int = 1,
+        lookahead: int = 64,
     ) -> None:
+        """``lookahead``: how many waiting tasks affinity may choose among (besides two per worker)."""
         if not runners:
             raise ValueError("a scheduler needs at least one worker")
         names = list(names) if names is not None else [f"worker-{n}" for n in range(len(runners))]
@@ -138,6 +140,7 @@ class Scheduler:
             raise ValueError("give each worker one distinct name")
         self.affinity = affinity
         self.retries = max(0, retries)
+        self.lookahead = max(0, lookahead)
         self._done: queue.Queue[tuple[_Slot, _Pending, RunOutcome, float, float]] = queue.Queue()
         self._slots = [
             _Slot(name, runner, queue.Queue()) for name, runner in zip(names, runners, strict=True)
@@ -179,24 +182,43 @@ class Scheduler:
         """
         cancel = cancel or CancelToken()
         self._on_event = on_event
-        waiting: deque[_Pending] = deque(_Pending(task) for task in tasks)
-        keys = [p.task.key for p in waiting]
-        if len(set(keys)) != len(keys):
-            raise ValueError("every task needs a distinct key")
+        source = iter(tasks)
+        waiting: deque[_Pending] = deque()
+        seen: set[str] = set()
+        # Tasks are taken from ``tasks`` as room frees up, never all at once: a sweep of a
+        # million items is built item by item. The window is what affinity chooses among.
+        window = self.lookahead + 2 * len(self._slots)
+        exhausted = False
+
+        def refill() -> None:
+            nonlocal exhausted
+            while not exhausted and len(waiting) < window:
+                task = next(source, None)
+                if task is None:
+                    exhausted = True
+                elif task.key in seen:
+                    raise ValueError(f"every task needs a distinct key; {task.key!r} came twice")
+                else:
+                    seen.add(task.key)
+                    waiting.append(_Pending(task))
+
         stats = SweepStats([WorkerStats(slot.name) for slot in self._slots])
         for slot, worker in zip(self._slots, stats.workers, strict=True):
             slot.stats = worker
         started = time.monotonic()
         cancelling = False
-        while waiting or any(slot.busy for slot in self._slots):
+        refill()
+        while waiting or not exhausted or any(slot.busy for slot in self._slots):
             if cancel.cancelled and not cancelling:
                 cancelling = True
                 waiting.clear()
+                exhausted = True
                 for slot in self._slots:
                     if slot.token is not None:
                         slot.token.cancel()
             if not cancelling:
                 self._dispatch(waiting, stats)
+                refill()
             try:
                 slot, pending, outcome, began, ended = self._done.get(timeout=_TICK)
             except queue.Empty:
