@@ -21,6 +21,7 @@ import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -123,8 +124,17 @@ class Plan:
             for axis, at in zip(self.axes, coords, strict=True):
                 values.update(axis.points[at])
             for seed in seeds:
-                yield Item(index, item_key(values, seed), values, seed, coords)
+                yield Item(index, item_key(values, seed, self.digest), values, seed, coords)
                 index += 1
+
+    @cached_property
+    def digest(self) -> str:
+        """A hash of what the base workflow computes (node types and inputs, after --set): items
+        of a sweep whose workflow or --set changed get other keys, so --resume runs them again."""
+        nodes = self.base.get("nodes", {})
+        computes = {node_id: [entry.get("type"), entry.get("inputs", {})] for node_id, entry in nodes.items()}
+        text = json.dumps(computes, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
     def folder(self, item: Item) -> str:
         """The sub-folder of the output folder that holds the item's files."""
@@ -180,10 +190,14 @@ def describe_issues(issues: Sequence[Issue]) -> str:
     return "invalid item: " + "; ".join(str(issue) for issue in issues)
 
 
-def item_key(values: Mapping[str, Any], seed: int | None) -> str:
-    """A short stable hash of an item's values and seed (16 hex digits)."""
+def item_key(values: Mapping[str, Any], seed: int | None, base: str = "") -> str:
+    """A short stable hash of an item's values and seed, and of the base workflow's ``digest``
+    (16 hex digits)."""
     text = json.dumps(
-        {"seed": seed, "values": values}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        {"base": base, "seed": seed, "values": values},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
     )
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 

@@ -119,6 +119,18 @@ def test_keys_depend_on_values_and_seed_not_on_order(reg: Registry, txt2img: dic
     assert all(len(key) == 16 and int(key, 16) >= 0 for key in keyed)
 
 
+def test_keys_change_with_what_the_workflow_computes_not_with_its_layout(
+    reg: Registry, txt2img: dict
+) -> None:
+    keys = {i.key for i in make_plan(txt2img, reg, grid=["s.cfg=3,7.5"]).items()}
+    moved = json.loads(json.dumps(txt2img))
+    moved["nodes"]["s"]["position"] = [999, 999]  # dragged on the canvas: the same items
+    assert {i.key for i in make_plan(moved, reg, grid=["s.cfg=3,7.5"]).items()} == keys
+    changed = json.loads(json.dumps(txt2img))
+    changed["nodes"]["s"]["inputs"]["steps"] = 3  # as --set s.steps=3 would: other items
+    assert not {i.key for i in make_plan(changed, reg, grid=["s.cfg=3,7.5"]).items()} & keys
+
+
 def test_an_item_is_the_base_workflow_with_its_values_seed_and_own_folder(
     reg: Registry, txt2img: dict
 ) -> None:
