@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="load pickle weight files (.ckpt/.pt/.bin), tensors only (weights_only=True)",
     )
     parser.add_argument(
+        "--model-memory",
+        type=float,
+        default=None,
+        metavar="GIB",
+        help="most memory loaded models may take on the device, in GiB; the least recently used "
+        "are offloaded (GPU) or dropped (CPU) beyond it (default: 80%% of a GPU, 12 GiB on the CPU)",
+    )
+    parser.add_argument(
         "--attention",
         choices=("auto", "triton", "sdpa"),
         default="auto",
@@ -94,13 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NODE.INPUT=V1,V2,...",
-        help="an input and the values to try; repeatable (every combination runs)",
+        help="an input and the values to try; repeatable (every combination runs); quote a value "
+        "or write \\, to keep a comma in it",
     )
     sweep.add_argument(
         "--seeds",
         default=None,
         metavar="A-B",
-        help="run each combination with seeds A to B (or a list: 1,5,9)",
+        help="run each combination with seeds A to B (or a list: 1,5,9): the seed goes into every node's "
+        "seed input and is the run seed, so an item draws what `run --set NODE.seed=N --seed N` draws; "
+        "without --seeds items keep the workflow's seeds and run with seed 0, so a rerun reproduces",
     )
     sweep.add_argument(
         "--prompts",
@@ -112,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--prompt-input",
         default=None,
         metavar="NODE.INPUT",
-        help="where the prompts of a .txt file go (default: the text input of the positive prompt)",
+        help="where the prompts of a .txt file go, several separated by commas "
+        "(default: the text input of the positive prompt)",
     )
     sweep.add_argument(
         "--set",
@@ -213,12 +225,10 @@ def _studio_args(parser: argparse.ArgumentParser, suppress_defaults: bool = Fals
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "studio"
-    if args.models:
-        import os
-
-        extra = os.pathsep.join(args.models)
-        current = os.environ.get("STUDIO_MODELS")
-        os.environ["STUDIO_MODELS"] = f"{extra}{os.pathsep}{current}" if current else extra
+    # --models and $STUDIO_MODELS become the command's services (cli/services.py), handed down.
+    if args.model_memory is not None and not 0 < args.model_memory < 1e9:
+        print(f"error: --model-memory takes GiB above 0, not {args.model_memory:g}", file=sys.stderr)
+        return 2
     if command == "run":
         from cli.run import run_command
 

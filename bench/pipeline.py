@@ -98,14 +98,16 @@ def main() -> None:
     from graph.executor import Executor
     from graph.validate import validate
     from models.manager import ModelManager
+    from models.paths import ModelPaths
     from models.sampling import make_scheduler
+    from models.services import Services
     from nodes.base import RunSettings
     from nodes.registry import default_registry
 
     root = Path(tempfile.mkdtemp(prefix="bench-models-"))
     name, size = build_model(root, args.full)
-    os.environ["STUDIO_MODELS"] = str(root)
     manager = ModelManager()
+    services = Services.sharing(manager, ModelPaths.with_roots([root]))
     device, dtype = manager.device, manager.dtype
     prompt, seed, sampler = "a red circle at the top left", 1234, "euler"
     workflow = json.loads((REPO / "workflows" / "txt2img.json").read_text())
@@ -116,11 +118,11 @@ def main() -> None:
     nodes["lat"]["inputs"].update(width=size, height=size)
     nodes["s"]["inputs"].update(seed=seed, steps=args.steps, sampler=sampler, cfg=7.5)
     nodes["save"] = {"type": "PreviewImage", "inputs": {"images": {"node": "d", "output": "image"}}}
-    registry = default_registry()
+    registry = default_registry(services=services)
     checked = validate(workflow, registry)
     assert checked.ok, [str(i) for i in checked.issues]
     executor = Executor(registry)
-    settings = RunSettings(models=manager, output_dir=root / "out")
+    settings = RunSettings(services=services, output_dir=root / "out")
 
     pipe = DiffusionPipeline.from_pretrained(
         str(root / "checkpoints" / name), local_files_only=True, dtype=dtype

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=100, help="held-out scenes (or edits) per task")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated: " + ", ".join(TASKS))
     parser.add_argument(
-        "--models", type=Path, default=None, help="models folder (default: STUDIO_MODELS or models/)"
+        "--models", type=Path, default=None, help="the models folder to measure (default: models/)"
     )
     args = parser.parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]

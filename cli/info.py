@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cli.services import services_from_args
 from graph.issues import Issue
 from graph.strict_json import printable
 from graph.validate import validate
@@ -22,7 +23,9 @@ EXIT_INVALID = 2
 
 
 def load_registry(args: argparse.Namespace) -> Registry:
-    registry = default_registry()
+    """The built-in packs and each ``--pack``, over the command's services (model folders from
+    ``--models`` and ``$STUDIO_MODELS``; see cli/services.py), which runs use too."""
+    registry = default_registry(services=services_from_args(args))
     for pack in getattr(args, "pack", []) or []:
         registry.add_pack(pack)
     for problem in registry.problems:

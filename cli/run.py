@@ -171,8 +171,7 @@ def run_command(args: argparse.Namespace) -> int:
         input_dirs=input_dirs,
         allow_absolute_paths=True,
         workflow_json=workflow.to_json(indent=None),
-        allow_pickle=args.allow_pickle,
-        attention=args.attention,
+        services=registry.services,
     )
     seed = args.seed if args.seed is not None else source.run_seed
     cancel = CancelToken()

@@ -1,27 +1,38 @@
 """The services a command hands to the engine, built once from its arguments.
 
-(Stub: the services helper replaces this with the typed Services object of models/services.py.)
+This is the one place that reads ``$STUDIO_MODELS``: a user's setting, like ``--models DIR``,
+read by the commands. Everything below the command layer is handed the :class:`Services`
+built here (the registry, the executor's runs, the workers' specs) and never looks at the
+environment.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from models.paths import ENV_MODEL_ROOTS, REPO_MODELS, ModelPaths
+from models.paths import ENV_MODEL_ROOTS, ModelPaths
+from models.services import Services
 
 
-def services_from_args(args: argparse.Namespace) -> Any:
-    """The command's services: model folders (ours, --models, then $STUDIO_MODELS) and settings."""
-    roots = [REPO_MODELS, *(Path(p) for p in getattr(args, "models", []) or [])]
-    roots += [Path(p) for p in os.environ.get(ENV_MODEL_ROOTS, "").split(os.pathsep) if p]
-    paths = ModelPaths(tuple(dict.fromkeys(r.expanduser() for r in roots)))
+def model_roots_from_env(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """The model folders ``$STUDIO_MODELS`` names (separated like ``PATH``), in order."""
+    environ = os.environ if environ is None else environ
+    return [Path(part) for part in environ.get(ENV_MODEL_ROOTS, "").split(os.pathsep) if part]
 
-    class _Stub:
-        pass
 
-    services = _Stub()
-    services.paths = paths  # type: ignore[attr-defined]
-    return services
+def services_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Services:
+    """The command's services: the model folders (the repository's ``models/``, each
+    ``--models DIR``, then those ``$STUDIO_MODELS`` names) and the model manager's settings
+    (``--allow-pickle``, ``--attention``)."""
+    extra = [Path(folder) for folder in getattr(args, "models", None) or []]
+    paths = ModelPaths.with_roots([*extra, *model_roots_from_env(environ)])
+    memory = getattr(args, "model_memory", None)
+    return Services(
+        paths=paths,
+        allow_pickle=bool(getattr(args, "allow_pickle", False)),
+        attention=getattr(args, "attention", None) or "auto",
+        budget_bytes=int(memory * 1024**3) if memory is not None else None,
+    )

@@ -24,42 +24,41 @@ def studio_command(args: argparse.Namespace) -> int:
     registry = load_registry(args)
     output_dir = Path(args.out).resolve()
     input_dirs = (Path("input").resolve(), REPO / "workflows")
-    from server.engine import default_workers
-
     workers = getattr(args, "workers", None)
-    workers = default_workers() if workers is None else workers
-    if workers < 0:
-        print("error: --workers takes 0 (jobs in the server) or more worker processes", file=sys.stderr)
-        return 2
-
-    runners = None
-    models = None
-    if workers:
-        from server.engine import EngineSpec
-        from server.worker import ProcessRunner
-
-        spec = EngineSpec(
-            output_dir=output_dir,
-            input_dirs=input_dirs,
-            allow_absolute_paths=False,
-            packs=tuple(getattr(args, "pack", []) or ()),
-            allow_pickle=args.allow_pickle,
-            attention=args.attention,
+    ray = getattr(args, "ray", None)
+    if workers is not None and workers < 0 or (ray is not None and workers == 0):
+        print(
+            "error: --workers takes 0 (jobs in the server) or more worker processes; with --ray, "
+            "1 or more actors",
+            file=sys.stderr,
         )
-        runners = [ProcessRunner(spec.for_slot(n), name=f"studio-worker-{n}") for n in range(workers)]
-    else:
-        from models.manager import ModelManager
+        return 2
+    if workers is None and ray is None:
+        from server.engine import default_workers
 
-        models = ModelManager(allow_pickle=args.allow_pickle, attention=args.attention)  # shared by every run
+        workers = default_workers()
+
+    services = registry.services  # the command's: model folders, and the manager of in-server runs
+    runners = None
+    if workers or ray is not None:
+        from cli.workers import WorkersUnavailable, engine_spec, make_workers
+
+        packs = tuple(getattr(args, "pack", []) or ())
+        spec = engine_spec(services, output_dir, input_dirs, packs)
+        try:
+            made = make_workers(spec, workers, ray, "studio-")
+        except WorkersUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        runners = made.runners
+        print(f"Jobs run on {made.where}", flush=True)
 
     def settings_factory() -> RunSettings:
         return RunSettings(
             output_dir=output_dir,
             input_dirs=input_dirs,
             allow_absolute_paths=False,
-            models=models,
-            allow_pickle=args.allow_pickle,
-            attention=args.attention,
+            services=services,  # one model manager, made on first use, shared by every in-server run
         )
 
     from server.history import StateFolderRefused

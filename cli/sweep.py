@@ -27,12 +27,11 @@ from typing import Any, TextIO
 
 from cli.info import EXIT_INVALID, EXIT_OK, load_registry, read_workflow, write_safely
 from cli.run import EXIT_FAILED, EXIT_INTERRUPTED, OverrideError, apply_overrides, report_issues
-from cli.services import services_from_args
+from cli.workers import WorkersUnavailable, engine_spec, make_workers
 from graph.strict_json import printable
 from graph.workflow import UnreadableFile, VersionError, migrate, parse_json
 from nodes.base import CancelToken
 from nodes.registry import Registry
-from server.engine import EngineSpec
 from sweep.manifest import (
     DONE,
     FAILED,
@@ -187,7 +186,7 @@ def _sweep(args: argparse.Namespace, plan: Plan, out_dir: Path, manifest: Manife
     previous = signal.signal(signal.SIGINT, _interrupt_handler(cancel))
     try:
         if remaining:
-            scheduler = _scheduler(args, out_dir, remaining)
+            scheduler = _scheduler(args, plan.registry, out_dir, remaining)
             if scheduler is None:
                 return EXIT_INVALID
             pending = (item for item in plan.items() if item.key not in done)
@@ -291,53 +290,22 @@ def _tasks(plan: Plan, items: Iterator[Item], writer: ItemWriter) -> Iterator[Ta
         yield Task(item.key, built.workflow_json, item.run_seed, built.models)
 
 
-def _scheduler(args: argparse.Namespace, out_dir: Path, items: int) -> Scheduler | None:
+def _scheduler(args: argparse.Namespace, registry: Registry, out_dir: Path, items: int) -> Scheduler | None:
     """The scheduler over --workers local worker processes (default 1), or Ray actors with --ray
     (default: one per GPU of the cluster, else one per CPU); never more workers than ``items``."""
-    services = services_from_args(args)
     input_dirs = tuple(Path(d).resolve() for d in args.input_dir) or (
         Path(args.workflow).resolve().parent,
         Path.cwd(),
         Path("input").resolve(),
     )
-    spec = EngineSpec(
-        output_dir=out_dir,
-        input_dirs=input_dirs,
-        allow_absolute_paths=True,
-        packs=tuple(args.pack),
-        allow_pickle=args.allow_pickle,
-        attention=args.attention,
-        model_roots=tuple(services.paths.roots),
-    )
-    runners: list[Any] = []
-    if args.ray is None:
-        from server.worker import ProcessRunner
-
-        workers = min(items, args.workers or 1)
-        names = [f"worker-{n}" for n in range(workers)]
-        runners = [ProcessRunner(spec.for_slot(n), name=name) for n, name in enumerate(names)]
-        where = f"{workers} local worker process{'es' if workers != 1 else ''}"
-    else:
-        from server.ray_runner import (
-            RayRunner,
-            RayUnavailable,
-            cluster_has_gpus,
-            connect,
-            default_actor_count,
-        )
-
-        try:
-            connect(args.ray)
-            gpus = 1 if cluster_has_gpus() else 0
-            workers = min(items, args.workers or default_actor_count())
-        except RayUnavailable as exc:
-            print(f"error: --ray: {exc}", file=sys.stderr)
-            return None
-        names = [f"ray-{n}" for n in range(workers)]
-        runners = [RayRunner(spec.for_slot(n), name=name, num_gpus=gpus) for n, name in enumerate(names)]
-        where = f"{workers} Ray actor{'s' if workers != 1 else ''}" + (" (one GPU each)" if gpus else "")
-    print(f"running on {where}", file=sys.stderr)
-    return Scheduler(runners, names)
+    spec = engine_spec(registry.services, out_dir, input_dirs, tuple(args.pack), allow_absolute_paths=True)
+    try:
+        workers = make_workers(spec, args.workers, args.ray, "", most=items)
+    except WorkersUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    print(f"running on {workers.where}", file=sys.stderr)
+    return Scheduler(workers.runners, workers.names)
 
 
 def _write_grids(plan: Plan, out_dir: Path) -> list[Path]:

@@ -122,11 +122,15 @@ class Executor:
         targets: Iterable[str] | None = None,
         run_id: str | None = None,
     ) -> RunResult:
-        """Run ``workflow`` (already validated). Never raises for a failing node."""
+        """Run ``workflow`` (already validated). Never raises for a failing node.
+
+        Nodes find the run's services (model folders, model manager) as ``ctx.services``:
+        those of ``settings``, or the registry's when no settings are given.
+        """
         run = _Run(
             executor=self,
             workflow=workflow,
-            settings=settings or RunSettings(),
+            settings=settings or RunSettings(services=self.registry.services),
             seed=secrets.randbelow(MAX_SEED + 1) if seed is None else seed,
             cancel=cancel or CancelToken(),
             listener=listener,
@@ -298,7 +302,7 @@ class _Run:
             if isinstance(value, Link):
                 value = values[value.node][value.output]
                 if spec.type in T.CONSTANT_TYPES and value is not None:
-                    problem = spec.check(value)
+                    problem = spec.check(value, self.settings.services)
                     if problem:
                         failed = NodeFailed(
                             self.run_id, node_id, entry.type, f"the linked value {problem}", name

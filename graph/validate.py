@@ -337,7 +337,7 @@ def _check_inputs(
                     f"Connect it to a node's {spec.type} output",
                 )
             else:
-                problem = spec.check(value)
+                problem = spec.check(value, registry.services)
                 if problem:
                     issue("bad_value", problem, spec.name)
     return graph

@@ -7,7 +7,6 @@ they use (``Stable-diffusion``, ``Lora``, ``ControlNet``, ``VAE``, ``embeddings`
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,21 +31,22 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
 #: File suffixes of weights; a folder holding model_index.json or config.json counts too.
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
-#: Environment variable naming extra model roots (separated like PATH).
+#: The environment variable naming extra model roots (separated like PATH). Only the commands
+#: read it (cli/services.py), as a user's setting beside ``--models DIR``; nothing else does.
 ENV_MODEL_ROOTS = "STUDIO_MODELS"
 
 
 @dataclass(frozen=True)
 class ModelPaths:
-    """The model roots to search, ours first."""
+    """The model roots to search, in order (by default the repository's ``models/`` alone)."""
 
     roots: tuple[Path, ...] = field(default_factory=lambda: (REPO_MODELS,))
 
     @classmethod
-    def from_env(cls, extra: Iterable[Path | str] = ()) -> ModelPaths:
-        roots = [REPO_MODELS, *(Path(p) for p in extra)]
-        roots += [Path(p) for p in os.environ.get(ENV_MODEL_ROOTS, "").split(os.pathsep) if p]
-        return cls(tuple(dict.fromkeys(r.expanduser() for r in roots)))
+    def with_roots(cls, extra: Iterable[Path | str] = ()) -> ModelPaths:
+        """The repository's ``models/`` first, then ``extra`` in order (``~`` expanded, repeats dropped)."""
+        roots = [REPO_MODELS, *(Path(p).expanduser() for p in extra)]
+        return cls(tuple(dict.fromkeys(roots)))
 
     def folders(self, kind: str) -> list[Path]:
         names = KIND_FOLDERS[kind]

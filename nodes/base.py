@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from models.services import Services
 from nodes import types as T
 
 if TYPE_CHECKING:
@@ -53,8 +54,9 @@ class Input:
     types (STRING, INT, FLOAT, BOOLEAN) and ``link`` for the rest. An input is
     required unless it has a default or is ``optional`` (then it is ``None``
     when not given). A ``lazy`` input is evaluated only when the node asks for
-    it (see :meth:`Node.lazy_inputs_needed`). ``choices`` may be a function, so
-    a list that changes (model files on disk) is read afresh each time.
+    it (see :meth:`Node.lazy_inputs_needed`). ``choices`` may be a function of the
+    services (:class:`models.services.Services`), so a list that changes (model files on
+    disk) is read afresh each time, from the model folders of whoever asks.
     """
 
     name: str
@@ -63,7 +65,7 @@ class Input:
     min: float | None = None
     max: float | None = None
     step: float | None = None
-    choices: Sequence[str] | Callable[[], Sequence[str]] | None = None
+    choices: Sequence[str] | Callable[[Services], Sequence[str]] | None = None
     multiline: bool = False
     optional: bool = False
     accepts: Accepts | None = None
@@ -92,23 +94,34 @@ class Input:
     def required(self) -> bool:
         return not self.has_default and not self.optional
 
-    def current_choices(self) -> list[str] | None:
+    def current_choices(self, services: Services | None = None) -> list[str] | None:
+        """The choices as they are now; ``None`` when the input has none.
+
+        Choices that are a function (model files) are listed from ``services``, which such an
+        input needs: without them it is a TypeError (a caller's mistake, never a user's).
+        """
         if self.choices is None:
             return None
-        return list(self.choices() if callable(self.choices) else self.choices)
+        if not callable(self.choices):
+            return list(self.choices)
+        if services is None:
+            raise TypeError(f"input {self.name!r} lists its choices from the services: pass them")
+        return list(self.choices(services))
 
-    def check(self, value: Any) -> str | None:
-        """Why ``value`` is not acceptable for this input, or ``None`` when it is."""
-        return check_value(self, value)
+    def check(self, value: Any, services: Services | None = None) -> str | None:
+        """Why ``value`` is not acceptable for this input, or ``None`` when it is (choices that
+        are a function are listed from ``services``)."""
+        return check_value(self, value, services)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, services: Services | None = None) -> dict[str, Any]:
+        """The input as the UI and the API show it (choices that are a function listed from ``services``)."""
         out: dict[str, Any] = {"name": self.name, "type": self.type}
         if self.has_default:
             out["default"] = self.default
         for key in ("min", "max", "step"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
-        choices = self.current_choices()
+        choices = self.current_choices(services)
         if choices is not None:
             out["choices"] = choices
         out.update(
@@ -166,11 +179,12 @@ def show_value(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def check_value(spec: Input, value: Any) -> str | None:
+def check_value(spec: Input, value: Any, services: Services | None = None) -> str | None:
     """Check a constant (or a resolved primitive) against an input's type and constraints.
 
     An INT is a 64-bit signed whole number, a FLOAT a finite double (whole numbers
-    given for one must fit a double), a STRING text UTF-8 can write.
+    given for one must fit a double), a STRING text UTF-8 can write. Choices that are a
+    function are listed from ``services`` (see :meth:`Input.current_choices`).
     """
     kind = spec.type
     if kind == T.INT:
@@ -208,7 +222,7 @@ def check_value(spec: Input, value: Any) -> str | None:
             return f"{show_value(value)} is below the minimum {_fmt(spec.min)}"
         if spec.max is not None and value > spec.max:
             return f"{show_value(value)} is above the maximum {_fmt(spec.max)}"
-    choices = spec.current_choices()
+    choices = spec.current_choices(services)
     if choices is not None and value not in choices:
         shown = ", ".join(repr(c) for c in choices[:12])
         more = f" and {len(choices) - 12} more" if len(choices) > 12 else ""
@@ -259,9 +273,8 @@ class RunSettings:
     input_dirs: tuple[Path, ...] = (Path("input"),)
     allow_absolute_paths: bool = True
     workflow_json: str | None = None  # the workflow as saved, embedded into output images
-    models: Any = None  # the process's models.manager.ModelManager, shared by every run
-    allow_pickle: bool = False  # for a manager made on first use: load pickle weights (weights only)
-    attention: str = "auto"  # for a manager made on first use: "auto", "triton" or "sdpa"
+    #: The model folders and the model manager (shared by every run handed the same services).
+    services: Services = field(default_factory=Services)
 
 
 @dataclass
@@ -277,6 +290,11 @@ class Context:
     emit: Callable[[Event], None]
     files: list[str] = field(default_factory=list)
     _rng: Any = None
+
+    @property
+    def services(self) -> Services:
+        """The run's services: model folders and the model manager (see models/services.py)."""
+        return self.settings.services
 
     @property
     def rng(self) -> np.random.Generator:
@@ -406,14 +424,16 @@ class Node:
         return next((spec for spec in cls.outputs if spec.name == name), None)
 
     @classmethod
-    def describe(cls) -> dict[str, Any]:
+    def describe(cls, services: Services | None = None) -> dict[str, Any]:
+        """The node as the UI and the API show it; inputs whose choices are a function (model
+        files) list them from ``services``."""
         return {
             "type": cls.type,
             "version": cls.version,
             "category": cls.category,
             "description": cls.description,
             "output_node": cls.output_node,
-            "inputs": [spec.describe() for spec in cls.inputs],
+            "inputs": [spec.describe(services) for spec in cls.inputs],
             "outputs": [spec.describe() for spec in cls.outputs],
         }
 

@@ -57,10 +57,10 @@ class CLIPVisionLoader(Node):
     outputs = (Output("clip_vision", T.CLIP_VISION),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        return model_fingerprint("clip", inputs.get("clip_name"))
+        return model_fingerprint(settings, "clip", inputs.get("clip_name"))
 
     def run(self, ctx: Context, clip_name: str) -> dict[str, Any]:
-        path = find_model("clip", "clip_name", clip_name, "models/clip_vision", "the CLIP vision file")
+        path = find_model(ctx, "clip", "clip_name", clip_name, "models/clip_vision", "the CLIP vision file")
         return {"clip_vision": _vision_ref(ctx, path, "clip_name")}
 
 
@@ -167,7 +167,7 @@ class UnclipCheckpointLoader(Node):
     )
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        return model_fingerprint("checkpoints", inputs.get("ckpt_name"))
+        return model_fingerprint(settings, "checkpoints", inputs.get("ckpt_name"))
 
     def run(self, ctx: Context, ckpt_name: str) -> dict[str, Any]:
         from models.clip_vision import (
@@ -180,7 +180,7 @@ class UnclipCheckpointLoader(Node):
         from models.safety import PickleRefused, UnsafeOrBrokenFile
         from models.values import CheckpointRef, ClipRef, ModelRef, ModuleRef
 
-        path = find_model("checkpoints", "ckpt_name", ckpt_name, what="it")
+        path = find_model(ctx, "checkpoints", "ckpt_name", ckpt_name, what="it")
         encoder = path / "image_encoder"
         if path.is_dir() and not (encoder / "config.json").is_file():
             raise NodeInputError(

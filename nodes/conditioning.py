@@ -332,7 +332,7 @@ class CLIPLoader(Node):
     outputs = (Output("clip", T.CLIP),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        return model_fingerprint("text_encoders", inputs.get("clip_name"))
+        return model_fingerprint(settings, "text_encoders", inputs.get("clip_name"))
 
     def run(self, ctx: Context, clip_name: str, type: str) -> dict[str, Any]:  # noqa: A002 - ComfyUI's name
         from models.loading import CheckpointError
@@ -340,7 +340,7 @@ class CLIPLoader(Node):
         from models.text_encoders import TYPES, load_text_encoder
         from models.values import CheckpointRef, ClipRef
 
-        path = find_model("text_encoders", "clip_name", clip_name, "models/text_encoders or models/clip")
+        path = find_model(ctx, "text_encoders", "clip_name", clip_name, "models/text_encoders or models/clip")
         manager = manager_of(ctx)
         key = ("text_encoder", str(path.resolve()), file_state(path), type)
 

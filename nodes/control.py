@@ -29,14 +29,14 @@ class ControlNetLoader(Node):
     outputs = (Output("control_net", T.CONTROL_NET),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        return model_fingerprint("controlnet", inputs.get("control_net_name"))
+        return model_fingerprint(settings, "controlnet", inputs.get("control_net_name"))
 
     def run(self, ctx: Context, control_net_name: str) -> dict[str, Any]:
         from models.loading import CheckpointError, load_controlnet
         from models.safety import PickleRefused, UnsafeOrBrokenFile
         from models.values import ModuleRef
 
-        path = find_model("controlnet", "control_net_name", control_net_name)
+        path = find_model(ctx, "controlnet", "control_net_name", control_net_name)
         manager = manager_of(ctx)
         key = ("controlnet", str(path.resolve()), file_state(path))
 
@@ -67,7 +67,7 @@ class DiffControlNetLoader(Node):
     outputs = (Output("control_net", T.CONTROL_NET),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        return model_fingerprint("controlnet", inputs.get("control_net_name"))
+        return model_fingerprint(settings, "controlnet", inputs.get("control_net_name"))
 
     def run(self, ctx: Context, model: Any, control_net_name: str) -> dict[str, Any]:
         from models.controlnet_diff import is_difference_file, load_diff_controlnet
@@ -76,7 +76,7 @@ class DiffControlNetLoader(Node):
         from models.safety import PickleRefused, UnsafeOrBrokenFile
         from models.values import ModuleRef
 
-        path = find_model("controlnet", "control_net_name", control_net_name)
+        path = find_model(ctx, "controlnet", "control_net_name", control_net_name)
         manager = manager_of(ctx)
         try:
             difference = is_difference_file(path, manager.allow_pickle)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from models.paths import ModelPaths
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
 from nodes.support import (
@@ -33,11 +34,10 @@ from nodes.support import (
 )
 
 
-def embedding_files() -> dict[str, Path]:
-    """Embeddings by name (file name without suffix)."""
+def embedding_files(paths: ModelPaths) -> dict[str, Path]:
+    """Embeddings in ``paths`` by name (file name without suffix)."""
     from models.embeddings import SUFFIXES
 
-    paths = model_paths()
     files = {}
     for name in paths.list("embeddings"):
         path = paths.find("embeddings", name)
@@ -63,14 +63,14 @@ class CheckpointLoader(Node):
     outputs = (Output("model", T.MODEL), Output("clip", T.CLIP), Output("vae", T.VAE))
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        return model_fingerprint("checkpoints", inputs.get("ckpt_name"))
+        return model_fingerprint(settings, "checkpoints", inputs.get("ckpt_name"))
 
     def run(self, ctx: Context, ckpt_name: str, prediction: str) -> dict[str, Any]:
         from models.loading import CheckpointError, load_checkpoint
         from models.safety import PickleRefused, UnsafeOrBrokenFile
         from models.values import CheckpointRef, ClipRef, ModelRef, ModuleRef
 
-        path = find_model("checkpoints", "ckpt_name", ckpt_name)
+        path = find_model(ctx, "checkpoints", "ckpt_name", ckpt_name)
         manager = manager_of(ctx)
         key = ("checkpoint", str(path.resolve()), file_state(path), prediction)
 
@@ -107,7 +107,7 @@ class LoraLoader(Node):
     outputs = (Output("model", T.MODEL), Output("clip", T.CLIP))
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        return model_fingerprint("loras", inputs.get("lora_name"))
+        return model_fingerprint(settings, "loras", inputs.get("lora_name"))
 
     def run(
         self, ctx: Context, model: Any, clip: Any, lora_name: str, strength_model: float, strength_clip: float
@@ -126,14 +126,14 @@ class VAELoader(Node):
     outputs = (Output("vae", T.VAE),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        return model_fingerprint("vae", inputs.get("vae_name"))
+        return model_fingerprint(settings, "vae", inputs.get("vae_name"))
 
     def run(self, ctx: Context, vae_name: str) -> dict[str, Any]:
         from models.loading import CheckpointError, load_vae
         from models.safety import PickleRefused, UnsafeOrBrokenFile
         from models.values import ModuleRef
 
-        path = find_model("vae", "vae_name", vae_name)
+        path = find_model(ctx, "vae", "vae_name", vae_name)
         manager = manager_of(ctx)
         key = ("vae", str(path.resolve()), file_state(path))
 
@@ -167,7 +167,7 @@ class CLIPTextEncode(Node):
         texts = [inputs.get(name) for name in self.text_inputs]
         if not all(isinstance(text, str) for text in texts):
             return None
-        files = embedding_files()
+        files = embedding_files(settings.services.paths)
         names = sorted({n for text in texts for n in find_names(text, files)})
         return ",".join(f"{n}:{file_state(files[n])}" for n in names) or None
 
@@ -182,7 +182,7 @@ class CLIPTextEncode(Node):
         checkpoint = checkpoint_for(clip, ctx)
         manager = manager_of(ctx)
         tokenizers, encoders = checkpoint.tokenizers, checkpoint.text_encoders
-        files = embedding_files()
+        files = embedding_files(model_paths(ctx))
         names = sorted({n for text in texts for n in find_names(text, files)})
         if names:
             used = {n: files[n] for n in names}

@@ -273,7 +273,7 @@ class LoraLoaderModelOnly(Node):
     outputs = (Output("model", T.MODEL),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        return model_fingerprint("loras", inputs.get("lora_name"))
+        return model_fingerprint(settings, "loras", inputs.get("lora_name"))
 
     def run(self, ctx: Context, model: Any, lora_name: str, strength_model: float) -> dict[str, Any]:
         entry = lora_entry(ctx, lora_name, strength_model, 0.0)
@@ -302,7 +302,7 @@ class UNETLoader(Node):
     outputs = (Output("model", T.MODEL),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        return model_fingerprint("unet", inputs.get("unet_name"))
+        return model_fingerprint(settings, "unet", inputs.get("unet_name"))
 
     def run(self, ctx: Context, unet_name: str, weight_dtype: str) -> dict[str, Any]:
         from models.loading import CheckpointError
@@ -310,7 +310,7 @@ class UNETLoader(Node):
         from models.unet_files import load_unet_file
         from models.values import CheckpointRef, ModelRef
 
-        path = find_model("unet", "unet_name", unet_name, "models/unet or models/diffusion_models", "it")
+        path = find_model(ctx, "unet", "unet_name", unet_name, "models/unet or models/diffusion_models", "it")
         manager = manager_of(ctx)
         key = ("unet", str(path.resolve()), file_state(path))
 
@@ -421,14 +421,14 @@ class UpscaleModelLoader(Node):
     outputs = (Output("upscale_model", T.UPSCALE_MODEL),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        return model_fingerprint("upscale_models", inputs.get("model_name"))
+        return model_fingerprint(settings, "upscale_models", inputs.get("model_name"))
 
     def run(self, ctx: Context, model_name: str) -> dict[str, Any]:
         from models.safety import PickleRefused
         from models.upscale import UpscaleModelError, load_upscale_model
         from models.values import ModuleRef
 
-        path = find_model("upscale_models", "model_name", model_name)
+        path = find_model(ctx, "upscale_models", "model_name", model_name)
         if not path.is_file():
             raise NodeInputError(
                 "model_name", f"{model_name!r} is a folder; put the model's file in models/upscale_models"

@@ -2,7 +2,9 @@
 
 A pack is a module with a ``NODES`` tuple of node classes. :func:`default_registry`
 builds a fresh registry from the built-in packs; nothing here is global state, so
-tests and servers can hold registries of their own.
+tests and servers can hold registries of their own. A registry carries the services
+(models/services.py) its loaders list their model choices from, so two registries over
+different model folders offer different files in the same process.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.services import Services
 from nodes.base import Node, check_definition
 
 #: Built-in packs, imported in this order. Packs must not import torch, diffusers
@@ -43,10 +46,11 @@ class PackProblem:
 
 @dataclass
 class Registry:
-    """Node types by name."""
+    """Node types by name, and the services their model choices are listed from."""
 
     _nodes: dict[str, type[Node]] = field(default_factory=dict)
     problems: list[PackProblem] = field(default_factory=list)
+    services: Services = field(default_factory=Services)
 
     def add(self, cls: type[Node]) -> None:
         check_definition(cls)
@@ -79,11 +83,14 @@ class Registry:
         return len(self._nodes)
 
     def describe(self) -> list[dict[str, Any]]:
-        return [cls.describe() for cls in self]
+        """Every node's description, choices listed now from this registry's services."""
+        return [cls.describe(self.services) for cls in self]
 
 
-def default_registry(packs: Iterable[str] = BUILTIN_PACKS) -> Registry:
-    registry = Registry()
+def default_registry(packs: Iterable[str] = BUILTIN_PACKS, *, services: Services | None = None) -> Registry:
+    """A registry of ``packs`` whose model choices come from ``services`` (``None``: the
+    repository's ``models/`` folder alone)."""
+    registry = Registry(services=services if services is not None else Services())
     for pack in packs:
         registry.add_pack(pack)
     return registry

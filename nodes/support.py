@@ -1,6 +1,9 @@
 """What node packs share: model folders and the model manager of a run, fingerprints of model
 files, progress reporting, and the inputs every sampler declares.
 
+The model folders and the manager are the run's services (``ctx.services``, see
+models/services.py), handed in by whoever runs the workflow; nothing here reaches for them.
+
 Packs import these from here, not from one another: a pack is a set of nodes, not a library.
 torch and the model code are imported inside the functions only, so listing and validating
 nodes stays fast.
@@ -14,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from models.paths import ModelPaths
+from models.services import Services
 from nodes import types as T
-from nodes.base import Context, Input, NodeInputError
+from nodes.base import Context, Input, NodeInputError, RunSettings
 
 #: The samplers the Sampler nodes offer (models/sampling.py runs them).
 SAMPLER_NAMES = (
@@ -45,18 +50,17 @@ PREVIEW = Input(
 )
 
 
-def model_paths() -> Any:
-    """The model folders of this process (models/ and the roots STUDIO_MODELS names)."""
-    from models.paths import ModelPaths
-
-    return ModelPaths.from_env()
+def model_paths(ctx: Context) -> ModelPaths:
+    """The model folders of the run (its services' paths)."""
+    return ctx.services.paths
 
 
-def model_choices(kind: str) -> Callable[[], list[str]]:
-    """A choices function listing the models of ``kind``, read afresh each time (files come and go)."""
+def model_choices(kind: str) -> Callable[[Services], list[str]]:
+    """A choices function listing the models of ``kind`` in the services' folders, read afresh
+    each time (files come and go)."""
 
-    def choices() -> list[str]:
-        return model_paths().list(kind)
+    def choices(services: Services) -> list[str]:
+        return services.paths.list(kind)
 
     choices.__qualname__ = choices.__name__ = f"{kind}_choices"
     return choices
@@ -67,10 +71,13 @@ def model_input(name: str, kind: str, description: str) -> Input:
     return Input(name, T.STRING, choices=model_choices(kind), accepts="constant", description=description)
 
 
-def find_model(kind: str, input_name: str, name: str, where: str = "", what: str = "the file") -> Path:
-    """The path of model ``name`` of ``kind``, or a NodeInputError on ``input_name`` saying where
-    to put it (``where``: the folders in words, ``models/<kind>`` by default)."""
-    path = model_paths().find(kind, name)
+def find_model(
+    ctx: Context, kind: str, input_name: str, name: str, where: str = "", what: str = "the file"
+) -> Path:
+    """The path of model ``name`` of ``kind`` in the run's model folders, or a NodeInputError on
+    ``input_name`` saying where to put it (``where``: the folders in words, ``models/<kind>`` by
+    default)."""
+    path = model_paths(ctx).find(kind, name)
     if path is None:
         raise NodeInputError(input_name, f"{name!r} is not in {where or 'models/' + kind}; put {what} there")
     return path
@@ -85,20 +92,16 @@ def file_state(path: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def model_fingerprint(kind: str, name: Any) -> str:
-    """A loader's fingerprint: the size and time of the model it names, so an edited file reloads."""
-    path = model_paths().find(kind, str(name or ""))
+def model_fingerprint(settings: RunSettings, kind: str, name: Any) -> str:
+    """A loader's fingerprint: the size and time of the model it names (in the run's model
+    folders), so an edited file reloads."""
+    path = settings.services.paths.find(kind, str(name or ""))
     return file_state(path) if path is not None else "missing"
 
 
 def manager_of(ctx: Context) -> Any:
-    """The run's model manager (one per process, shared by every run)."""
-    if ctx.settings.models is None:
-        from models.manager import ModelManager
-
-        settings = ctx.settings
-        settings.models = ModelManager(allow_pickle=settings.allow_pickle, attention=settings.attention)
-    return ctx.settings.models
+    """The run's model manager (its services', shared by every run handed the same services)."""
+    return ctx.services.models()
 
 
 def checkpoint_for(ref: Any, ctx: Context) -> Any:
@@ -138,7 +141,7 @@ def lora_entry(
     with no text part): its path, strengths and file state, checked to be loadable."""
     from models.safety import check_weights_file
 
-    path = find_model("loras", "lora_name", lora_name)
+    path = find_model(ctx, "loras", "lora_name", lora_name)
     try:
         check_weights_file(path, manager_of(ctx).allow_pickle)
     except Exception as exc:  # noqa: BLE001 - PickleRefused, said in plain words

@@ -52,11 +52,12 @@ class LoadedClip:
     processor: Any
 
 
-def _model_folder(kind: str, name: str, input_name: str, what: str) -> Path:
-    """The transformers folder ``name`` of ``kind``, or a NodeInputError naming the input."""
+def _model_folder(ctx: Context, kind: str, name: str, input_name: str, what: str) -> Path:
+    """The transformers folder ``name`` of ``kind`` in the run's model folders, or a
+    NodeInputError naming the input."""
     if not name:
         raise NodeInputError(input_name, f"no model chosen: put a {what} folder in models/{kind}")
-    path = find_model(kind, input_name, name, what=f"the {what} folder")
+    path = find_model(ctx, kind, input_name, name, what=f"the {what} folder")
     if not path.is_dir() or not (path / "config.json").is_file():
         raise NodeInputError(
             input_name,
@@ -215,13 +216,13 @@ class CaptionerLoader(Node):
     outputs = (Output("captioner", CAPTIONER),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        return model_fingerprint("captioners", inputs.get("captioner_name"))
+        return model_fingerprint(settings, "captioners", inputs.get("captioner_name"))
 
     def run(self, ctx: Context, captioner_name: str) -> dict[str, Any]:
         from models.values import ModuleRef
 
         name = "captioner_name"
-        path = _model_folder("captioners", captioner_name, name, "captioning model")
+        path = _model_folder(ctx, "captioners", captioner_name, name, "captioning model")
         config = _read_config(path, name)
         kind = _captioner_kind(config, captioner_name, name)
         manager = manager_of(ctx)
@@ -298,13 +299,13 @@ class ClipLoader(Node):
     outputs = (Output("clip", CLIP_SCORER),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        return model_fingerprint("clip", inputs.get("clip_name"))
+        return model_fingerprint(settings, "clip", inputs.get("clip_name"))
 
     def run(self, ctx: Context, clip_name: str) -> dict[str, Any]:
         from models.values import ModuleRef
 
         name = "clip_name"
-        path = _model_folder("clip", clip_name, name, "CLIP model")
+        path = _model_folder(ctx, "clip", clip_name, name, "CLIP model")
         config = _read_config(path, name)
         if config.get("model_type") != "clip":
             raise NodeInputError(

@@ -1,9 +1,10 @@
 """A worker's engine: what one worker (a local process or a Ray actor) builds once and keeps.
 
 :class:`EngineSpec` is plain, picklable data naming everything a worker needs;
-:class:`WorkerEngine` builds the registry, executor (with its cache) and model manager from
-it and runs one job at a time. server/worker.py runs it in a child process of the server;
-server/ray_runner.py runs the same engine inside a Ray actor.
+:class:`WorkerEngine` builds its services (model folders and model manager, see
+models/services.py), registry and executor (with its cache) from it and runs one job at a
+time. server/worker.py runs it in a child process of the server; server/ray_runner.py runs
+the same engine inside a Ray actor.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 from graph.events import Event
 from graph.executor import Executor, RunResult
 from graph.workflow import Workflow
+from models.paths import ModelPaths
+from models.services import Services
 from nodes.base import CancelToken, RunSettings
 
 Listener = Callable[[Event], None]
@@ -27,10 +30,9 @@ Listener = Callable[[Event], None]
 class EngineSpec:
     """Everything a worker process needs to build its engine: plain, picklable data.
 
-    ``packs`` are node pack modules added to the default registry. The child
-    inherits the server's environment (``STUDIO_MODELS``, ...) as it is when the
-    worker starts. ``device`` is the torch device of the worker's model manager (``None``: the
-    manager's default).
+    ``packs`` are node pack modules added to the default registry. ``model_roots``,
+    ``allow_pickle``, ``attention`` and ``device`` make the worker's services (its model
+    folders and model manager); ``device`` ``None`` is the manager's default (see ``slot``).
     """
 
     output_dir: Path
@@ -44,15 +46,20 @@ class EngineSpec:
     slot: int = 0
     #: The model folders to search (models.paths.ModelPaths roots); empty: the default ones.
     model_roots: tuple[Path, ...] = ()
+    #: Most bytes the worker's loaded models may take on its device (None: the manager's default).
+    budget_bytes: int | None = None
 
-    def settings(self) -> RunSettings:
-        """Run settings without a model manager (the worker adds its own)."""
+    def model_paths(self) -> ModelPaths:
+        """The model folders: ``model_roots``, or the default ones when it is empty."""
+        return ModelPaths(self.model_roots) if self.model_roots else ModelPaths()
+
+    def settings(self, services: Services) -> RunSettings:
+        """Run settings over the worker's ``services``."""
         return RunSettings(
             output_dir=self.output_dir,
             input_dirs=self.input_dirs,
             allow_absolute_paths=self.allow_absolute_paths,
-            allow_pickle=self.allow_pickle,
-            attention=self.attention,
+            services=services,
         )
 
     def for_slot(self, slot: int) -> EngineSpec:
@@ -78,59 +85,51 @@ def default_workers(
 
 
 class WorkerEngine:
-    """A worker's registry, executor (with its cache) and model manager, kept between jobs."""
+    """A worker's services (model folders, model manager), registry and executor (with its
+    cache), built from the spec once and kept between jobs."""
 
     def __init__(self, spec: EngineSpec) -> None:
         from nodes.registry import default_registry
 
         self.spec = spec
-        self.registry = default_registry()
+        self.services = Services(
+            paths=spec.model_paths(),
+            allow_pickle=spec.allow_pickle,
+            attention=spec.attention,
+            device=_device_of(spec),
+            budget_bytes=spec.budget_bytes,
+        )
+        self.registry = default_registry(services=self.services)
         for pack in spec.packs:
             self.registry.add_pack(pack)
         self.executor = Executor(self.registry)
-        self.models: Any = None
 
     def run(
         self, job_id: str, workflow_json: str, seed: int | None, cancel: CancelToken, listener: Listener
     ) -> RunResult:
-        settings = self.spec.settings()
+        settings = self.spec.settings(self.services)
         settings.workflow_json = workflow_json
-        settings.models = self._manager()
         workflow = Workflow.model_validate_json(workflow_json)
-        try:
-            return self.executor.run(
-                workflow, settings=settings, seed=seed, cancel=cancel, listener=listener, run_id=job_id
-            )
-        finally:
-            self.models = settings.models if settings.models is not None else self.models
+        return self.executor.run(
+            workflow, settings=settings, seed=seed, cancel=cancel, listener=listener, run_id=job_id
+        )
 
     @property
     def loads(self) -> int:
-        """How many times this worker's model manager has loaded a model so far."""
-        return int(getattr(self.models, "loads", 0) or 0)
+        """How many times this worker's model manager has loaded a model so far (0 before any)."""
+        return self.services.loads
 
-    def _manager(self) -> Any:
-        """The worker's model manager: made here when its device is not the default one.
 
-        Otherwise the first node that needs models makes it (importing torch only then),
-        and :meth:`run` keeps it for the next jobs.
-        """
-        if self.models is not None:
-            return self.models
-        device = self.spec.device
-        if device is None and self.spec.slot > 0:
-            import torch
+def _device_of(spec: EngineSpec) -> str | None:
+    """The worker's device: the spec's; else, for worker ``slot`` > 0 on a machine with several
+    GPUs, GPU ``slot`` modulo their count; else ``None`` (the manager's default). torch is
+    imported only to count GPUs for such a worker."""
+    if spec.device is not None or spec.slot == 0:
+        return spec.device
+    import torch
 
-            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            if count > 1:
-                device = f"cuda:{self.spec.slot % count}"
-        if device is not None:
-            from models.manager import ModelManager
-
-            self.models = ModelManager(
-                device=device, allow_pickle=self.spec.allow_pickle, attention=self.spec.attention
-            )
-        return self.models
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return f"cuda:{spec.slot % count}" if count > 1 else None
 
 
 def portable(result: RunResult) -> RunResult:

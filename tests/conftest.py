@@ -23,24 +23,20 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from graph.executor import Executor  # noqa: E402
+from models.services import Services  # noqa: E402
 from nodes.registry import Registry, default_registry  # noqa: E402
+from tests.fixtures.services import services_over  # noqa: E402
 
 TEST_PACK = "tests.packs.testing"
 
 
 @pytest.fixture(scope="session")
-def models_root(tmp_path_factory: pytest.TempPathFactory):
-    """Tiny checkpoints in every format, as the studio's model root (STUDIO_MODELS) for the session."""
+def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder with tiny checkpoints in every format (built once for the session); the
+    ``services`` fixture searches it, as a command does a folder given with ``--models``."""
     from tests.fixtures.models_root import build_models_root
 
-    root = build_models_root(tmp_path_factory.mktemp("models"))
-    old = os.environ.get("STUDIO_MODELS")
-    os.environ["STUDIO_MODELS"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("STUDIO_MODELS", None)
-    else:
-        os.environ["STUDIO_MODELS"] = old
+    return build_models_root(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +45,13 @@ def manager():
     from models.manager import ModelManager
 
     return ModelManager(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def services(models_root: Path, manager) -> Services:
+    """The session's services: the repository's models/ and then ``models_root``, with the
+    session's model manager."""
+    return services_over(models_root, manager=manager)
 
 
 @pytest.fixture

@@ -79,19 +79,19 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
     from graph.executor import Executor
     from nodes.base import RunSettings
     from nodes.registry import default_registry
+    from tests.fixtures.services import services_over
     from ui.studio import build_studio, launch
 
     output = tmp_path_factory.mktemp("output")
     inputs = tmp_path_factory.mktemp("input")
     models = tmp_path_factory.mktemp("models")
     (models / "checkpoints").mkdir()
-    old_models = os.environ.get("STUDIO_MODELS")
-    os.environ["STUDIO_MODELS"] = str(models)
-    registry = default_registry()
+    services = services_over(models)
+    registry = default_registry(services=services)
     registry.add_pack("tests.packs.testing")
 
     def settings() -> RunSettings:
-        return RunSettings(output_dir=output, input_dirs=(inputs, EXAMPLES))
+        return RunSettings(output_dir=output, input_dirs=(inputs, EXAMPLES), services=services)
 
     demo = build_studio(registry, Executor(registry), settings, EXAMPLES)
     port = _free_port()
@@ -100,10 +100,6 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
         yield Studio(f"http://127.0.0.1:{port}/", inputs, models, output)
     finally:
         demo.close()
-        if old_models is None:
-            os.environ.pop("STUDIO_MODELS", None)
-        else:
-            os.environ["STUDIO_MODELS"] = old_models
 
 
 @pytest.fixture(scope="module")

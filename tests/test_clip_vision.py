@@ -11,7 +11,6 @@ ComfyUI's SDXL revision formula makes.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from graph.validate import validate
 from models.manager import ModelManager
 from nodes.base import NodeInputError, RunSettings
 from nodes.registry import default_registry
+from tests.fixtures.services import services_over
 from tests.fixtures.tiny_clip_vision import (
     EMBED_DIM,
     TOWER,
@@ -73,13 +73,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Any:
     square.convert("RGB").resize((TOWER["image_size"],) * 2, Image.BICUBIC).save(inputs / "square.png")
     noise = (rng.random((40, 56, 3)) * 255).astype(np.uint8)
     Image.fromarray(noise).save(inputs / "wide.png")
-    old = os.environ.get("STUDIO_MODELS")
-    os.environ["STUDIO_MODELS"] = str(models)
-    yield base
-    if old is None:
-        os.environ.pop("STUDIO_MODELS", None)
-    else:
-        os.environ["STUDIO_MODELS"] = old
+    return base
 
 
 @pytest.fixture(scope="module")
@@ -88,18 +82,20 @@ def manager() -> ModelManager:
 
 
 def run_graph(nodes: dict, root: Path, manager: ModelManager) -> Any:
-    registry = default_registry()
+    services = services_over(root / "models", manager=manager)
+    registry = default_registry(services=services)
     checked = validate({"version": 1, "nodes": nodes}, registry)
     assert checked.ok, [str(i) for i in checked.issues]
-    settings = RunSettings(models=manager, input_dirs=(root / "inputs",), output_dir=root / "out")
+    settings = RunSettings(services=services, input_dirs=(root / "inputs",), output_dir=root / "out")
     result = Executor(registry).run(checked.workflow, settings=settings)
     assert result.status == "done", result.error
     return result
 
 
-def ctx_with(manager: ModelManager) -> Any:
+def ctx_with(root: Path, manager: ModelManager) -> Any:
+    """A node's context whose services search ``root``'s models folder with ``manager``."""
     ctx = make_ctx()
-    ctx.settings.models = manager
+    ctx.settings.services = services_over(root / "models", manager=manager)
     return ctx
 
 
@@ -165,7 +161,7 @@ def test_config_of_comfyui_towers_from_shapes(name: str) -> None:
 def test_loader_reads_every_layout(root: Path, manager: ModelManager, name: str) -> None:
     from nodes.clip_vision import CLIPVisionEncode, CLIPVisionLoader
 
-    ctx = ctx_with(manager)
+    ctx = ctx_with(root, manager)
     vision = CLIPVisionLoader().run(ctx, clip_name=name)["clip_vision"]
     encoded = CLIPVisionEncode().run(
         ctx, clip_vision=vision, image=picture(root, "square.png"), crop="center"
@@ -181,7 +177,7 @@ def test_encode_keeps_the_tower_states(root: Path, manager: ModelManager) -> Non
 
     from nodes.clip_vision import CLIPVisionEncode, CLIPVisionLoader
 
-    ctx = ctx_with(manager)
+    ctx = ctx_with(root, manager)
     vision = CLIPVisionLoader().run(ctx, clip_name="tiny-vision.safetensors")["clip_vision"]
     out = CLIPVisionEncode().run(ctx, clip_vision=vision, image=picture(root, "square.png"), crop="center")
     size = TOWER["image_size"]
@@ -202,7 +198,7 @@ def test_encode_crops_the_centre_or_stretches(root: Path, manager: ModelManager)
     little from torch's antialiased one), and stretching against the processor told to stretch."""
     from nodes.clip_vision import CLIPVisionEncode, CLIPVisionLoader
 
-    ctx = ctx_with(manager)
+    ctx = ctx_with(root, manager)
     vision = CLIPVisionLoader().run(ctx, clip_name="tiny-vision.safetensors")["clip_vision"]
     image = picture(root, "wide.png")
     centre = CLIPVisionEncode().run(ctx, clip_vision=vision, image=image, crop="center")["clip_vision_output"]
@@ -242,7 +238,7 @@ def test_preprocess_is_comfyui_formula() -> None:
 def test_loader_errors_name_the_input(root: Path, manager: ModelManager) -> None:
     from nodes.clip_vision import CLIPVisionLoader
 
-    ctx = ctx_with(manager)
+    ctx = ctx_with(root, manager)
     with pytest.raises(NodeInputError) as missing:
         CLIPVisionLoader().run(ctx, clip_name="nowhere.safetensors")
     assert missing.value.input_name == "clip_name" and "models/clip_vision" in str(missing.value)
@@ -257,7 +253,7 @@ def test_loader_errors_name_the_input(root: Path, manager: ModelManager) -> None
 def test_loader_lists_clip_vision_files(root: Path) -> None:
     from nodes.clip_vision import CLIPVisionLoader
 
-    names = CLIPVisionLoader.input("clip_name").current_choices() or []
+    names = CLIPVisionLoader.input("clip_name").current_choices(services_over(root / "models")) or []
     assert {"tiny-vision.safetensors", "open-clip.safetensors", "tiny-folder"} <= set(names)
 
 
@@ -376,7 +372,7 @@ def test_unclip_checkpoint_loader_outputs(root: Path, manager: ModelManager) -> 
     from nodes.clip_vision import UnclipCheckpointLoader
     from nodes.support import checkpoint_for
 
-    ctx = ctx_with(manager)
+    ctx = ctx_with(root, manager)
     out = UnclipCheckpointLoader().run(ctx, ckpt_name="tiny-unclip")
     assert set(out) == {"model", "clip", "vae", "clip_vision"}
     unet = checkpoint_for(out["model"], ctx).unet
@@ -395,7 +391,7 @@ def test_unclip_checkpoint_loader_outputs(root: Path, manager: ModelManager) -> 
 def test_unclip_checkpoint_loader_refuses_other_models(root: Path, manager: ModelManager) -> None:
     from nodes.clip_vision import UnclipCheckpointLoader
 
-    ctx = ctx_with(manager)
+    ctx = ctx_with(root, manager)
     with pytest.raises(NodeInputError) as plain:
         UnclipCheckpointLoader().run(ctx, ckpt_name="tiny-sdxl")
     assert plain.value.input_name == "ckpt_name" and "not an unCLIP checkpoint" in str(plain.value)

@@ -28,7 +28,7 @@ DATA = REPO / "tests" / "data" / "comfy"
 
 
 def app(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "STUDIO_MODELS": str(REPO / "models")}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
         [sys.executable, str(REPO / "app.py"), *args],
         cwd=cwd,

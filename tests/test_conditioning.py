@@ -32,6 +32,7 @@ from nodes.conditioning import (  # noqa: E402
     ConditioningSetAreaStrength,
 )
 from nodes.diffusion import CheckpointLoader, CLIPTextEncode  # noqa: E402
+from tests.fixtures.services import services_over  # noqa: E402
 from tests.fixtures.tiny_models import tiny_clip_config, tiny_sd_unet  # noqa: E402
 from tests.helpers import link  # noqa: E402
 from tests.test_diffusion import (  # noqa: E402
@@ -50,7 +51,8 @@ SDXL = "tiny-sdxl"
 
 
 def context(root: Path, manager: ModelManager) -> Context:
-    settings = RunSettings(models=manager, input_dirs=(root / "inputs",), output_dir=root / "out")
+    services = services_over(root, manager=manager)
+    settings = RunSettings(services=services, input_dirs=(root / "inputs",), output_dir=root / "out")
     return Context("n", "X", "test", 1, settings, CancelToken(), lambda event: None)
 
 

@@ -26,6 +26,7 @@ from models.manager import ModelManager  # noqa: E402
 from nodes.base import CancelToken, RunSettings  # noqa: E402
 from nodes.registry import default_registry  # noqa: E402
 from tests.fixtures.models_root import SIZE  # noqa: E402
+from tests.fixtures.services import services_over  # noqa: E402
 from tests.helpers import link  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -33,10 +34,12 @@ PROMPT = "a red circle at the top left"
 
 
 def run_graph(nodes: dict, root: Path, manager: ModelManager, **kwargs: Any) -> Any:
-    registry = default_registry()
+    """Run ``nodes`` with the models of ``root`` (and models/) loaded by ``manager``."""
+    services = services_over(root, manager=manager)
+    registry = default_registry(services=services)
     checked = validate({"version": 1, "nodes": nodes}, registry)
     assert checked.ok, [str(i) for i in checked.issues]
-    settings = RunSettings(models=manager, input_dirs=(root / "inputs",), output_dir=root / "out")
+    settings = RunSettings(services=services, input_dirs=(root / "inputs",), output_dir=root / "out")
     return Executor(registry).run(checked.workflow, settings=settings, **kwargs)
 
 
@@ -276,11 +279,11 @@ def test_controlnet_matches_controlnet_pipeline(models_root, manager):
     assert np.abs(plain.astype(int) - ours.astype(int)).max() > 2  # the ControlNet did something
 
 
-def test_same_seed_same_image_and_cached_rerun(models_root, manager):
-    registry = default_registry()
+def test_same_seed_same_image_and_cached_rerun(models_root, services):
+    registry = default_registry(services=services)
     workflow = validate({"version": 1, "nodes": txt2img(seed=5)}, registry).workflow
     executor = Executor(registry)
-    settings = RunSettings(models=manager, input_dirs=(models_root / "inputs",))
+    settings = RunSettings(services=services, input_dirs=(models_root / "inputs",))
     first = executor.run(workflow, settings=settings)
     again = executor.run(workflow, settings=settings)
     assert again.executed == []
@@ -362,9 +365,9 @@ def test_pickle_checkpoint_loads_with_the_opt_in(models_root, tmp_path):
         "--set",
         "s.steps=2",
     )
-    env = {"STUDIO_MODELS": str(models_root)}
-    refused = app(*common, env=env)
+    models = ("--models", str(models_root))
+    refused = app(*models, *common)
     assert refused.returncode == 1 and "--allow-pickle" in refused.stderr
-    loaded = app("--allow-pickle", *common, env=env)
+    loaded = app(*models, "--allow-pickle", *common)
     assert loaded.returncode == 0, loaded.stderr
     assert list(tmp_path.glob("txt2img_*.png"))

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from graph.validate import validate
 from nodes.registry import Registry
@@ -59,3 +60,16 @@ def test_the_import_page_maps_every_comfyui_type_the_importer_converts():
     mapping = text[text.index("## Mapping") : text.index("### Samplers")]
     missing = [t for t in RULES if not re.search(rf"\b{re.escape(t)}\b", mapping)]
     assert not missing, f"docs/comfy-import.md's mapping table lacks {missing}"
+
+
+def test_the_scale_page_names_every_flag_of_the_sweep_command(capsys):
+    """docs/scale.md is the guide to `app.py sweep`: every flag its --help lists is explained there."""
+    from app import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["sweep", "--help"])
+    flags = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", capsys.readouterr().out)) - {"--help"}
+    assert {"--grid", "--seeds", "--out", "--workers", "--ray", "--resume"} <= flags
+    text = (DOCS / "scale.md").read_text()
+    missing = sorted(flag for flag in flags if not re.search(rf"{re.escape(flag)}(?![\w-])", text))
+    assert not missing, f"docs/scale.md does not mention {missing}"

@@ -36,7 +36,7 @@ def test_there_is_an_example_per_task():
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
-def test_example_is_valid(path, registry, models_root):
+def test_example_is_valid(path, registry):
     result = validate(path.read_text(), registry)
     assert result.ok, [str(i) for i in result.issues]
     assert json.loads(path.read_text()).get("metadata", {}).get("description"), "say what the example does"
@@ -44,7 +44,7 @@ def test_example_is_valid(path, registry, models_root):
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_example_runs_headless(path, tmp_path, models_root):
-    done = app("run", str(path), "--out", str(tmp_path), env={"STUDIO_MODELS": str(models_root)})
+    done = app("--models", str(models_root), "run", str(path), "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     files = [Path(line) for line in lines if line.endswith(".png")]

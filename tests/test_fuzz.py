@@ -183,7 +183,7 @@ def random_graphs(draw: st.DrawFn) -> dict[str, Any]:
                 nid, out = draw(st.sampled_from(earlier))
                 inputs[spec.name] = {"node": nid, "output": out}
             elif spec.accepts_constant:
-                choices = spec.current_choices()
+                choices = spec.current_choices(REGISTRY.services)
                 inputs[spec.name] = (
                     draw(st.sampled_from(choices)) if choices else draw(_small_constant(spec.type))
                 )

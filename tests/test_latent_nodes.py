@@ -472,7 +472,7 @@ def test_grow_mask_by_zero_keeps_the_mask_and_growing_leaves_the_image_alone(pix
 def test_hires_fix_example_draws_at_double_size_keeping_the_layout(tmp_path):
     from graph.executor import Executor
     from graph.validate import validate
-    from models.manager import ModelManager
+    from models.services import Services
     from nodes.base import RunSettings
 
     data = json.loads((REPO / "workflows" / "hires-fix.json").read_text())
@@ -487,10 +487,10 @@ def test_hires_fix_example_draws_at_double_size_keeping_the_layout(tmp_path):
     nodes["show_base"] = {"type": "PreviewImage", "inputs": {"images": {"node": "base", "output": "image"}}}
     nodes["show"] = {"type": "PreviewImage", "inputs": {"images": {"node": "d", "output": "image"}}}
     del nodes["save"]
-    registry = default_registry()
+    registry = default_registry(services=Services(device="cpu"))
     checked = validate(data, registry)
     assert checked.ok, [str(i) for i in checked.issues]
-    settings = RunSettings(models=ModelManager(device="cpu"), output_dir=tmp_path)
+    settings = RunSettings(services=registry.services, output_dir=tmp_path)
     result = Executor(registry).run(checked.workflow, settings=settings)
     assert result.status == "done", result.error
     base, hires = result.outputs["show_base"]["images"], result.outputs["show"]["images"]

@@ -8,7 +8,6 @@ picture a saved checkpoint draws after loading it back through CheckpointLoader.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from models.manager import ModelManager
 from nodes.base import RunSettings
 from nodes.registry import default_registry
 from tests.fixtures.models_root import SIZE
+from tests.fixtures.services import services_over
 from tests.helpers import link
 
 pytestmark = pytest.mark.slow
@@ -45,13 +45,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Any:
     save_config_folder(checkpoints / "ops-a", base / "sd1.config")
     save_config_folder(checkpoints / "ops-xl", base / "sdxl.config")
     (base / "out").mkdir()
-    old = os.environ.get("STUDIO_MODELS")
-    os.environ["STUDIO_MODELS"] = os.pathsep.join([str(base / "models"), str(base / "out")])
-    yield base
-    if old is None:
-        os.environ.pop("STUDIO_MODELS", None)
-    else:
-        os.environ["STUDIO_MODELS"] = old
+    return base
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +54,13 @@ def manager() -> ModelManager:
 
 
 def run(nodes: dict, root: Path, manager: ModelManager) -> Any:
-    registry = default_registry()
+    """Run ``nodes`` with ``root``'s models and its output folder as model roots (so saved
+    checkpoints load back by name)."""
+    services = services_over(root / "models", root / "out", manager=manager)
+    registry = default_registry(services=services)
     checked = validate({"version": 1, "nodes": nodes}, registry)
     assert checked.ok, [str(i) for i in checked.issues]
-    settings = RunSettings(models=manager, output_dir=root / "out")
+    settings = RunSettings(services=services, output_dir=root / "out")
     return Executor(registry).run(checked.workflow, settings=settings)
 
 

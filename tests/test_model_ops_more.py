@@ -10,7 +10,6 @@ saved in two layouts and read back.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from models.manager import ModelManager
 from nodes.base import CancelToken, Context, NodeInputError, RunSettings
 from nodes.registry import default_registry
 from tests.fixtures.models_root import SIZE
+from tests.fixtures.services import services_over
 from tests.helpers import link
 
 pytestmark = pytest.mark.slow
@@ -46,13 +46,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Any:
     save_tiny_sdxl_folder(checkpoints / "more-xl2", seed=1)
     save_config_folder(checkpoints / "more-a", base / "sd1.config")
     (base / "out").mkdir()
-    old = os.environ.get("STUDIO_MODELS")
-    os.environ["STUDIO_MODELS"] = str(base / "models")
-    yield base
-    if old is None:
-        os.environ.pop("STUDIO_MODELS", None)
-    else:
-        os.environ["STUDIO_MODELS"] = old
+    return base
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +60,9 @@ def context(root: Path, manager: ModelManager) -> Context:
         node_type="X",
         run_id="test",
         seed=1,
-        settings=RunSettings(models=manager, output_dir=root / "out"),
+        settings=RunSettings(
+            services=services_over(root / "models", manager=manager), output_dir=root / "out"
+        ),
         cancel_token=CancelToken(),
         emit=lambda e: None,
     )
@@ -192,10 +188,11 @@ def test_a_merged_model_draws_like_a_pipeline_holding_the_formula(root: Path, ma
 
 
 def run(nodes: dict, root: Path, manager: ModelManager) -> Any:
-    registry = default_registry()
+    services = services_over(root / "models", manager=manager)
+    registry = default_registry(services=services)
     checked = validate({"version": 1, "nodes": nodes}, registry)
     assert checked.ok, [str(i) for i in checked.issues]
-    settings = RunSettings(models=manager, output_dir=root / "out")
+    settings = RunSettings(services=services, output_dir=root / "out")
     return Executor(registry).run(checked.workflow, settings=settings)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from models.paths import ModelPaths
+from models.paths import REPO_MODELS, ModelPaths
 
 
 def touch(path: Path, data: bytes = b"") -> Path:
@@ -30,7 +30,7 @@ def test_lists_files_and_model_folders_but_not_their_insides(tmp_path):
     assert paths.find("checkpoints", "/etc/passwd") is None
 
 
-def test_comfyui_and_a1111_folders_just_work(tmp_path, monkeypatch):
+def test_comfyui_and_a1111_folders_just_work(tmp_path):
     comfy = tmp_path / "ComfyUI" / "models"
     touch(comfy / "checkpoints" / "sd15.safetensors")
     touch(comfy / "loras" / "style.safetensors")
@@ -39,8 +39,8 @@ def test_comfyui_and_a1111_folders_just_work(tmp_path, monkeypatch):
     touch(a1111 / "Stable-diffusion" / "dream.safetensors")
     touch(a1111 / "Lora" / "detail.safetensors")
     touch(a1111 / "VAE" / "vae-ft.safetensors")
-    monkeypatch.setenv("STUDIO_MODELS", f"{comfy}:{a1111}")
-    paths = ModelPaths.from_env()
+    paths = ModelPaths.with_roots([comfy, a1111])
+    assert paths.roots == (REPO_MODELS, comfy, a1111)
     assert {"sd15.safetensors", "dream.safetensors"} <= set(paths.list("checkpoints"))
     assert {"style.safetensors", "detail.safetensors"} <= set(paths.list("loras"))
     assert "vae-ft.safetensors" in paths.list("vae")

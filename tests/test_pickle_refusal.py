@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import torch
 
-from models.manager import ModelManager
+from models.paths import ModelPaths
+from models.services import Services
 from nodes.base import CancelToken, Context, NodeInputError, RunSettings
 from nodes.control import ControlNetLoader
 from nodes.diffusion import CheckpointLoader, VAELoader
@@ -84,11 +85,12 @@ def pickle_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run_loader(root: Path, kind: str, name: str, allow_pickle: bool, monkeypatch) -> dict[str, Any]:
-    monkeypatch.setenv("STUDIO_MODELS", str(root))
+def run_loader(root: Path, kind: str, name: str, allow_pickle: bool) -> dict[str, Any]:
+    """Run ``kind``'s loader on model ``name`` of ``root``, pickle files allowed or not (as
+    ``--allow-pickle`` sets it: the services' manager is made with it)."""
     cls, input_name, _ = LOADERS[kind]
-    manager = ModelManager(device="cpu", allow_pickle=allow_pickle)
-    settings = RunSettings(output_dir=root / "out", models=manager, allow_pickle=allow_pickle)
+    services = Services(paths=ModelPaths((root,)), allow_pickle=allow_pickle, device="cpu")
+    settings = RunSettings(output_dir=root / "out", services=services)
     ctx = Context("n", cls.type, "r", 1, settings, CancelToken(), lambda event: None)
     return cls().run(ctx, **{input_name: name, **({"prediction": "auto"} if kind == "checkpoint" else {})})
 
@@ -99,12 +101,10 @@ def no_torch_advice(message: str) -> None:
 
 
 @pytest.mark.parametrize("kind", list(LOADERS))
-def test_pickle_folders_are_refused_by_default_like_ckpt_files(
-    pickle_root: Path, kind: str, monkeypatch
-) -> None:
+def test_pickle_folders_are_refused_by_default_like_ckpt_files(pickle_root: Path, kind: str) -> None:
     folder = next((pickle_root / LOADERS[kind][2]).glob("bin-*"))
     with pytest.raises(NodeInputError) as err:
-        run_loader(pickle_root, kind, folder.name, False, monkeypatch)
+        run_loader(pickle_root, kind, folder.name, False)
     message = err.value.message
     assert err.value.input_name == LOADERS[kind][1]
     assert folder.name in message and "pickle" in message and "can run code" in message
@@ -124,7 +124,7 @@ def test_pickle_folders_load_weights_only_with_the_opt_in(pickle_root: Path, kin
 
     monkeypatch.setattr(torch, "load", spying_load)
     folder = next((pickle_root / LOADERS[kind][2]).glob("bin-*"))
-    out = run_loader(pickle_root, kind, folder.name, True, monkeypatch)
+    out = run_loader(pickle_root, kind, folder.name, True)
     assert out and calls and all(weights_only is True for weights_only in calls), calls
     handle = next(iter(out.values()))
     loaded = handle.checkpoint.get().unet if kind == "checkpoint" else handle.get()
@@ -133,10 +133,10 @@ def test_pickle_folders_load_weights_only_with_the_opt_in(pickle_root: Path, kin
 
 @pytest.mark.parametrize("allow_pickle", [False, True])
 @pytest.mark.parametrize("kind", list(LOADERS))
-def test_code_in_a_pickle_never_runs(pickle_root: Path, kind: str, allow_pickle: bool, monkeypatch) -> None:
+def test_code_in_a_pickle_never_runs(pickle_root: Path, kind: str, allow_pickle: bool) -> None:
     folder = next((pickle_root / LOADERS[kind][2]).glob("evil-*"))
     with pytest.raises(NodeInputError) as err:
-        run_loader(pickle_root, kind, folder.name, allow_pickle, monkeypatch)
+        run_loader(pickle_root, kind, folder.name, allow_pickle)
     assert not (pickle_root / "MARKER").exists()
     assert err.value.input_name == LOADERS[kind][1] and folder.name in err.value.message
     assert ("more than tensors" if allow_pickle else "--allow-pickle") in err.value.message

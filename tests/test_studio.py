@@ -17,6 +17,7 @@ import pytest
 from graph.executor import Executor
 from nodes.base import RunSettings
 from nodes.registry import Registry, default_registry
+from tests.fixtures.services import services_over
 from ui.studio import Session, StudioHandlers, build_studio, launch, md_escape, to_uint8_frames
 
 TINY = {
@@ -423,10 +424,16 @@ def test_painted_mask_is_saved_and_loads_as_a_mask(handlers: StudioHandlers, tmp
     assert (frame[2:5, 3:7] == 255).all() and int(frame.sum()) == 255 * 12 * 3
 
 
-def test_refresh_lists_new_model_files(handlers: StudioHandlers, tmp_path: Path, monkeypatch) -> None:
+def test_refresh_lists_new_model_files(tmp_path: Path, examples: Path) -> None:
     root = tmp_path / "models"
     (root / "checkpoints").mkdir(parents=True)
-    monkeypatch.setenv("STUDIO_MODELS", str(root))
+    registry = default_registry(services=services_over(root))  # as `app.py --models ROOT` makes it
+    handlers = StudioHandlers(
+        registry,
+        Executor(registry),
+        lambda: RunSettings(output_dir=tmp_path / "out", services=registry.services),
+        examples,
+    )
 
     def ckpt_choices() -> list[str]:
         defs, status = handlers.refresh_lists()

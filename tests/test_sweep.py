@@ -450,7 +450,7 @@ def test_a_sweep_with_several_seeds_draws_one_sheet_per_seed(reg: Registry, tmp_
 def thread_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     """``app.py sweep`` runs its items on threads of this process instead of worker processes."""
 
-    def scheduler(args: Any, out_dir: Path, items: int) -> Scheduler:
+    def scheduler(args: Any, registry: Registry, out_dir: Path, items: int) -> Scheduler:
         def settings() -> RunSettings:
             return RunSettings(output_dir=out_dir)
 

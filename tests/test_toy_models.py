@@ -34,13 +34,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory):
-    previous = os.environ.get("STUDIO_MODELS")
-    os.environ["STUDIO_MODELS"] = str(MODELS)
-    yield quality.Studio(folder=tmp_path_factory.mktemp("toy-studio"))
-    if previous is None:
-        os.environ.pop("STUDIO_MODELS", None)
-    else:
-        os.environ["STUDIO_MODELS"] = previous
+    """The studio over the repository's models/ (where the toy models are bundled)."""
+    return quality.Studio(folder=tmp_path_factory.mktemp("toy-studio"))
 
 
 def config_class(folder: Path) -> str:

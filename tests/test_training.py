@@ -129,7 +129,7 @@ def test_the_time_budget_saves_and_stops(runs: Path, tmp_path: Path):
     assert state is not None and (state.step, state.status) == (1, "stopped")
 
 
-def test_export_loads_and_draws_through_the_nodes(runs: Path, tmp_path: Path, monkeypatch):
+def test_export_loads_and_draws_through_the_nodes(runs: Path, tmp_path: Path):
     from models.loading import load_checkpoint
 
     folder = export.export_sd(runs / "sd", tmp_path / "checkpoints" / "toy-sd")
@@ -153,10 +153,10 @@ def test_export_loads_and_draws_through_the_nodes(runs: Path, tmp_path: Path, mo
     assert {f.dtype for f in checkpoint.unet.parameters()} == {torch.float32}
     from training import quality
 
-    monkeypatch.setenv("STUDIO_MODELS", str(tmp_path))
     nodes = quality.txt2img_nodes("a red circle", seed=1)
     nodes["s"]["inputs"]["steps"] = 2
-    images = np.asarray(quality.Studio().run(nodes, seed=1)["show"]["images"])  # raises unless done
+    studio = quality.Studio(models=tmp_path)  # the exported folder alone
+    images = np.asarray(studio.run(nodes, seed=1)["show"]["images"])  # raises unless done
     assert images.shape == (1, 32, 32, 3) and np.isfinite(images).all()
 
 
@@ -168,7 +168,7 @@ def exported(runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_controlnet_trains_from_the_exported_sd_and_steers_it(exported: Path, tmp_path: Path, monkeypatch):
+def test_controlnet_trains_from_the_exported_sd_and_steers_it(exported: Path, tmp_path: Path):
     from training import controlnet, quality
 
     run = tmp_path / "controlnet"
@@ -178,8 +178,7 @@ def test_controlnet_trains_from_the_exported_sd_and_steers_it(exported: Path, tm
     assert read_state(run).status == "done" and len(read_log(run)) == 2
     folder = exported / "controlnet" / "toy-edges"
     assert "toy-sd" in (folder / "README.md").read_text() and (folder / "config.json").is_file()
-    monkeypatch.setenv("STUDIO_MODELS", str(exported))
-    studio = quality.Studio()
+    studio = quality.Studio(models=exported)
     hint = np.zeros((32, 32), np.uint8)
     hint[4:12, 4:12] = 255
     nodes = quality.controlnet_nodes("a red square at the top left", studio.put(hint), seed=1)
@@ -191,9 +190,7 @@ def test_controlnet_trains_from_the_exported_sd_and_steers_it(exported: Path, tm
     assert not np.array_equal(with_hint, without)  # two training steps moved the zero convolutions
 
 
-def test_editor_trains_from_the_exported_sd_and_edits_through_the_nodes(
-    exported: Path, tmp_path, monkeypatch
-):
+def test_editor_trains_from_the_exported_sd_and_edits_through_the_nodes(exported: Path, tmp_path):
     from safetensors.torch import load_file as load
 
     from toyworld import Scene, Shape, render
@@ -212,8 +209,7 @@ def test_editor_trains_from_the_exported_sd_and_edits_through_the_nodes(
         assert (folder / part).is_symlink() and (folder / part).resolve() == (
             exported / "checkpoints" / "toy-sd" / part
         )
-    monkeypatch.setenv("STUDIO_MODELS", str(exported))
-    studio = quality.Studio()
+    studio = quality.Studio(models=exported)
     picture = render(Scene((Shape("circle", "red", (0, 0)),), "white", 32))
     nodes = quality.edit_nodes("make the circle blue", studio.put(picture), seed=1)
     nodes["edit"]["inputs"]["steps"] = 2
@@ -245,7 +241,7 @@ def test_halved_weights_keep_metadata_and_load_as_float32(tmp_path: Path):
         assert torch.equal(f.get_tensor("w").float(), weights["w"].half().float())
 
 
-def test_clip_trains_exports_and_scores_through_the_nodes(tmp_path: Path, monkeypatch):
+def test_clip_trains_exports_and_scores_through_the_nodes(tmp_path: Path):
     from training import clip, quality
 
     root = tmp_path / "models"
@@ -255,8 +251,7 @@ def test_clip_trains_exports_and_scores_through_the_nodes(tmp_path: Path, monkey
     folder = root / "clip" / "toy-clip"
     assert json.loads((folder / "eval.json").read_text())["n"] == 4
     assert "python -m training.clip" in (folder / "README.md").read_text()
-    monkeypatch.setenv("STUDIO_MODELS", str(root))
-    studio = quality.Studio()
+    studio = quality.Studio(models=root)
     nodes = quality.clip_nodes(studio.put(np.full((32, 32, 3), 200, np.uint8)), "a red circle")
     assert -1.0 <= float(studio.run(nodes)["show"]["text"]) <= 1.0
 

@@ -204,25 +204,25 @@ def test_resuming_with_other_sizes_is_refused(tmp_path: Path) -> None:
         captioner.main(train_args(tmp_path, "run", 2, "--eval", "0", "--text-hidden", "32"))
 
 
-def node_captions(root: Path, name: str, images: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def node_captions(root: Path, name: str, images: np.ndarray) -> list[str]:
     """Captions by the studio's CaptionerLoader and Captioner nodes, with ``root`` as a model root."""
-    from models.manager import ModelManager
+    from models.paths import ModelPaths
+    from models.services import Services
     from nodes.vision import Captioner, CaptionerLoader
     from tests.helpers import make_ctx
 
-    monkeypatch.setenv("STUDIO_MODELS", str(root))
     ctx = make_ctx()
-    ctx.settings.models = ModelManager(device="cpu")
+    ctx.settings.services = Services(paths=ModelPaths.with_roots([root]), device="cpu")
     handle = CaptionerLoader().run(ctx, captioner_name=name)["captioner"]
     inputs: dict[str, Any] = {"prompt": "", "max_new_tokens": 30, "num_beams": 1}
     text = Captioner().run(ctx, captioner=handle, image=images.astype(np.float32) / 255, **inputs)["text"]
     return str(text).split("\n")
 
 
-def test_the_export_runs_in_the_studio_nodes(straight: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_export_runs_in_the_studio_nodes(straight: Path) -> None:
     scenes = [random_scene(np.random.default_rng([9, i]), split="test") for i in range(3)]
     images = np.stack([render(s) for s in scenes])
-    lines = node_captions(straight / "models", NAME, images, monkeypatch)
+    lines = node_captions(straight / "models", NAME, images)
     assert len(lines) == 3
     words = set(caption_words())
     assert all(set(line.replace(",", " , ").split()) <= words for line in lines), lines

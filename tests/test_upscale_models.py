@@ -9,7 +9,6 @@ over the overlap; measured: about 7e-4 at most, 3e-5 on average, for 32-pixel ti
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +20,10 @@ import torch
 
 from graph.events import NodeProgress
 from models.manager import ModelManager
+from models.services import Services
 from nodes.base import Cancelled, CancelToken, Context, NodeInputError, RunSettings
 from nodes.model_ops import ImageUpscaleWithModel, UpscaleModelLoader
+from tests.fixtures.services import services_over
 from tests.fixtures.upscale_models import save_pickle, save_safetensors, tiny_compact, tiny_rrdbnet
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,22 +40,22 @@ def upscale_root(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from safetensors.torch import save_file
 
     save_file({"not.a.model": torch.zeros(3)}, str(root / "upscale_models" / "junk.safetensors"))
-    old = os.environ.get("STUDIO_MODELS")
-    os.environ["STUDIO_MODELS"] = str(root)
-    yield root, models
-    if old is None:
-        os.environ.pop("STUDIO_MODELS", None)
-    else:
-        os.environ["STUDIO_MODELS"] = old
+    return root, models
 
 
-def context(manager: ModelManager, events: list | None = None, token: CancelToken | None = None) -> Context:
+def services_in(upscale_root: Any, allow_pickle: bool = False) -> Services:
+    """Services over the fixture's models root, with a fresh CPU model manager."""
+    root, _ = upscale_root
+    return services_over(root, manager=ModelManager(device="cpu", allow_pickle=allow_pickle))
+
+
+def context(services: Services, events: list | None = None, token: CancelToken | None = None) -> Context:
     return Context(
         node_id="up",
         node_type="ImageUpscaleWithModel",
         run_id="test",
         seed=0,
-        settings=RunSettings(models=manager),
+        settings=RunSettings(services=services),
         cancel_token=token or CancelToken(),
         emit=(events.append if events is not None else lambda e: None),
     )
@@ -69,8 +70,8 @@ def picture(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.clip(image, 0, 1).astype(np.float32)[None]
 
 
-def load(manager: ModelManager, name: str) -> Any:
-    return UpscaleModelLoader().run(context(manager), model_name=name)["upscale_model"]
+def load(services: Services, name: str) -> Any:
+    return UpscaleModelLoader().run(context(services), model_name=name)["upscale_model"]
 
 
 def oracle(model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
@@ -90,12 +91,12 @@ def test_a_real_architecture_is_recognised_and_upscales_as_its_forward_pass(
     upscale_root: Any, name: str, key: str, arch: str, scale: int
 ) -> None:
     _, models = upscale_root
-    manager = ModelManager(device="cpu")
-    ref = load(manager, name)
+    services = services_in(upscale_root)
+    ref = load(services, name)
     descriptor = ref.get()
     assert descriptor.architecture.id == arch and descriptor.scale == scale
     image = picture(20, 28)
-    out = ImageUpscaleWithModel().run(context(manager), upscale_model=ref, image=image)["image"]
+    out = ImageUpscaleWithModel().run(context(services), upscale_model=ref, image=image)["image"]
     want = oracle(models[key], image)
     assert out.shape == (1, 20 * scale, 28 * scale, 3) and out.dtype == np.float32
     inside = (want > 0) & (want < 1)
@@ -104,10 +105,10 @@ def test_a_real_architecture_is_recognised_and_upscales_as_its_forward_pass(
 
 
 def test_the_model_is_kept_in_the_manager(upscale_root: Any) -> None:
-    manager = ModelManager(device="cpu")
-    first, second = load(manager, "tiny-esrgan-x4.safetensors"), load(manager, "tiny-esrgan-x4.safetensors")
-    assert manager.loads == 1 and first.get() is second.get()
-    assert manager.loaded_bytes > 0
+    services = services_in(upscale_root)
+    first, second = load(services, "tiny-esrgan-x4.safetensors"), load(services, "tiny-esrgan-x4.safetensors")
+    assert services.loads == 1 and first.get() is second.get()
+    assert services.models().loaded_bytes > 0
 
 
 @pytest.mark.parametrize("key", ["esrgan", "compact"])
@@ -139,7 +140,7 @@ def test_tile_starts_cover_every_pixel_with_the_overlap() -> None:
 def test_tile_size_follows_the_memory_budget(upscale_root: Any) -> None:
     from models.upscale import MAX_TILE, MIN_TILE, tile_for_memory
 
-    descriptor = load(ModelManager(device="cpu"), "tiny-esrgan-x4.safetensors").get()
+    descriptor = load(services_in(upscale_root), "tiny-esrgan-x4.safetensors").get()
     sizes = [tile_for_memory(descriptor, budget) for budget in (1, 2**24, 2**28, 2**30, 2**40)]
     assert sizes == sorted(sizes) and sizes[0] == MIN_TILE and sizes[-1] == MAX_TILE
     assert all(size % 8 == 0 for size in sizes)
@@ -150,12 +151,12 @@ def test_progress_per_tile_and_cancel_between_tiles(
 ) -> None:
     import models.upscale as upscale
 
-    manager = ModelManager(device="cpu")
-    ref = load(manager, "tiny-compact-x2.safetensors")
+    services = services_in(upscale_root)
+    ref = load(services, "tiny-compact-x2.safetensors")
     monkeypatch.setattr(upscale, "tile_for_memory", lambda descriptor, budget: 32)
     events: list = []
     image = np.concatenate([picture(40, 64), picture(40, 64, seed=2)])
-    out = ImageUpscaleWithModel().run(context(manager, events), upscale_model=ref, image=image)["image"]
+    out = ImageUpscaleWithModel().run(context(services, events), upscale_model=ref, image=image)["image"]
     assert out.shape == (2, 80, 128, 3)
     steps = [(e.step, e.total) for e in events if isinstance(e, NodeProgress)]
     assert steps == [(i, 12) for i in range(1, 13)]  # 2 pictures x 2 rows x 3 columns
@@ -167,7 +168,7 @@ def test_progress_per_tile_and_cancel_between_tiles(
         seen.append(event)
         token.cancel()
 
-    ctx = context(manager, token=token)
+    ctx = context(services, token=token)
     ctx.emit = cancel_after_first
     with pytest.raises(Cancelled):
         ImageUpscaleWithModel().run(ctx, upscale_model=ref, image=image)
@@ -179,36 +180,36 @@ def test_the_output_size_is_checked_against_the_pixel_budget(
 ) -> None:
     from nodes import limits
 
-    manager = ModelManager(device="cpu")
-    ref = load(manager, "tiny-esrgan-x4.safetensors")
+    services = services_in(upscale_root)
+    ref = load(services, "tiny-esrgan-x4.safetensors")
     monkeypatch.setattr(limits, "MAX_PIXELS", 16 * 16 * 16 - 1)  # a 16x16 picture makes 64x64 = 4096
     with pytest.raises(NodeInputError) as raised:
-        ImageUpscaleWithModel().run(context(manager), upscale_model=ref, image=picture(16, 16))
+        ImageUpscaleWithModel().run(context(services), upscale_model=ref, image=picture(16, 16))
     assert raised.value.input_name == "image" and "64x64" in raised.value.message
 
 
 def test_pickle_is_refused_by_name_and_loaded_weights_only_when_allowed(upscale_root: Any) -> None:
     _, models = upscale_root
     with pytest.raises(NodeInputError) as raised:
-        load(ModelManager(device="cpu"), "tiny-esrgan-x4.pth")
+        load(services_in(upscale_root), "tiny-esrgan-x4.pth")
     assert raised.value.input_name == "model_name"
     assert "pickle" in raised.value.message and "--allow-pickle" in raised.value.message
 
-    manager = ModelManager(device="cpu", allow_pickle=True)
-    ref = load(manager, "tiny-esrgan-x4.pth")  # Real-ESRGAN's wrapping under params_ema is unwrapped
+    services = services_in(upscale_root, allow_pickle=True)
+    ref = load(services, "tiny-esrgan-x4.pth")  # Real-ESRGAN's wrapping under params_ema is unwrapped
     image = picture(12, 12)
-    out = ImageUpscaleWithModel().run(context(manager), upscale_model=ref, image=image)["image"]
+    out = ImageUpscaleWithModel().run(context(services), upscale_model=ref, image=image)["image"]
     np.testing.assert_allclose(out, oracle(models["esrgan"], image), atol=1e-5)
 
 
 def test_files_that_are_not_upscale_models_are_refused_by_name(upscale_root: Any) -> None:
-    manager = ModelManager(device="cpu")
+    services = services_in(upscale_root)
     for name, words in (
         ("junk.safetensors", "architecture spandrel knows"),
         ("missing.safetensors", "not in"),
     ):
         with pytest.raises(NodeInputError) as raised:
-            load(manager, name)
+            load(services, name)
         assert raised.value.input_name == "model_name" and words in raised.value.message
 
 

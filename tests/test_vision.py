@@ -27,9 +27,11 @@ from PIL import Image  # noqa: E402
 from graph.executor import Executor  # noqa: E402
 from graph.validate import validate  # noqa: E402
 from models.manager import ModelManager  # noqa: E402
+from models.services import Services  # noqa: E402
 from nodes.base import CancelToken, Context, NodeInputError, RunSettings  # noqa: E402
 from nodes.registry import default_registry  # noqa: E402
 from nodes.vision import Captioner, CaptionerLoader, ClipLoader, CLIPScore  # noqa: E402
+from tests.fixtures.services import services_over  # noqa: E402
 from tests.fixtures.tiny_vision import (  # noqa: E402
     TOWER,
     VISION,
@@ -190,41 +192,36 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Any:
     inputs.mkdir()
     for index, picture in enumerate(pictures()):
         picture.save(inputs / f"pic{index}.png")
-    old = os.environ.get("STUDIO_MODELS")
-    os.environ["STUDIO_MODELS"] = str(root)
     yield root
-    if old is None:
-        os.environ.pop("STUDIO_MODELS", None)
-    else:
-        os.environ["STUDIO_MODELS"] = old
     shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def manager() -> ModelManager:
-    return ModelManager(device="cpu")
+def services(models_root: Path) -> Services:
+    """This module's models folder, with one CPU model manager for the module."""
+    return services_over(models_root, manager=ModelManager(device="cpu"))
 
 
-def ctx_for(manager: ModelManager, node_type: str = "X") -> Context:
+def ctx_for(services: Services, node_type: str = "X") -> Context:
     return Context(
         node_id="n1",
         node_type=node_type,
         run_id="test",
         seed=1,
-        settings=RunSettings(models=manager),
+        settings=RunSettings(services=services),
         cancel_token=CancelToken(),
         emit=lambda event: None,
     )
 
 
-def load_captioner(manager: ModelManager, name: str) -> Any:
-    return CaptionerLoader().run(ctx_for(manager), captioner_name=name)["captioner"]
+def load_captioner(services: Services, name: str) -> Any:
+    return CaptionerLoader().run(ctx_for(services), captioner_name=name)["captioner"]
 
 
-def caption(manager: ModelManager, name: str, image: np.ndarray, **kwargs: Any) -> str:
+def caption(services: Services, name: str, image: np.ndarray, **kwargs: Any) -> str:
     args = {"prompt": "", "max_new_tokens": 12, "num_beams": 1, **kwargs}
-    handle = load_captioner(manager, name)
-    return str(Captioner().run(ctx_for(manager), captioner=handle, image=image, **args)["text"])
+    handle = load_captioner(services, name)
+    return str(Captioner().run(ctx_for(services), captioner=handle, image=image, **args)["text"])
 
 
 def direct_caption(folder: Path, kind: str, picture: Image.Image, prompt: str, **generate: Any) -> str:
@@ -254,9 +251,9 @@ def direct_caption(folder: Path, kind: str, picture: Image.Image, prompt: str, *
     return str(processor.decode(out[0], skip_special_tokens=True)).strip()
 
 
-def test_blip_captions_match_transformers(models_root: Path, manager: ModelManager) -> None:
+def test_blip_captions_match_transformers(models_root: Path, services: Services) -> None:
     pics = pictures()
-    text = caption(manager, "tiny-blip", as_image(*pics))
+    text = caption(services, "tiny-blip", as_image(*pics))
     lines = text.split("\n")
     assert len(lines) == 2
     folder = models_root / "captioners" / "tiny-blip"
@@ -265,56 +262,56 @@ def test_blip_captions_match_transformers(models_root: Path, manager: ModelManag
         assert line  # random weights still produce words
     assert lines[0] != lines[1]  # the two pictures give different captions
     # one image at a time gives the same lines as the batch
-    assert caption(manager, "tiny-blip", as_image(pics[1])) == lines[1]
+    assert caption(services, "tiny-blip", as_image(pics[1])) == lines[1]
 
 
-def test_blip_prompt_and_beams(models_root: Path, manager: ModelManager) -> None:
+def test_blip_prompt_and_beams(models_root: Path, services: Services) -> None:
     pics = pictures()
     folder = models_root / "captioners" / "tiny-blip"
-    plain = caption(manager, "tiny-blip", as_image(*pics)).split("\n")
-    prompted = caption(manager, "tiny-blip", as_image(*pics), prompt="A picture of").split("\n")
+    plain = caption(services, "tiny-blip", as_image(*pics)).split("\n")
+    prompted = caption(services, "tiny-blip", as_image(*pics), prompt="A picture of").split("\n")
     for line, before in zip(prompted, plain, strict=True):
         assert line.startswith("a picture of")  # BERT lower-cases; the caption continues the prompt
         assert line != before
     assert prompted[0] == direct_caption(folder, "blip", pics[0], "A picture of", max_new_tokens=12)
-    beams = caption(manager, "tiny-blip", as_image(pics[0]), num_beams=3, max_new_tokens=8)
+    beams = caption(services, "tiny-blip", as_image(pics[0]), num_beams=3, max_new_tokens=8)
     assert beams == direct_caption(folder, "blip", pics[0], "", max_new_tokens=8, num_beams=3)
 
 
-def test_git_captions_match_transformers(models_root: Path, manager: ModelManager) -> None:
+def test_git_captions_match_transformers(models_root: Path, services: Services) -> None:
     pics = pictures()
     folder = models_root / "captioners" / "tiny-git"
-    lines = caption(manager, "tiny-git", as_image(*pics), max_new_tokens=10).split("\n")
+    lines = caption(services, "tiny-git", as_image(*pics), max_new_tokens=10).split("\n")
     for line, picture in zip(lines, pics, strict=True):
         assert line == direct_caption(folder, "git", picture, "", max_new_tokens=10)
-    prompted = caption(manager, "tiny-git", as_image(pics[0]), prompt="a photo of", max_new_tokens=10)
+    prompted = caption(services, "tiny-git", as_image(pics[0]), prompt="a photo of", max_new_tokens=10)
     assert prompted == direct_caption(folder, "git", pics[0], "a photo of", max_new_tokens=10)
     assert prompted.startswith("a photo of")
 
 
-def test_blip_vqa_answers_and_needs_a_question(models_root: Path, manager: ModelManager) -> None:
+def test_blip_vqa_answers_and_needs_a_question(models_root: Path, services: Services) -> None:
     pics = pictures()
     folder = models_root / "captioners" / "tiny-blip-vqa"
     question = "what color is the circle"
-    answer = caption(manager, "tiny-blip-vqa", as_image(pics[1]), prompt=question, max_new_tokens=6)
+    answer = caption(services, "tiny-blip-vqa", as_image(pics[1]), prompt=question, max_new_tokens=6)
     assert answer == direct_caption(folder, "blip-vqa", pics[1], question, max_new_tokens=6)
     with pytest.raises(NodeInputError) as caught:
-        caption(manager, "tiny-blip-vqa", as_image(pics[1]))
+        caption(services, "tiny-blip-vqa", as_image(pics[1]))
     assert caught.value.input_name == "prompt"
 
 
 @pytest.mark.parametrize(("name", "kind"), [("tiny-blip2", "blip-2"), ("tiny-florence2", "florence2")])
 def test_blip2_and_florence2_match_transformers(
-    models_root: Path, manager: ModelManager, name: str, kind: str
+    models_root: Path, services: Services, name: str, kind: str
 ) -> None:
     pics = pictures()
     folder = models_root / "captioners" / name
-    assert load_captioner(manager, name).get().kind == kind
-    lines = caption(manager, name, as_image(*pics), max_new_tokens=8).split("\n")
+    assert load_captioner(services, name).get().kind == kind
+    lines = caption(services, name, as_image(*pics), max_new_tokens=8).split("\n")
     for line, picture in zip(lines, pics, strict=True):
         assert line == direct_caption(folder, kind, picture, "", max_new_tokens=8)
     prompt = "a photo of" if kind == "blip-2" else "<DETAILED_CAPTION>"
-    prompted = caption(manager, name, as_image(pics[0]), prompt=prompt, max_new_tokens=8, num_beams=2)
+    prompted = caption(services, name, as_image(pics[0]), prompt=prompt, max_new_tokens=8, num_beams=2)
     assert prompted == direct_caption(folder, kind, pics[0], prompt, max_new_tokens=8, num_beams=2)
     if kind == "blip-2":
         assert prompted.startswith("a photo of")  # a decoder-only model continues the prompt
@@ -337,34 +334,34 @@ def clip_oracle(folder: Path, picture: Image.Image, text: str) -> float:
     return float(image_features @ text_features / (image_features.norm() * text_features.norm()))
 
 
-def score(manager: ModelManager, image: np.ndarray, text: str) -> dict[str, Any]:
-    handle = ClipLoader().run(ctx_for(manager), clip_name="tiny-clip")["clip"]
-    return CLIPScore().run(ctx_for(manager), clip=handle, image=image, text=text)
+def score(services: Services, image: np.ndarray, text: str) -> dict[str, Any]:
+    handle = ClipLoader().run(ctx_for(services), clip_name="tiny-clip")["clip"]
+    return CLIPScore().run(ctx_for(services), clip=handle, image=image, text=text)
 
 
-def test_clip_score_matches_the_definition(models_root: Path, manager: ModelManager) -> None:
+def test_clip_score_matches_the_definition(models_root: Path, services: Services) -> None:
     pics = pictures()
     folder = models_root / "clip" / "tiny-clip"
     text = "a red circle and a blue square"
     singles = []
     for picture in pics:
-        out = score(manager, as_image(picture), text)
+        out = score(services, as_image(picture), text)
         assert isinstance(out["score"], float) and isinstance(out["similarity"], float)
         cosine = clip_oracle(folder, picture, text)
         assert out["similarity"] == pytest.approx(cosine, abs=1e-4)
         assert out["score"] == pytest.approx(100 * max(cosine, 0.0), abs=1e-4)
         assert 0.0 <= out["score"] <= 100.0
         singles.append(out)
-    both = score(manager, as_image(*pics), text)
+    both = score(services, as_image(*pics), text)
     assert both["score"] == pytest.approx((singles[0]["score"] + singles[1]["score"]) / 2, abs=1e-4)
     assert both["similarity"] == pytest.approx(
         (singles[0]["similarity"] + singles[1]["similarity"]) / 2, abs=1e-4
     )
-    assert score(manager, as_image(pics[0]), text) == singles[0]  # same input, same score
-    other = score(manager, as_image(pics[0]), "a green triangle")
+    assert score(services, as_image(pics[0]), text) == singles[0]  # same input, same score
+    other = score(services, as_image(pics[0]), "a green triangle")
     assert other["similarity"] != singles[0]["similarity"]
     with pytest.raises(NodeInputError) as caught:
-        score(manager, as_image(pics[0]), "  ")
+        score(services, as_image(pics[0]), "  ")
     assert caught.value.input_name == "text"
 
 
@@ -381,10 +378,10 @@ def test_clip_score_matches_the_definition(models_root: Path, manager: ModelMana
     ],
 )
 def test_loader_errors_name_the_input(
-    models_root: Path, manager: ModelManager, node: Any, input_name: str, name: str, says: str
+    models_root: Path, services: Services, node: Any, input_name: str, name: str, says: str
 ) -> None:
     with pytest.raises(NodeInputError) as caught:
-        node().run(ctx_for(manager), **{input_name: name})
+        node().run(ctx_for(services), **{input_name: name})
     assert caught.value.input_name == input_name
     assert says in caught.value.message
     if name == "tiny-vit":
@@ -393,29 +390,29 @@ def test_loader_errors_name_the_input(
 
 def test_pickle_weights_load_with_the_opt_in(models_root: Path) -> None:
     pics = pictures()
-    allowing = ModelManager(device="cpu", allow_pickle=True)
-    safe = ModelManager(device="cpu")
+    allowing = services_over(models_root, manager=ModelManager(device="cpu", allow_pickle=True))
+    safe = services_over(models_root, manager=ModelManager(device="cpu"))
     from_pickle = caption(allowing, "pickled-blip", as_image(pics[0]))
     assert from_pickle == caption(safe, "tiny-blip", as_image(pics[0]))
 
 
 def test_loader_shares_one_copy(models_root: Path) -> None:
-    fresh = ModelManager(device="cpu")
+    fresh = services_over(models_root, manager=ModelManager(device="cpu"))
     first = load_captioner(fresh, "tiny-blip")
     second = load_captioner(fresh, "tiny-blip")
     assert fresh.loads == 1
     assert first.get() is second.get()
     assert first.get().kind == "blip"
-    assert next(first.get().model.parameters()).dtype == fresh.dtype
+    assert next(first.get().model.parameters()).dtype == fresh.models().dtype
 
 
-def test_choices_list_the_folders(models_root: Path) -> None:
-    names = CaptionerLoader.input("captioner_name").current_choices()  # type: ignore[union-attr]
+def test_choices_list_the_folders(services: Services) -> None:
+    names = CaptionerLoader.input("captioner_name").current_choices(services)  # type: ignore[union-attr]
     assert {"tiny-blip", "tiny-git", "tiny-blip-vqa", "tiny-blip2", "tiny-florence2"} <= set(names or [])
-    assert "tiny-clip" in (ClipLoader.input("clip_name").current_choices() or [])  # type: ignore[union-attr]
+    assert "tiny-clip" in (ClipLoader.input("clip_name").current_choices(services) or [])  # type: ignore[union-attr]
 
 
-def test_graph_load_caption_score_show(models_root: Path, manager: ModelManager) -> None:
+def test_graph_load_caption_score_show(models_root: Path, services: Services) -> None:
     nodes = {
         "img": {"type": "LoadImage", "inputs": {"path": "pic0.png"}},
         "cl": {"type": "CaptionerLoader", "inputs": {"captioner_name": "tiny-blip"}},
@@ -435,11 +432,11 @@ def test_graph_load_caption_score_show(models_root: Path, manager: ModelManager)
         },
         "show_score": {"type": "ShowValue", "inputs": {"value": link("sc", "score")}},
     }
-    registry = default_registry()
+    registry = default_registry(services=services)
     checked = validate({"version": 1, "nodes": nodes}, registry)
     assert checked.ok, [str(issue) for issue in checked.issues]
     settings = RunSettings(
-        models=manager, input_dirs=(models_root / "inputs",), output_dir=models_root / "out"
+        services=services, input_dirs=(models_root / "inputs",), output_dir=models_root / "out"
     )
     result = Executor(registry).run(checked.workflow, settings=settings)
     assert result.status == "done", result.error

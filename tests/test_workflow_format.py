@@ -151,7 +151,7 @@ def test_dynamic_choices_are_read_each_time(tmp_path):
     class Pick(Node):
         description = "Pick a file."
         output_node = True
-        inputs = (Input("name", T.STRING, choices=lambda: sorted(p.name for p in folder.iterdir())),)
+        inputs = (Input("name", T.STRING, choices=lambda services: sorted(p.name for p in folder.iterdir())),)
         outputs = (Output("text", T.STRING),)
 
         def run(self, ctx: Context, name: str) -> dict[str, Any]:

@@ -31,7 +31,6 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.paths import ModelPaths
 from training.common import (
     add_common_args,
     count_parameters,
@@ -324,44 +324,39 @@ def score_caption(scene: Any, text: str) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def studio_root(folder: Path) -> Iterator[str]:
-    """A temporary model root (added to STUDIO_MODELS) whose ``captioners/`` links to ``folder``;
-    yields the name the CaptionerLoader node knows it by."""
+def studio_root(folder: Path) -> Iterator[tuple[ModelPaths, str]]:
+    """A temporary model root whose ``captioners/`` links to ``folder``: yields the model paths
+    of that root alone and the name the CaptionerLoader node knows the folder by there."""
     with tempfile.TemporaryDirectory(prefix="captioner-eval-") as root:
-        name = f"eval-{Path(root).name}"  # not a name the repository's own models/ can hold
+        name = f"eval-{Path(root).name}"
         (Path(root) / "captioners").mkdir()
         (Path(root) / "captioners" / name).symlink_to(Path(folder).resolve(), target_is_directory=True)
-        old = os.environ.get("STUDIO_MODELS")
-        os.environ["STUDIO_MODELS"] = os.pathsep.join([root, old] if old else [root])
-        try:
-            yield name
-        finally:
-            if old is None:
-                os.environ.pop("STUDIO_MODELS", None)
-            else:
-                os.environ["STUDIO_MODELS"] = old
+        yield ModelPaths((Path(root),)), name
 
 
 def studio_captions(folder: Path, images: np.ndarray, max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
     """Captions of ``images`` (uint8 (n, H, W, 3)) by the folder, through the studio's CaptionerLoader
     and Captioner nodes (greedy decoding on the CPU in float32), one per image."""
     from models.manager import ModelManager
+    from models.services import Services
     from nodes.base import CancelToken, Context, RunSettings
     from nodes.vision import Captioner, CaptionerLoader
 
-    def context(node_type: str) -> Context:
-        return Context(
-            node_id=node_type,
-            node_type=node_type,
-            run_id="captioner-eval",
-            seed=0,
-            settings=RunSettings(models=manager),
-            cancel_token=CancelToken(),
-            emit=lambda event: None,
-        )
-
     manager = ModelManager(device="cpu", dtype=torch.float32)
-    with studio_root(folder) as name:
+    with studio_root(folder) as (paths, name):
+        services = Services.sharing(manager, paths)
+
+        def context(node_type: str) -> Context:
+            return Context(
+                node_id=node_type,
+                node_type=node_type,
+                run_id="captioner-eval",
+                seed=0,
+                settings=RunSettings(services=services),
+                cancel_token=CancelToken(),
+                emit=lambda event: None,
+            )
+
         handle = CaptionerLoader().run(context("CaptionerLoader"), captioner_name=name)["captioner"]
         text = Captioner().run(
             context("Captioner"),

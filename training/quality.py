@@ -38,28 +38,27 @@ def link(node: str, output: str) -> dict[str, str]:
 
 @dataclass
 class Studio:
-    """The studio's registry and executor with one model manager, and an input folder for pictures."""
+    """The studio's registry and executor over one set of services (model folders and one model
+    manager), and an input folder for pictures."""
 
-    models: Path | None = None  # the models folder; None: STUDIO_MODELS or the repository's models/
+    models: Path | None = None  # the models folder to search; None: the repository's models/
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="toy-quality-")))
 
     def __post_init__(self) -> None:
-        import os
-
         from graph.executor import Executor
-        from models.manager import ModelManager
+        from models.paths import ModelPaths
+        from models.services import Services
         from nodes.base import RunSettings
         from nodes.registry import default_registry
 
-        if self.models is not None:
-            os.environ["STUDIO_MODELS"] = str(self.models)
-        self.registry = default_registry()
+        self.services = Services(paths=ModelPaths((self.models,)) if self.models else ModelPaths())
+        self.registry = default_registry(services=self.services)
         self.executor = Executor(self.registry)
         (self.folder / "input").mkdir(parents=True, exist_ok=True)
         self.settings = RunSettings(
             output_dir=self.folder / "output",
             input_dirs=(self.folder / "input",),
-            models=ModelManager(),
+            services=self.services,
         )
         self._count = 0
 

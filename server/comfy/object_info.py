@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from comfy_import import Rule
+    from models.services import Services
     from nodes.base import Input
     from nodes.registry import Registry
 
@@ -76,7 +77,7 @@ def describe_class(class_type: str, rule: Rule, registry: Registry) -> dict[str,
             if spec is None or comfy_name in required or comfy_name in optional:
                 continue
             target = optional if spec.optional else required
-            target[comfy_name] = _input_spec(spec, comfy_name, comfy_name in rule.values)
+            target[comfy_name] = _input_spec(spec, comfy_name, comfy_name in rule.values, registry.services)
     for comfy_name in sorted(rule.consumed):
         if comfy_name in comfy_only and comfy_name not in required:
             required[comfy_name] = comfy_only[comfy_name]
@@ -121,8 +122,9 @@ def _display_name(class_type: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", class_type)
 
 
-def _input_spec(spec: Input, comfy_name: str, translated: bool) -> list[Any]:
-    """ComfyUI's ``[type or choices, {options}]`` for one of our inputs."""
+def _input_spec(spec: Input, comfy_name: str, translated: bool, services: Services) -> list[Any]:
+    """ComfyUI's ``[type or choices, {options}]`` for one of our inputs (model files listed from
+    ``services``)."""
     options: dict[str, Any] = {}
     if spec.has_default:
         options["default"] = spec.default
@@ -135,7 +137,7 @@ def _input_spec(spec: Input, comfy_name: str, translated: bool) -> list[Any]:
         options["tooltip"] = spec.description
     choices = _COMFY_CHOICES.get(comfy_name) if translated else None
     if choices is None and spec.type in ("STRING", "INT", "FLOAT") and spec.choices is not None:
-        choices = [str(c) for c in spec.current_choices() or []]
+        choices = [str(c) for c in spec.current_choices(services) or []]
     if choices is not None:
         if options.get("default") not in choices:
             options.pop("default", None)

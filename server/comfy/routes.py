@@ -43,6 +43,7 @@ def comfy_router(
     views = QueueViews(comfy, checks)
     files = ComfyFiles(jobs)
     nodes = ObjectInfo(jobs.registry)
+    embeddings = system.Embeddings(jobs.registry.services.paths)
 
     router = APIRouter(route_class=_JsonErrorRoute, default_response_class=SafeJSONResponse, tags=["comfyui"])
     guarded = [Depends(access.authorize), Depends(checks.same_origin)]
@@ -62,6 +63,6 @@ def comfy_router(
     route("/view", files.view, "GET")
     route("/upload/image", files.upload_image, "POST")
     route("/system_stats", system.system_stats, "GET")
-    route("/embeddings", system.embeddings, "GET")
+    route("/embeddings", embeddings.get, "GET")
     router.add_api_websocket_route("/ws", ComfySocket(access, hub).websocket)
     return router

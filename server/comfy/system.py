@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from models.paths import ModelPaths
 
 
 def system_stats() -> dict[str, Any]:
@@ -33,7 +36,11 @@ def system_stats() -> dict[str, Any]:
     }
 
 
-def embeddings() -> list[str]:
-    from models.paths import ModelPaths
+class Embeddings:
+    """``/embeddings``: the names of the embeddings in the studio's model folders."""
 
-    return sorted({Path(name).stem for name in ModelPaths.from_env().list("embeddings")})
+    def __init__(self, paths: ModelPaths) -> None:
+        self.paths = paths
+
+    def get(self) -> list[str]:
+        return sorted({Path(name).stem for name in self.paths.list("embeddings")})

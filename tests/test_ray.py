@@ -1,0 +1,154 @@
+"""Sweeps on a Ray cluster: a head started by the test (``ray start --head``, 2 CPUs), joined by
+``app.py sweep --ray ADDRESS`` with two actors.
+
+A 12-item sweep over two checkpoints (the bundled toy model and a tiny random one) draws what
+single runs of the same items draw, each worker keeps to one checkpoint (model affinity); an
+actor killed mid-sweep loses nothing: 12 items done, none twice, the lost one retried.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import app
+
+REPO = Path(__file__).resolve().parent.parent
+TXT2IMG = REPO / "workflows" / "txt2img.json"
+RAY = Path(sys.executable).parent / "ray"
+STEPS = 4
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not RAY.exists(), reason="ray is installed by setup.sh (requirements.txt)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder holding a second checkpoint: a tiny random SD in diffusers' layout."""
+    from tests.fixtures.models_root import save_tiny_sd_folder
+
+    root = tmp_path_factory.mktemp("ray-models")
+    save_tiny_sd_folder(root / "checkpoints" / "tiny-sd")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A one-machine Ray cluster with 2 CPUs, stopped after the module."""
+    temp = Path("/tmp") / f"ray-test-{os.getpid()}"  # Ray's socket paths must stay short
+    port = free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    start = [str(RAY), "start", "--head", "--num-cpus", "2", "--num-gpus", "0", "--port", str(port)]
+    start += ["--include-dashboard", "false", "--temp-dir", str(temp), "--disable-usage-stats"]
+    subprocess.run(start, check=True, capture_output=True, text=True, timeout=180, env=env, cwd=REPO)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([str(RAY), "stop", "--force"], capture_output=True, timeout=120, env=env)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def sweep(cluster: str, models: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
+    argv = [sys.executable, str(REPO / "app.py"), "--models", str(models), "sweep", str(TXT2IMG)]
+    argv += ["--grid", "ck.ckpt_name=toy-sd,tiny-sd", "--seeds", "1-6", "--set", f"s.steps={STEPS}"]
+    argv += ["--ray", cluster, "--workers", "2", "--out", str(out), *extra]
+    return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def manifest(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    path = out / "manifest.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    items = [line for line in lines if "summary" not in line]
+    summaries = [line["summary"] for line in lines if "summary" in line]
+    return items, summaries[-1] if summaries else None
+
+
+def pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def actor_pids() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "_EngineActor" in command:
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_sweep_on_ray_draws_what_single_runs_draw(cluster: str, models: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    proc = sweep(cluster, models, out)
+    _, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 0, stderr[-3000:]
+    items, summary = manifest(out)
+    assert len(items) == 12 and summary is not None
+    assert Counter(r["key"] for r in items).most_common(1)[0][1] == 1
+    assert {(r["values"]["ck.ckpt_name"], r["seed"]) for r in items} == {
+        (name, seed) for name in ("toy-sd", "tiny-sd") for seed in range(1, 7)
+    }
+    assert all(r["status"] == "done" for r in items)
+    workers = {w["name"]: w for w in summary["workers"]}
+    assert set(workers) == {"ray-0", "ray-1"} and all(w["items"] > 0 for w in workers.values())
+    # Affinity: each worker keeps to one checkpoint, so each checkpoint is loaded by one worker.
+    per_worker = {name: {r["values"]["ck.ckpt_name"] for r in items if r["worker"] == name} for name in workers}
+    assert sorted(len(names) for names in per_worker.values()) == [1, 1], per_worker
+    assert summary["affinity_hits"] == 12 - 2
+
+    for record in items:
+        name, seed = record["values"]["ck.ckpt_name"], record["seed"]
+        single = tmp_path / f"single-{name}-{seed}"
+        sets = [f"ck.ckpt_name={name}", f"s.steps={STEPS}", f"s.seed={seed}"]
+        argv = ["--models", str(models), "run", str(TXT2IMG), "--seed", str(seed), "--out", str(single)]
+        argv += [part for value in sets for part in ("--set", value)]
+        assert app.main(argv) == 0
+        (expected,) = single.rglob("*.png")
+        (file,) = record["files"]
+        assert np.array_equal(pixels(out / file), pixels(expected)), record
+
+
+def test_an_actor_killed_mid_sweep_loses_nothing(cluster: str, models: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    proc = sweep(cluster, models, out, "--set", "s.steps=30")  # items long enough to be caught mid-way
+    deadline = time.monotonic() + 600
+    while len(manifest(out)[0]) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.1)
+    victims = actor_pids()
+    assert len(victims) == 2
+    os.kill(victims[0], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 0, stderr[-3000:]
+    items, summary = manifest(out)
+    assert summary is not None
+    assert len(items) == 12 and all(r["status"] == "done" for r in items)
+    assert len({r["key"] for r in items}) == 12  # no item twice
+    assert summary["retried"] == 1 and sum(w["lost"] for w in summary["workers"]) == 1
+    retried = [r for r in items if r["attempts"] == 2]
+    assert len(retried) == 1
