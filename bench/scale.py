@@ -13,9 +13,10 @@ Prints one JSON line per figure. Every figure runs real workers (local worker pr
    model load); both are reported apart (``worker_start_s``, ``first_item_s``), not in items/s.
    The baseline is the 1-worker run: ``ratio`` is items/s with 2 over items/s with 1 (goal,
    issue 12: at least 1.7 on 2 cores). A worker process's torch takes one thread per core, so
-   two workers on 2 cores run 4 threads; local workers are also measured with the cores shared
-   out (``OMP_NUM_THREADS`` = cores / 2 in each worker). Ray gives each actor its ``num_cpus``
-   (1) threads by itself.
+   two workers on 2 cores run 4 threads: local workers are measured both with torch's default
+   threads and with one thread each (``OMP_NUM_THREADS=1``). Ray gives each actor its
+   ``num_cpus`` (1) threads by itself. A run stops after 60 s (``--quick``: 20 s) and counts
+   the items done by then (``stopped_at_limit``): too many threads can make it crawl.
 2. **overhead**: what the scheduler adds per item, two ways: (a) the time it spends choosing
    and handing out each item (``SweepStats.dispatch_ms``, median and p99); (b) end to end, one
    worker running items that do nothing (a ``Sleep`` node with one step of 0 s, from
@@ -41,6 +42,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -56,6 +58,7 @@ from graph.events import Event, RunFinished  # noqa: E402
 from graph.validate import validate  # noqa: E402
 from models.paths import ModelPaths  # noqa: E402
 from models.services import Services  # noqa: E402
+from nodes.base import CancelToken  # noqa: E402
 from nodes.registry import Registry, default_registry  # noqa: E402
 from server.engine import EngineSpec  # noqa: E402
 from server.worker import ProcessRunner, Runner  # noqa: E402
@@ -81,6 +84,7 @@ class Setup:
     items: int  # measured toy items per throughput run
     noop_items: int  # measured no-op items of the overhead run
     affinity_items: int  # items of each affinity run (A A B B ...)
+    limit_s: float  # a throughput run stops after this long (its done items are counted)
 
 
 @dataclass
@@ -91,6 +95,18 @@ class Sweep:
     results: list[TaskResult]
     stats: SweepStats
     worker_seconds: dict[str, float] = field(default_factory=dict)
+    #: The run was stopped at its time limit (the items not done by then were cancelled).
+    stopped: bool = False
+
+    @property
+    def done(self) -> list[TaskResult]:
+        return [r for r in self.results if r.status == "done"]
+
+    def items_per_s(self) -> float:
+        """Done items over the time from the first start to the last done item's end."""
+        done = self.done
+        span = max(r.finished for r in done) - min(r.started for r in self.results)
+        return len(done) / span if span > 0 else 0.0
 
 
 def emit(**figure: Any) -> None:
@@ -102,6 +118,11 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
     return ordered[rank]
+
+
+def seconds_of(results: Sequence[TaskResult], reported: dict[str, float]) -> list[float]:
+    """The run times the workers reported for ``results`` (their RunFinished seconds)."""
+    return [reported[r.key] for r in results if r.key in reported]
 
 
 def load_average() -> float:
@@ -176,20 +197,30 @@ def make_runners(setup: Setup, spec: EngineSpec, count: int, label: str) -> tupl
     return runners, names
 
 
-def run(scheduler: Scheduler, tasks: list[Task], what: str) -> Sweep:
-    """Run ``tasks`` to the end; every one must be done (else the figures would mean nothing)."""
+def run(scheduler: Scheduler, tasks: list[Task], what: str, limit_s: float | None = None) -> Sweep:
+    """Run ``tasks``; every one must be done (else the figures would mean nothing), except that
+    after ``limit_s`` seconds the rest are cancelled (a configuration too slow to finish)."""
     results: list[TaskResult] = []
     seconds: dict[str, float] = {}
+    cancel = CancelToken()
+    timer = threading.Timer(limit_s, cancel.cancel) if limit_s else None
 
     def on_event(key: str, event: Event) -> None:
         if isinstance(event, RunFinished):
             seconds[key] = event.seconds
 
-    stats = scheduler.run(tasks, results.append, on_event=on_event)
-    failed = [(r.key, r.status, r.error) for r in results if r.status != "done"]
-    if failed or len(results) != len(tasks):
+    if timer is not None:
+        timer.start()
+    try:
+        stats = scheduler.run(tasks, results.append, cancel=cancel, on_event=on_event)
+    finally:
+        if timer is not None:
+            timer.cancel()
+    failed = [(r.key, r.status, r.error) for r in results if r.status not in ("done", "cancelled")]
+    short = len(results) != len(tasks) or any(r.status == "cancelled" for r in results)
+    if failed or (short and not cancel.cancelled) or not any(r.status == "done" for r in results):
         raise SystemExit(f"{what}: not every item was done: {failed[:3]}")
-    return Sweep(results, stats, seconds)
+    return Sweep(results, stats, seconds, stopped=cancel.cancelled)
 
 
 def warm_up(scheduler: Scheduler, workers: int, make: Callable[[int], Task]) -> Sweep:
@@ -228,27 +259,62 @@ def throughput(setup: Setup, registry: Registry, workers: int, threads: int | No
             make_task(registry, f"item-{n}", toy_workflow(setup.steps, n, f"{label}/item-{n}"), n)
             for n in range(setup.items)
         ]
-        measured = run(scheduler, tasks, f"{workers} worker(s)")
+        measured = run(scheduler, tasks, f"{workers} worker(s)", setup.limit_s)
     finally:
         scheduler.close()
-    items_per_s = setup.items / measured.stats.seconds
+    items_per_s = measured.items_per_s()
     emit(
         bench="scale",
         figure="items_per_s",
         runner=setup.kind,
         workers=workers,
         threads_per_worker=threads or "default",
-        items=setup.items,
+        items=len(measured.done),
+        stopped_at_limit=measured.stopped,
         steps=setup.steps,
         seconds=round(measured.stats.seconds, 3),
         items_per_s=round(items_per_s, 3),
-        s_per_item_worker=round(statistics.mean(measured.worker_seconds.values()), 3),
+        s_per_item_worker=round(statistics.mean(seconds_of(measured.done, measured.worker_seconds)), 3),
         worker_start_s=round(started, 3),
         first_item_s=round(first.stats.seconds, 3),
         items_per_worker=[w.items for w in measured.stats.workers],
         load_average=load_average(),
     )
     return items_per_s
+
+
+def measure_throughput(setup: Setup, registry: Registry) -> None:
+    """Items/s on 1 and 2 workers, and the ratios, for each number of threads per worker.
+
+    Local workers are measured with torch's default threads (one per core in each worker) and
+    with one thread each; Ray actors get their ``num_cpus`` (1) threads from Ray itself.
+    """
+    variants: list[int | None] = [None, 1] if setup.kind == "process" else [None]
+    rate: dict[tuple[int, int | None], float] = {}
+    for threads in variants:
+        for workers in (1, 2):
+            rate[workers, threads] = throughput(setup, registry, workers, threads)
+        emit(
+            bench="scale",
+            figure="items_per_s_ratio",
+            runner=setup.kind,
+            threads_per_worker=threads or "default",
+            items_per_s_1=round(rate[1, threads], 3),
+            items_per_s_2=round(rate[2, threads], 3),
+            ratio=round(rate[2, threads] / rate[1, threads], 2),
+            goal_ratio=GOAL_RATIO,
+        )
+    if 1 in variants:
+        emit(
+            bench="scale",
+            figure="items_per_s_ratio",
+            runner=setup.kind,
+            threads_per_worker="1 (2 workers) vs default (1 worker)",
+            items_per_s_1=round(rate[1, None], 3),
+            items_per_s_2=round(rate[2, 1], 3),
+            ratio=round(rate[2, 1] / rate[1, None], 2),
+            goal_ratio=GOAL_RATIO,
+        )
 
 
 # --- 2. scheduler overhead -----------------------------------------------------------------------
@@ -302,7 +368,6 @@ def overhead(setup: Setup, registry: Registry) -> None:
 
 def checkpoint_bytes(out: Path) -> int:
     """The bytes toy-sd takes in a model manager, measured by loading it in this process."""
-    from nodes.base import CancelToken
     from server.engine import WorkerEngine
 
     engine = WorkerEngine(EngineSpec(output_dir=out))
@@ -393,6 +458,7 @@ def main() -> None:
         figure="machine",
         runner=kind,
         cpus=os.cpu_count(),
+        omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
         load_average=load_average(),
         parts=parts,
     )
@@ -411,26 +477,11 @@ def main() -> None:
             items=args.items or (12 if args.quick else 40),
             noop_items=100 if args.quick else 400,
             affinity_items=8 if args.quick else 16,
+            limit_s=20.0 if args.quick else 60.0,
         )
         try:
             if "throughput" in parts:
-                one = throughput(setup, registry, 1)
-                variants = [None]
-                if kind == "process":
-                    # Also two workers sharing the cores between them instead of each taking all.
-                    variants.append(max(1, (os.cpu_count() or 2) // 2))
-                for threads in variants:
-                    two = throughput(setup, registry, 2, threads)
-                    emit(
-                        bench="scale",
-                        figure="items_per_s_ratio",
-                        runner=kind,
-                        threads_per_worker_2=threads or "default",
-                        items_per_s_1=round(one, 3),
-                        items_per_s_2=round(two, 3),
-                        ratio=round(two / one, 2),
-                        goal_ratio=GOAL_RATIO,
-                    )
+                measure_throughput(setup, registry)
             if "overhead" in parts:
                 overhead(setup, registry)
             if "affinity" in parts:

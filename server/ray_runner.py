@@ -77,7 +77,9 @@ def connect(address: str, *, num_cpus: int | None = None) -> None:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RayUnavailable(
             f"cannot reach a Ray cluster at {address!r}: {exc}. Start one with `ray start --head` "
-            "(see docs/scale.md), or pass --ray auto to start a local one"
+            "(see docs/scale.md), or pass --ray auto to start a local one. A cluster started with "
+            "token authentication (Ray's default once a token exists) needs RAY_AUTH_MODE=token "
+            "and its token in RAY_AUTH_TOKEN or ~/.ray/auth_token here too"
         ) from None
 
 
@@ -143,6 +145,10 @@ class _EngineActor:
 
 class _ActorLost(Exception):
     """The actor died or stopped answering; the message says how."""
+
+
+class _NotStarted(_ActorLost):
+    """No actor came up in time (the cluster may lack the resources asked for)."""
 
 
 class RayRunner:
@@ -216,20 +222,35 @@ class RayRunner:
         try:
             self.pid = self._get(self._actor.ready.remote(), self.start_timeout)
         except exceptions.GetTimeoutError:
-            raise _ActorLost(
+            raise _NotStarted(
                 f"did not start within {self.start_timeout:.0f} s (the cluster may have no free "
                 f"worker with {self.num_gpus:g} GPU and {self.num_cpus:g} CPU)"
             ) from None
+
+    def _answers(self) -> bool:
+        """Whether the started actor is still alive (one quick call)."""
+        from ray import exceptions
+
+        try:
+            self._get(self._actor.ready.remote(), 30.0)
+        except _ActorLost:
+            return False
+        except exceptions.GetTimeoutError:
+            return True  # slow to answer, not gone: the job will find out
+        return True
 
     def run(self, request: RunRequest, listener: Listener, cancel: CancelToken) -> RunOutcome:
         with self._lock:
             if self._actor is None:
                 self._start()
+            elif self.pid is not None and not self._answers():
+                self._restart()  # it died between jobs: not this job's fault
             try:
                 self._wait_ready()
-            except _ActorLost as exc:
+            except _ActorLost as exc:  # killed while starting: the job is interrupted, as mid-run
                 self._restart()
-                return RunOutcome("failed", f"the Ray worker running this job {exc}", worker_lost=True)
+                status = "failed" if isinstance(exc, _NotStarted) else "interrupted"
+                return RunOutcome(status, f"the Ray worker running this job {exc}", worker_lost=True)
             try:
                 return self._follow(request, listener, cancel)
             except _ActorLost as exc:

@@ -126,8 +126,11 @@ def test_a_worker_killed_mid_job_interrupts_that_job_and_the_next_job_runs(
 ) -> None:
     kind, base, server = studio
     job = call(base, "POST", "/api/jobs", {"workflow": sleep_job(3)})
-    wait_for(base, job["id"], ("running",))
-    time.sleep(0.5)
+    deadline = time.monotonic() + WAIT
+    while not any(
+        e["event"] == "node_progress" for e in call(base, "GET", f"/api/jobs/{job['id']}/events?wait=1")
+    ):
+        assert time.monotonic() < deadline, "the job never made progress"
     victims = worker_pids(kind, server)
     assert victims, f"no {kind} worker process found"
     for pid in victims:
@@ -140,5 +143,5 @@ def test_a_worker_killed_mid_job_interrupts_that_job_and_the_next_job_runs(
     assert stored["status"] == "interrupted"
     after = call(base, "POST", "/api/jobs", {"workflow": sleep_job(4, steps=2)})
     done = wait_for(base, after["id"], ("cancelled", "done", "failed", "interrupted"))
-    assert done["status"] == "done" and done["results"] == {"show": {"text": "4"}}
+    assert done["status"] == "done" and done["results"] == {"show": {"text": "4"}}, done
     assert json.dumps(done)  # the server still answers with plain JSON
