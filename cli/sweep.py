@@ -134,7 +134,7 @@ def _plan(args: argparse.Namespace, registry: Registry) -> Plan | int:
 
 @dataclass
 class _Totals:
-    """What this run of the sweep did, summed over its batches."""
+    """What this run of the sweep did: counts, and each worker's items, loads and losses."""
 
     workers: dict[str, WorkerStats] = field(default_factory=dict)
     done: int = 0

@@ -6,7 +6,8 @@ built from the command's services, so a worker is the same engine however it is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from models.services import Services
@@ -54,12 +55,15 @@ def make_workers(
 ) -> Workers:
     """``count`` local worker processes (default 1), or with ``ray`` (an address, or ``auto``)
     that many Ray actors (default: one per GPU of the cluster, else one per CPU slot); never more
-    than ``most``. Raises :class:`WorkersUnavailable`."""
+    than ``most``. Local workers share the machine's cores out (Ray gives each actor its CPUs).
+    Raises :class:`WorkersUnavailable`."""
     if ray is None:
         from server.worker import ProcessRunner
 
         workers = max(1, count or 1)
         workers = min(workers, most) if most else workers
+        if workers > 1 and spec.cpu_threads is None:  # the machine's cores, shared out
+            spec = replace(spec, cpu_threads=max(1, (os.cpu_count() or 1) // workers))
         names = [f"{prefix}worker-{n}" for n in range(workers)]
         runners: list[Runner] = [ProcessRunner(spec.for_slot(n), name=name) for n, name in enumerate(names)]
         return Workers(runners, names, f"{workers} local worker process{'es' if workers != 1 else ''}")

@@ -48,6 +48,9 @@ class EngineSpec:
     model_roots: tuple[Path, ...] = ()
     #: Most bytes the worker's loaded models may take on its device (None: the manager's default).
     budget_bytes: int | None = None
+    #: Threads torch may use in the worker (None: torch's default, one per core). Several local
+    #: workers on one machine share its cores: each takes its part, or they slow each other down.
+    cpu_threads: int | None = None
 
     def model_paths(self) -> ModelPaths:
         """The model folders: ``model_roots``, or the default ones when it is empty."""
@@ -92,6 +95,10 @@ class WorkerEngine:
         from nodes.registry import default_registry
 
         self.spec = spec
+        if spec.cpu_threads:
+            import torch
+
+            torch.set_num_threads(spec.cpu_threads)
         self.services = Services(
             paths=spec.model_paths(),
             allow_pickle=spec.allow_pickle,
