@@ -12,9 +12,10 @@ Prints one JSON line per figure. Every figure runs real workers (local worker pr
    first runs a no-op item (its start: process, imports, engine) and a toy item (its first
    model load); both are reported apart (``worker_start_s``, ``first_item_s``), not in items/s.
    The baseline is the 1-worker run: ``ratio`` is items/s with 2 over items/s with 1 (goal,
-   issue 12: at least 1.7 on 2 cores). A worker process's torch takes one thread per core, so
-   two workers on 2 cores run 4 threads: local workers are measured both with torch's default
-   threads and with one thread each (``OMP_NUM_THREADS=1``). Ray gives each actor its
+   issue 12: at least 1.7 on 2 cores). Local workers are measured as ``app.py`` makes them
+   (``cli.workers.make_workers``: each of N workers gets cores / N torch threads,
+   ``EngineSpec.cpu_threads``) and, for comparison, with torch's default of one thread per core
+   in every worker (two workers on 2 cores then run 4 threads). Ray gives each actor its
    ``num_cpus`` (1) threads by itself. A run stops after 60 s (``--quick``: 20 s) and counts
    the items done by then (``stopped_at_limit``): too many threads can make it crawl.
 2. **overhead**: what the scheduler adds per item, two ways: (a) the time it spends choosing
@@ -24,11 +25,13 @@ Prints one JSON line per figure. Every figure runs real workers (local worker pr
    (its ``RunFinished.seconds``), split into the runner's share (pipe or Ray calls) and the
    scheduler's own (goal: under 20 ms per item).
 3. **affinity**: two checkpoints (toy-sd, and a copy of it named toy-sd-b in a temporary models
-   root), items A A B B ..., 2 workers whose model managers hold one checkpoint at a time
-   (``EngineSpec.budget_bytes``), with and without affinity: loads per worker and the ratio.
+   root), items A A B B ..., 2 workers (one thread each) whose model managers hold one
+   checkpoint at a time (``EngineSpec.budget_bytes``: 1.5 times what toy-sd takes, measured in
+   a child process), with and without affinity: loads per worker, the ratio, and the time.
 
-A full run takes about 4 minutes on 2 CPU cores, ``--quick`` about 2. The machine's load
-average is printed first and last: other processes on the machine slow the workers down.
+A full run takes about 2.5 minutes on 2 CPU cores, ``--quick`` about 1.5, ``--ray`` about 1.
+The machine's load average is printed with each figure: other processes on the machine slow
+the workers down. The figures measured are in docs/scale.md.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import argparse
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -44,8 +48,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +129,13 @@ def seconds_of(results: Sequence[TaskResult], reported: dict[str, float]) -> lis
     return [reported[r.key] for r in results if r.key in reported]
 
 
+def thread_label(setup: Setup, threads: int | None) -> int | str:
+    """How many torch threads each worker has, as the figures say it."""
+    if threads is not None:
+        return threads
+    return "1 (Ray's num_cpus)" if setup.kind == "ray" else "default"
+
+
 def load_average() -> float:
     return round(os.getloadavg()[0], 2)
 
@@ -163,24 +174,6 @@ def make_task(registry: Registry, key: str, data: dict[str, Any], seed: int) -> 
 
 
 # --- workers and runs ----------------------------------------------------------------------------
-
-
-@contextmanager
-def worker_threads(threads: int | None) -> Iterator[None]:
-    """Worker processes started inside use ``threads`` torch threads each (``OMP_NUM_THREADS``,
-    read when torch starts in the child); None leaves torch's default (one per core)."""
-    if threads is None:
-        yield
-        return
-    saved = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = saved
 
 
 def make_runners(setup: Setup, spec: EngineSpec, count: int, label: str) -> tuple[list[Runner], list[str]]:
@@ -234,16 +227,20 @@ def warm_up(scheduler: Scheduler, workers: int, make: Callable[[int], Task]) -> 
 # --- 1. items/s ----------------------------------------------------------------------------------
 
 
+def shared_threads(workers: int) -> int:
+    """The torch threads app.py gives each of ``workers`` local workers: the cores shared out."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 def throughput(setup: Setup, registry: Registry, workers: int, threads: int | None = None) -> float:
     """Items/s of toy items on ``workers`` workers (after their warm-up); emits the figure.
 
     ``threads``: torch's threads in each worker process (None: torch's default, one per core).
     """
-    spec = EngineSpec(output_dir=setup.out, packs=(TEST_PACK,))
+    spec = EngineSpec(output_dir=setup.out, packs=(TEST_PACK,), cpu_threads=threads)
     label = f"w{workers}-t{threads or 0}"
     began = time.perf_counter()
-    with worker_threads(threads):
-        runners, names = make_runners(setup, spec, workers, label)
+    runners, names = make_runners(setup, spec, workers, label)
     scheduler = Scheduler(runners, names)
     try:
         warm_up(scheduler, workers, lambda n: make_task(registry, f"start-{n}", noop_workflow(n), 0))
@@ -268,7 +265,7 @@ def throughput(setup: Setup, registry: Registry, workers: int, threads: int | No
         figure="items_per_s",
         runner=setup.kind,
         workers=workers,
-        threads_per_worker=threads or "default",
+        threads_per_worker=thread_label(setup, threads),
         items=len(measured.done),
         stopped_at_limit=measured.stopped,
         steps=setup.steps,
@@ -286,33 +283,26 @@ def throughput(setup: Setup, registry: Registry, workers: int, threads: int | No
 def measure_throughput(setup: Setup, registry: Registry) -> None:
     """Items/s on 1 and 2 workers, and the ratios, for each number of threads per worker.
 
-    Local workers are measured with torch's default threads (one per core in each worker) and
-    with one thread each; Ray actors get their ``num_cpus`` (1) threads from Ray itself.
+    Local workers are measured with the cores shared out (as app.py makes them) and with
+    torch's default threads (one per core in each worker); Ray actors get their ``num_cpus``
+    (1) threads from Ray itself.
     """
-    variants: list[int | None] = [None, 1] if setup.kind == "process" else [None]
-    rate: dict[tuple[int, int | None], float] = {}
-    for threads in variants:
+    rate: dict[tuple[int, str], float] = {}
+    variants = ("shared", "default") if setup.kind == "process" else ("ray",)
+    for variant in variants:
         for workers in (1, 2):
-            rate[workers, threads] = throughput(setup, registry, workers, threads)
+            threads = shared_threads(workers) if variant == "shared" else None
+            rate[workers, variant] = throughput(setup, registry, workers, threads)
         emit(
             bench="scale",
             figure="items_per_s_ratio",
             runner=setup.kind,
-            threads_per_worker=threads or "default",
-            items_per_s_1=round(rate[1, threads], 3),
-            items_per_s_2=round(rate[2, threads], 3),
-            ratio=round(rate[2, threads] / rate[1, threads], 2),
-            goal_ratio=GOAL_RATIO,
-        )
-    if 1 in variants:
-        emit(
-            bench="scale",
-            figure="items_per_s_ratio",
-            runner=setup.kind,
-            threads_per_worker="1 (2 workers) vs default (1 worker)",
-            items_per_s_1=round(rate[1, None], 3),
-            items_per_s_2=round(rate[2, 1], 3),
-            ratio=round(rate[2, 1] / rate[1, None], 2),
+            threads_per_worker={"shared": "cores / workers (as app.py)", "default": "torch default"}.get(
+                variant, "1 (Ray)"
+            ),
+            items_per_s_1=round(rate[1, variant], 3),
+            items_per_s_2=round(rate[2, variant], 3),
+            ratio=round(rate[2, variant] / rate[1, variant], 2),
             goal_ratio=GOAL_RATIO,
         )
 
@@ -367,7 +357,14 @@ def overhead(setup: Setup, registry: Registry) -> None:
 
 
 def checkpoint_bytes(out: Path) -> int:
-    """The bytes toy-sd takes in a model manager, measured by loading it in this process."""
+    """The bytes toy-sd takes in a model manager, measured by loading it in a child process (so
+    this one never starts torch, whose threads would compete with the workers')."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(loaded_bytes, out).result()
+
+
+def loaded_bytes(out: Path) -> int:
+    """The bytes a model manager holds after one toy item (toy-sd, loaded once)."""
     from server.engine import WorkerEngine
 
     engine = WorkerEngine(EngineSpec(output_dir=out))
@@ -383,11 +380,9 @@ def affinity(setup: Setup) -> None:
     registry = default_registry(services=Services(paths=paths))
     registry.add_pack(TEST_PACK)
     spec = EngineSpec(output_dir=setup.out, packs=(TEST_PACK,), model_roots=paths.roots)
-    budget: int | None = None
-    if "budget_bytes" in {f.name for f in dataclasses.fields(EngineSpec)}:
-        # Room for one checkpoint, not two: a worker that switches checkpoint reloads.
-        budget = int(checkpoint_bytes(setup.out / "size") * 1.5)
-        spec = dataclasses.replace(spec, budget_bytes=budget)  # type: ignore[call-arg]
+    # Room for one checkpoint, not two: a worker that switches checkpoint reloads.
+    budget = int(checkpoint_bytes(setup.out / "size") * 1.5)
+    spec = dataclasses.replace(spec, budget_bytes=budget, cpu_threads=shared_threads(2))
     loads: dict[bool, int] = {}
     for with_affinity in (True, False):
         label = "affinity" if with_affinity else "no-affinity"
@@ -416,6 +411,7 @@ def affinity(setup: Setup) -> None:
             loads_per_worker={w.name: w.loads for w in sweep.stats.workers},
             items_per_worker={w.name: w.items for w in sweep.stats.workers},
             affinity_hits=sweep.stats.affinity_hits,
+            threads_per_worker=1,
             seconds=round(sweep.stats.seconds, 3),
             load_average=load_average(),
         )
@@ -426,12 +422,6 @@ def affinity(setup: Setup) -> None:
         loads_with_affinity=loads[True],
         loads_without=loads[False],
         ratio_without_to_with=round(loads[False] / max(1, loads[True]), 2),
-        note=(
-            None
-            if budget is not None
-            else "EngineSpec has no budget_bytes: each worker may keep both checkpoints, so "
-            "without affinity a worker loads each at most once too"
-        ),
     )
 
 

@@ -28,7 +28,9 @@ def services_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
     ``--models DIR``, then those ``$STUDIO_MODELS`` names) and the model manager's settings
     (``--allow-pickle``, ``--attention``)."""
     extra = [Path(folder) for folder in getattr(args, "models", None) or []]
-    paths = ModelPaths.with_roots([*extra, *model_roots_from_env(environ)])
+    # Absolute, so workers started elsewhere (Ray actors, in their own folder) find the same ones.
+    roots = [root.expanduser().absolute() for root in [*extra, *model_roots_from_env(environ)]]
+    paths = ModelPaths.with_roots(roots)
     memory = getattr(args, "model_memory", None)
     return Services(
         paths=paths,
