@@ -62,6 +62,25 @@ def read_workflow(path: Path) -> tuple[WorkflowSource, Conversion | None]:
     return WorkflowSource(found.text), found.conversion
 
 
+def read_runnable(name: str, verb: str) -> WorkflowSource | None:
+    """The workflow file ``name`` to run (``verb``: "run", "sweep"), or None after saying on
+    stderr why it cannot be: unreadable, or a ComfyUI file with nodes that did not convert."""
+    try:
+        source, conversion = read_workflow(Path(name))
+    except UnreadableFile as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    if conversion is not None and not conversion.complete:
+        print(
+            f"error: not run: {len(conversion.not_converted)} ComfyUI node(s) could not be converted "
+            f"(listed above); inspect the conversion with `app.py import-comfy {printable(name)} "
+            f"--out NEW.json`, then edit and {verb} NEW.json",
+            file=sys.stderr,
+        )
+        return None
+    return source
+
+
 def comfy_issues(conversion: Conversion | None) -> list[Issue]:
     """The ComfyUI nodes an on-the-fly import could not convert, as issues."""
     if conversion is None:

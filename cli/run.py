@@ -12,13 +12,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from cli.info import EXIT_INVALID, EXIT_OK, load_registry, read_workflow, write_safely
+from cli.info import EXIT_INVALID, EXIT_OK, load_registry, read_runnable, write_safely
 from graph.events import Event, NodeCached, NodeFailed, NodeFinished, NodeProgress, NodeStarted, RunStarted
 from graph.executor import MAX_SEED, Executor
 from graph.issues import Issue
 from graph.strict_json import has_lone_surrogate, printable, printable_repr
 from graph.validate import validate
-from graph.workflow import UnreadableFile, VersionError, migrate, parse_json
+from graph.workflow import VersionError, migrate, parse_json
 from nodes import types as T
 from nodes.base import CancelToken, RunSettings
 from nodes.registry import Registry
@@ -132,18 +132,8 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     registry = load_registry(args)
     path = Path(args.workflow)
-    try:
-        source, conversion = read_workflow(path)
-    except UnreadableFile as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    if conversion is not None and not conversion.complete:
-        print(
-            f"error: not run: {len(conversion.not_converted)} ComfyUI node(s) could not be converted "
-            f"(listed above); inspect the conversion with `app.py import-comfy {printable(args.workflow)} "
-            "--out NEW.json`, then edit and run NEW.json",
-            file=sys.stderr,
-        )
+    source = read_runnable(args.workflow, "run")
+    if source is None:
         return EXIT_INVALID
 
     data: Any = source.text

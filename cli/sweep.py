@@ -25,11 +25,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from cli.info import EXIT_INVALID, EXIT_OK, load_registry, read_workflow, write_safely
+from cli.info import EXIT_INVALID, EXIT_OK, load_registry, read_runnable, write_safely
 from cli.run import EXIT_FAILED, EXIT_INTERRUPTED, OverrideError, apply_overrides, report_issues
 from cli.workers import WorkersUnavailable, engine_spec, make_workers
 from graph.strict_json import printable
-from graph.workflow import UnreadableFile, VersionError, migrate, parse_json
+from graph.workflow import VersionError, migrate, parse_json
 from nodes.base import CancelToken
 from nodes.registry import Registry
 from sweep.manifest import (
@@ -88,19 +88,8 @@ def sweep_command(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace, registry: Registry) -> Plan | int:
     """The sweep's plan, or the exit code after saying what is wrong."""
-    path = Path(args.workflow)
-    try:
-        source, conversion = read_workflow(path)
-    except UnreadableFile as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    if conversion is not None and not conversion.complete:
-        print(
-            f"error: not run: {len(conversion.not_converted)} ComfyUI node(s) could not be converted "
-            f"(listed above); inspect the conversion with `app.py import-comfy {printable(args.workflow)} "
-            "--out NEW.json`, then edit and sweep NEW.json",
-            file=sys.stderr,
-        )
+    source = read_runnable(args.workflow, "sweep")
+    if source is None:
         return EXIT_INVALID
     try:
         data = parse_json(source.text)
