@@ -74,7 +74,10 @@ def test_sweep_pictures_equal_single_runs_of_the_same_items(
         assert app.main([*argv, "--out", str(single)]) == 0
         (expected,) = single.rglob("*.png")
         (file,) = record["files"]
-        assert np.array_equal(pixels(out / file), pixels(expected)), record
+        # Equal to uint8 rounding: the two workers share the cores (one torch thread each), which
+        # sum in another order than a run with both threads (a value may land one level apart).
+        difference = np.abs(pixels(out / file).astype(int) - pixels(expected).astype(int))
+        assert difference.max() <= 1 and (difference > 0).mean() < 0.01, record
     assert {p.name for p in out.glob("grid*.png")} == {"grid-seed11.png", "grid-seed12.png"}
     assert "4 done, 0 failed" in done.stderr and "worker-0:" in done.stderr
 
