@@ -36,6 +36,8 @@ class Converted:
     comfy_id: str
     comfy_type: str
     nodes: list[tuple[str, str]]  # (our id, our type)
+    #: "mute" or "bypass" when ComfyUI had the node muted or bypassed (its studio nodes keep it).
+    mode: str | None = None
 
 
 @dataclass
@@ -169,11 +171,13 @@ def convert(prompt: Prompt, source_name: str = "") -> Conversion:
         ids = []
         for part, values, node_id in zip(rule.parts, ours, our_ids, strict=True):
             entry: dict[str, Any] = {"type": part.type, "inputs": values}
+            if node.get("mode"):
+                entry["mode"] = node["mode"]
             if node.get("title"):
                 entry["title"] = node["title"] + part.title_suffix
             made[node_id] = entry
             ids.append((node_id, part.type))
-        result.converted.append(Converted(comfy_id, class_type, ids))
+        result.converted.append(Converted(comfy_id, class_type, ids, node.get("mode")))
 
     for comfy_id, name, link, why in lost:
         source_type = prompt.nodes[link.node]["class_type"]

@@ -8,8 +8,10 @@ as ComfyUI's own "Save (API Format)" does:
 - ``Reroute`` chains are followed to their source; a ``PrimitiveNode`` (or the newer
   ``PrimitiveInt``/``PrimitiveFloat``/``PrimitiveString``/``PrimitiveBoolean``) becomes
   the value it drives;
-- muted nodes (mode 2) are left out; bypassed nodes (mode 4) pass their input of each
-  output's type straight on to their consumers, as ComfyUI does at run time;
+- muted (mode 2) and bypassed (mode 4) nodes whose type converts keep their mode
+  ("mute", "bypass": the studio runs them as ComfyUI does); those whose type does not
+  convert are resolved here: a muted one is left out, a bypassed one passes its input of
+  each output's type straight on to its consumers, as ComfyUI does at run time;
 - subgraphs (``definitions.subgraphs``, a node whose type is a subgraph's id) and group
   nodes (``extra.groupNodes``, types ``workflow>Name`` / ``workflow/Name``) are expanded
   into their inner nodes, with ids ``<outer id>:<inner id>``, nested ones included.
@@ -44,7 +46,8 @@ class Prompt:
     """A ComfyUI graph in API form, with what the UI format adds (layout) when read from it."""
 
     #: id -> {"class_type", "inputs" (ComfyLink or constant), "title", and optionally
-    #: "pack" (the custom node pack it comes from), "skipped" ("muted" or "bypassed")}.
+    #: "pack" (the custom node pack it comes from), "mode" ("mute" or "bypass": kept on the
+    #: studio node), "skipped" ("muted" or "bypassed": left out, for a type that does not convert)}.
     nodes: dict[str, dict[str, Any]]
     #: "api" or "ui" (the workflow's metadata says ``comfyui-<format>``).
     format: str = "api"
@@ -164,6 +167,9 @@ def _check_links(prompt: Prompt, strict: bool, left_out: frozenset[str] | set[st
 
 
 # --- the UI format --------------------------------------------------------------------
+
+#: ComfyUI's node modes the studio keeps on a converted node: 2 ("never") and 4 (bypass).
+COMFY_MODES = {2: "mute", 4: "bypass"}
 
 #: The ids of a subgraph's input and output nodes when its definition does not say.
 SUBGRAPH_INPUT_ID = "-10"
@@ -291,6 +297,10 @@ class _UiReader:
             if class_type in ("Reroute", "PrimitiveNode") or class_type in PRIMITIVES:
                 continue
             mode = raw.get("mode", 0)
+            kept = kept_mode(raw)
+            if kept is not None:
+                self._node(scope, local, raw, kept)
+                continue
             if mode == 2:
                 self.prompt.skipped.append((scope.qid(local), class_type, "muted"))
                 continue
@@ -327,7 +337,7 @@ class _UiReader:
             return position if scope.prefix == "" else scope.origin_pos
         return (scope.origin_pos[0] + position[0] / 4, scope.origin_pos[1] + position[1] / 4)
 
-    def _node(self, scope: _Scope, local: str, raw: dict[str, Any]) -> None:
+    def _node(self, scope: _Scope, local: str, raw: dict[str, Any], mode: str | None = None) -> None:
         node_id = scope.qid(local)
         class_type = raw["type"]
         inputs: dict[str, Any] = widget_inputs(class_type, raw.get("widgets_values"))
@@ -357,6 +367,8 @@ class _UiReader:
                 inputs[entry["name"]] = source
         title = raw.get("title") if isinstance(raw.get("title"), str) else None
         node: dict[str, Any] = {"class_type": class_type, "inputs": inputs, "title": title}
+        if mode is not None:
+            node["mode"] = mode
         pack = _pack(raw)
         if pack:
             node["pack"] = pack
@@ -393,6 +405,8 @@ class _UiReader:
             return None
         class_type = raw["type"]
         mode = raw.get("mode", 0)
+        if kept_mode(raw) is not None:
+            return ComfyLink(scope.qid(origin), slot)  # the node is kept, with its mode
         if class_type == "Reroute" or (mode == 4 and class_type != "PrimitiveNode"):
             entry = _pass_through(raw, slot, link_type)
             if entry is None:
@@ -618,6 +632,15 @@ class _UiReader:
                 if isinstance(group.get("color"), str):
                     entry["color"] = group["color"]
                 self.prompt.groups.append(entry)
+
+
+def kept_mode(raw: dict[str, Any]) -> str | None:
+    """The studio mode ("mute", "bypass") of a muted or bypassed UI node whose type converts;
+    ``None`` for an active node, or one resolved at import (its type does not convert)."""
+    mode = raw.get("mode", 0)
+    if not is_int(mode) or raw.get("type") not in RULES:
+        return None
+    return COMFY_MODES.get(mode)
 
 
 def widget_inputs(class_type: str, widgets: Any) -> dict[str, Any]:

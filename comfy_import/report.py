@@ -7,12 +7,17 @@ from typing import Any
 
 from comfy_import.convert import Conversion, Converted
 
+#: How the report says a node's kept mode.
+MODE_WORDS = {"mute": "muted", "bypass": "bypassed"}
+
 
 def converted_line(item: Converted) -> str:
+    """``comfy id 3 KSampler -> Sampler``, with ``(muted, kept muted)`` when ComfyUI had it muted."""
+    note = f" ({MODE_WORDS[item.mode]} in ComfyUI, kept {MODE_WORDS[item.mode]})" if item.mode else ""
     if len(item.nodes) == 1 and item.nodes[0][0] == item.comfy_id:
-        return f"comfy id {item.comfy_id} {item.comfy_type} -> {item.nodes[0][1]}"
+        return f"comfy id {item.comfy_id} {item.comfy_type} -> {item.nodes[0][1]}{note}"
     made = ", ".join(f"{node_type} {node_id!r}" for node_id, node_type in item.nodes)
-    return f"comfy id {item.comfy_id} {item.comfy_type} -> {made}"
+    return f"comfy id {item.comfy_id} {item.comfy_type} -> {made}{note}"
 
 
 def summary(result: Conversion) -> str:
@@ -70,6 +75,7 @@ def json_report(result: Conversion, issues: list[Any], out: Path | None, code: i
                 "comfy_id": c.comfy_id,
                 "comfy_type": c.comfy_type,
                 "nodes": [{"id": i, "type": t} for i, t in c.nodes],
+                "mode": c.mode,
                 "text": converted_line(c),
             }
             for c in result.converted

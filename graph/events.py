@@ -24,9 +24,18 @@ class Event:
 
 @dataclass(frozen=True)
 class RunStarted(Event):
+    """A run begins: its seed and the nodes it may run (the cache may serve some of them).
+
+    ``bypassed`` and ``muted`` name the nodes set aside by their mode, ``skipped`` those
+    that do not run because a required input comes from a muted node; none of them is planned.
+    """
+
     kind: ClassVar[str] = "run_started"
     seed: int
     planned: list[str]
+    bypassed: list[str] = field(default_factory=list)
+    muted: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from graph.events import (
     RunFinished,
     RunStarted,
 )
+from graph.modes import ModePlan, effective_workflow
 from graph.workflow import Link, Workflow
 from nodes import types as T
 from nodes.base import Cancelled, CancelToken, Context, Node, NodeInputError, RunSettings
@@ -74,6 +75,7 @@ class _NodeFailure(Exception):
 
 
 def output_nodes(workflow: Workflow, registry: Registry) -> list[str]:
+    """The workflow's output nodes, in file order (whatever their mode)."""
     return [nid for nid, e in workflow.nodes.items() if _cls(registry, e.type).output_node]
 
 
@@ -126,17 +128,24 @@ class Executor:
 
         Nodes find the run's services (model folders, model manager) as ``ctx.services``:
         those of ``settings``, or the registry's when no settings are given.
+
+        Bypassed and muted nodes (graph/modes.py) do not run, nor do nodes that need a muted
+        one; targets among them are dropped. A bypassed node's consumers read what it hands
+        on directly, so their cache signatures are those of the value passed.
         """
+        runnable, modes = effective_workflow(workflow, self.registry)
+        wanted = list(targets) if targets is not None else output_nodes(workflow, self.registry)
         run = _Run(
             executor=self,
-            workflow=workflow,
+            workflow=runnable,
             settings=settings or RunSettings(services=self.registry.services),
             seed=secrets.randbelow(MAX_SEED + 1) if seed is None else seed,
             cancel=cancel or CancelToken(),
             listener=listener,
             run_id=run_id or uuid.uuid4().hex[:12],
+            modes=modes,
         )
-        return run.execute(list(targets) if targets is not None else output_nodes(workflow, self.registry))
+        return run.execute([t for t in wanted if t in runnable.nodes])
 
 
 @dataclass
@@ -148,6 +157,7 @@ class _Run:
     cancel: CancelToken
     listener: Listener | None
     run_id: str
+    modes: ModePlan = field(default_factory=ModePlan)
     signatures: dict[str, str] = field(default_factory=dict)
     #: Nodes never looked up in nor put into the cache: a failing fingerprint, or upstream of one.
     uncacheable: set[str] = field(default_factory=set)
@@ -164,7 +174,16 @@ class _Run:
         start = time.perf_counter()
         result = RunResult(self.run_id, "done", self.seed)
         order = plan(self.workflow, targets)
-        self.emit(RunStarted(self.run_id, seed=self.seed, planned=order))
+        self.emit(
+            RunStarted(
+                self.run_id,
+                seed=self.seed,
+                planned=order,
+                bypassed=list(self.modes.bypassed),
+                muted=list(self.modes.muted),
+                skipped=list(self.modes.skipped),
+            )
+        )
         values: dict[str, dict[str, Any]] = {}
         try:
             for node_id in order:

@@ -17,6 +17,7 @@ import networkx as nx
 from pydantic import ValidationError
 
 from graph.issues import Issue
+from graph.modes import BYPASS, ModePlan, Passed, analyse, resolve
 from graph.strict_json import (
     JsonProblem,
     JsonValueError,
@@ -78,13 +79,14 @@ def validate(source: Any, registry: Registry, *, require_outputs: bool = True) -
         if entry is not None:
             entries[node_id] = entry
 
-    graph = _check_inputs(entries, set(raw_nodes), registry, issues)
+    modes = analyse(entries, registry)
+    graph = _check_inputs(entries, set(raw_nodes), registry, issues, modes.not_running)
     _check_cycles(graph, entries, issues)
+    _check_modes(modes, entries, registry, issues)
     if require_outputs and not raw_nodes:
         issues.append(Issue("no_outputs", "the workflow has no nodes", hint=_ADD_OUTPUT))
     elif require_outputs and len(entries) == len(raw_nodes):
-        if not any(_node_class(e, registry).output_node for e in entries.values()):
-            issues.append(Issue("no_outputs", "nothing to run: no output node", hint=_ADD_OUTPUT))
+        _check_outputs(entries, modes, registry, issues)
 
     if not issues and header is not None:
         result.workflow = Workflow(version=1, nodes=entries, **header)
@@ -92,6 +94,66 @@ def validate(source: Any, registry: Registry, *, require_outputs: bool = True) -
 
 
 _ADD_OUTPUT = "Add an output node such as SaveImage or PreviewImage and connect it"
+
+
+def _check_outputs(
+    entries: dict[str, NodeEntry], modes: ModePlan, registry: Registry, issues: list[Issue]
+) -> None:
+    """Something must run: an output node that is neither bypassed, muted nor skipped."""
+    outputs = [node_id for node_id, e in entries.items() if _node_class(e, registry).output_node]
+    if not outputs:
+        issues.append(Issue("no_outputs", "nothing to run: no output node", hint=_ADD_OUTPUT))
+    elif all(node_id in modes.not_running for node_id in outputs):
+        issues.append(
+            Issue(
+                "no_outputs",
+                "nothing to run: every output node is bypassed, muted or needs a muted node",
+                hint="Un-mute (Ctrl+M) or un-bypass (Ctrl+B) an output node or the nodes it needs",
+            )
+        )
+
+
+def _check_modes(
+    modes: ModePlan, entries: dict[str, NodeEntry], registry: Registry, issues: list[Issue]
+) -> None:
+    """Inputs of running nodes fed through bypassed nodes: a gap, or a constant out of range."""
+    for needs in modes.gaps:
+        gap = needs.gap
+        entry = entries[needs.node]
+        bypassed = entries[gap.node]
+        issues.append(
+            Issue(
+                "bypass_gap",
+                f"comes from output {gap.output!r} of node {gap.node!r} ({bypassed.type}), which is "
+                f"bypassed and has no {gap.type} input to hand on",
+                needs.node,
+                entry.type,
+                needs.input,
+                hint=f"Un-bypass node {gap.node!r}, or mute it",
+            )
+        )
+    for node_id, entry in entries.items():
+        if node_id in modes.not_running:
+            continue
+        cls = _node_class(entry, registry)
+        for name, value in entry.inputs.items():
+            spec = cls.input(name)
+            source = entries.get(value.node) if isinstance(value, Link) else None
+            if spec is None or source is None or source.mode != BYPASS or spec.type not in T.CONSTANT_TYPES:
+                continue
+            passed = resolve(value, entries, registry)
+            if isinstance(passed, Passed):
+                problem = spec.check(passed.value, registry.services)
+                if problem:
+                    issues.append(
+                        Issue(
+                            "bad_value",
+                            f"the value handed on by bypassed node {value.node!r}: {problem}",
+                            node_id,
+                            entry.type,
+                            name,
+                        )
+                    )
 
 
 def _kind(value: Any) -> str:
@@ -302,13 +364,22 @@ def _parse_entry(node_id: str, raw: Any, registry: Registry, issues: list[Issue]
 
 
 def _check_inputs(
-    entries: dict[str, NodeEntry], all_ids: set[str], registry: Registry, issues: list[Issue]
+    entries: dict[str, NodeEntry],
+    all_ids: set[str],
+    registry: Registry,
+    issues: list[Issue],
+    not_running: set[str],
 ) -> nx.DiGraph:
-    """Check every input of every node; return the graph of links between nodes."""
+    """Check every input of every node; return the graph of links between nodes.
+
+    Nodes in ``not_running`` (bypassed, muted, or needing a muted node) have their input
+    names and links checked, not their values: a node set aside may be half edited.
+    """
     graph = nx.DiGraph()
     graph.add_nodes_from(entries)
     for node_id, entry in entries.items():
         cls = _node_class(entry, registry)
+        values_checked = node_id not in not_running
 
         def issue(code: str, message: str, name: str | None, hint: str | None = None) -> None:
             issues.append(Issue(code, message, node_id, entry.type, name, hint))  # noqa: B023
@@ -319,13 +390,15 @@ def _check_inputs(
                 issue("unknown_input", f"{entry.type} has no input {name!r}", name, f"Its inputs: {known}")
         for spec in cls.inputs:
             if spec.name not in entry.inputs:
-                if spec.required:
+                if spec.required and values_checked:
                     issue("missing_input", "is required but not given", spec.name, _how_to_give(spec))
                 continue
             value = entry.inputs[spec.name]
             if isinstance(value, Link):
                 if value.node in entries or value.node not in all_ids:
                     _check_link(node_id, entry, spec, value, entries, registry, issues, graph)
+            elif not values_checked:
+                continue
             elif value is None:
                 if spec.required:
                     issue("missing_input", "is required but null", spec.name, _how_to_give(spec))

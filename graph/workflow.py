@@ -12,8 +12,9 @@ A workflow is JSON::
     }
 
 Inputs are keyed by name. A value is either a constant or a link to another
-node's output, named by node id and output name. Title, position, size, groups,
-notes and metadata carry the studio's layout in the same file.
+node's output, named by node id and output name. A node may carry a ``mode``,
+"bypass" or "mute" (graph/modes.py says what they mean for a run). Title, position,
+size, groups, notes and metadata carry the studio's layout in the same file.
 """
 
 from __future__ import annotations
@@ -66,6 +67,16 @@ class NodeEntry(BaseModel):
         Field(ge=1, description="Version of the node type when saved; older ones are migrated."),
     ] = None
     inputs: Annotated[dict[str, InputValue], Field(description="Inputs by name: a constant or a link.")] = {}
+    mode: Annotated[
+        Literal["bypass", "mute"] | None,
+        Field(
+            description=(
+                "Absent for a node that runs. 'bypass': the node does not run and each of its outputs "
+                "hands on its first given input of the same type. 'mute': the node does not run, "
+                "nor does any node whose required input comes from it."
+            )
+        ),
+    ] = None
     title: str | None = None
     position: tuple[float, float] | None = None
     size: tuple[float, float] | None = None

@@ -18,7 +18,9 @@ from PIL.PngImagePlugin import PngInfo
 
 from comfy_import import RULES, ComfyError, Conversion, read_bytes, rules
 from comfy_import.rules import KSAMPLER_AS_CUSTOM
+from graph.modes import resolve
 from graph.validate import validate
+from graph.workflow import Link, NodeEntry
 from nodes.registry import default_registry
 from tests.test_import_comfy import converted, link, load
 from tests.test_import_comfy import graph_of as workflow_graph
@@ -199,9 +201,9 @@ def test_odd_top_level_keys_and_malformed_nodes_are_left_out_with_a_warning():
     assert any("links to node 99, which was left out" in w for w in result.warnings)
 
 
-def test_bypassed_node_passes_its_inputs_on_and_muted_node_is_left_out():
-    """A bypassed LoraLoader: the sampler gets the checkpoint's model and the prompts its
-    clip, as ComfyUI runs it. A muted PreviewImage is left out."""
+def test_bypassed_and_muted_nodes_keep_their_modes():
+    """A bypassed LoraLoader is kept, bypassed: run, the sampler gets the checkpoint's model
+    and the prompts its clip, as ComfyUI runs it. A muted PreviewImage is kept, muted."""
     data = load("default_ui.json")
     nodes = {n["id"]: n for n in data["nodes"]}
     data["nodes"].append(
@@ -239,12 +241,17 @@ def test_bypassed_node_passes_its_inputs_on_and_muted_node_is_left_out():
     nodes[6]["inputs"][0]["link"] = 33
     result = converted(data)
     graph = graph_of(result)
-    assert result.complete and not result.dropped_links
-    assert graph["3"]["inputs"]["model"] == link("4", "model")
-    assert graph["6"]["inputs"]["clip"] == link("4", "clip")
-    assert "20" not in graph and "21" not in graph
-    assert any("comfy id 20 LoraLoader: bypassed" in w for w in result.warnings)
-    assert "comfy id 21 PreviewImage: muted in ComfyUI; left out" in result.warnings
+    assert result.complete and not result.dropped_links and not result.warnings
+    assert graph["3"]["inputs"]["model"] == link("20", "model")
+    assert graph["6"]["inputs"]["clip"] == link("20", "clip")
+    assert result.workflow["nodes"]["20"]["mode"] == "bypass"
+    assert result.workflow["nodes"]["21"]["mode"] == "mute"
+    assert {c.comfy_id: c.mode for c in result.converted}["20"] == "bypass"
+    checked = validate(result.workflow, default_registry())
+    assert [(i.node_id, i.input) for i in checked.issues] == [("4", "ckpt_name")]  # not installed here
+    entries = {k: NodeEntry.model_validate(v) for k, v in result.workflow["nodes"].items()}
+    sampler_model = Link.model_validate(graph["3"]["inputs"]["model"])
+    assert resolve(sampler_model, entries, default_registry()) == Link(node="4", output="model")
 
 
 def test_reroute_chain_and_new_primitive_nodes_are_resolved():

@@ -48,6 +48,9 @@ def test_the_json_form_keeps_every_field_value():
         "run_id": "r",
         "seed": 7,
         "planned": ["a", "b"],
+        "bypassed": [],
+        "muted": [],
+        "skipped": [],
     }
     assert EVERY_KIND[NodeFailed][1].to_dict() == {
         "event": "node_failed",

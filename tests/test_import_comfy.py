@@ -201,7 +201,7 @@ def test_ui_format_gives_the_same_graph_with_comfy_positions():
     assert result.workflow["metadata"]["imported_from"]["format"] == "comfyui-ui"
 
 
-def test_ui_format_resolves_primitives_reroutes_notes_and_reports_muted_nodes():
+def test_ui_format_resolves_primitives_reroutes_notes_and_keeps_muted_nodes():
     data = load("default_ui.json")
     nodes = {n["id"]: n for n in data["nodes"]}
     # a PrimitiveNode drives the seed, a Reroute carries the VAE, a Note, a group
@@ -228,19 +228,21 @@ def test_ui_format_resolves_primitives_reroutes_notes_and_reports_muted_nodes():
     graph = graph_of(result.workflow)
     assert graph["3"]["inputs"]["seed"] == 1234
     assert graph["8"]["inputs"]["vae"] == link("4", "vae")
-    assert "20" not in graph and "21" not in graph and "22" not in graph and "23" not in graph
-    assert "images" not in graph["9"]["inputs"]
-    assert result.complete  # ComfyUI itself leaves muted nodes out
-    assert result.warnings == ["comfy id 23 ImageInvert: muted in ComfyUI; left out"]
-    assert [(d.source_id, d.target_id, d.input, d.reason) for d in result.dropped_links] == [
-        ("23", "9", "images", "its source is muted")
-    ]
+    assert "20" not in graph and "21" not in graph and "22" not in graph
+    # the muted node is kept, muted, and still feeds the SaveImage (which then does not run)
+    assert result.workflow["nodes"]["23"]["mode"] == "mute"
+    assert graph["9"]["inputs"]["images"] == link("23", "image")
+    assert result.complete and not result.warnings and not result.dropped_links
+    assert [c.mode for c in result.converted if c.comfy_id == "23"] == ["mute"]
     assert result.workflow["notes"] == [{"text": "hello", "position": [5.0, 6.0]}]
     assert result.workflow["groups"] == [
         {"title": "Prompts", "bounds": [400, 100, 450, 500], "color": "#3f789e"}
     ]
     issues = validate(result.workflow, default_registry()).issues
-    assert [(i.node_id, i.input) for i in issues] == [("4", "ckpt_name"), ("9", "images")]
+    assert [(i.code, i.node_id, i.input) for i in issues] == [
+        ("bad_value", "4", "ckpt_name"),
+        ("no_outputs", None, None),  # the only output node needs the muted one
+    ]
 
 
 def test_ui_format_widget_converted_to_a_link_takes_the_link():
@@ -699,18 +701,19 @@ def test_conversion_does_not_change_its_input():
     assert data == before
 
 
-def test_ui_bypassed_node_without_a_matching_input_drops_its_links():
-    """A bypassed VAEDecode has no IMAGE input to pass on: ComfyUI leaves SaveImage's
-    images unconnected, and so does the import, saying why."""
+def test_ui_bypassed_node_without_a_matching_input_is_kept_and_validation_names_the_gap():
+    """A bypassed VAEDecode has no IMAGE input to pass on: it is kept, bypassed, and
+    validating the result says SaveImage's images would come through that gap."""
     data = load("default_ui.json")
     nodes = {n["id"]: n for n in data["nodes"]}
     nodes[8]["mode"] = 4
     result = converted(data)
-    assert result.complete
-    assert [(d.source_id, d.target_id, d.input) for d in result.dropped_links] == [("8", "9", "images")]
-    assert "bypassed" in result.dropped_links[0].reason
-    assert "8" not in result.workflow["nodes"]
-    assert any("comfy id 8 VAEDecode: bypassed" in w for w in result.warnings)
+    assert result.complete and not result.dropped_links and not result.warnings
+    assert result.workflow["nodes"]["8"]["mode"] == "bypass"
+    assert result.workflow["nodes"]["9"]["inputs"]["images"] == link("8", "image")
+    gaps = [i for i in validate(result.workflow, default_registry()).issues if i.code == "bypass_gap"]
+    assert [(i.node_id, i.input) for i in gaps] == [("9", "images")]
+    assert "node '8' (VAEDecode)" in gaps[0].message and "'8'" in (gaps[0].hint or "")
 
 
 # --- fuzzing: any damaged file is converted or refused with ComfyError, never a crash -------------
