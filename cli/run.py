@@ -173,7 +173,7 @@ def run_command(args: argparse.Namespace) -> int:
         display = TerminalProgress(sys.stderr)
         listener = display
 
-    previous = signal.signal(signal.SIGINT, _interrupt_handler(cancel))
+    previous = signal.signal(signal.SIGINT, interrupt_handler(cancel))
     try:
         result = Executor(registry).run(
             workflow, settings=settings, seed=seed, cancel=cancel, listener=listener
@@ -209,12 +209,17 @@ def report_issues(name: str, issues: list[Issue], as_json: bool) -> None:
         print(f"  - {issue}", file=sys.stderr)
 
 
-def _interrupt_handler(cancel: CancelToken) -> Callable[[int, FrameType | None], None]:
+def interrupt_handler(
+    cancel: CancelToken, saying: str = "cancelling..."
+) -> Callable[[int, FrameType | None], None]:
+    """A SIGINT handler: the first Ctrl-C cancels ``cancel`` (printing ``saying``), the second
+    stops at once (KeyboardInterrupt)."""
+
     def handler(signum: int, frame: FrameType | None) -> None:
         if cancel.cancelled:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
         cancel.cancel()
-        print("\ncancelling... (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        print(f"\n{saying} (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
     return handler
 

@@ -19,14 +19,20 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, TextIO
 
 from cli.info import EXIT_INVALID, EXIT_OK, load_registry, read_runnable, write_safely
-from cli.run import EXIT_FAILED, EXIT_INTERRUPTED, OverrideError, apply_overrides, report_issues
+from cli.run import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    OverrideError,
+    apply_overrides,
+    interrupt_handler,
+    report_issues,
+)
 from cli.workers import WorkersUnavailable, engine_spec, make_workers
 from graph.strict_json import printable
 from graph.workflow import VersionError, migrate, parse_json
@@ -172,7 +178,9 @@ def _sweep(args: argparse.Namespace, plan: Plan, out_dir: Path, manifest: Manife
     cancel = CancelToken()
     writer = ItemWriter(manifest, out_dir, SweepProgress(sys.stderr, remaining), echo=args.json)
     scheduler: Scheduler | None = None
-    previous = signal.signal(signal.SIGINT, _interrupt_handler(cancel))
+    previous = signal.signal(
+        signal.SIGINT, interrupt_handler(cancel, "cancelling: no new items start, running ones stop")
+    )
     try:
         if remaining:
             scheduler = _scheduler(args, plan.registry, out_dir, remaining)
@@ -333,20 +341,6 @@ def _print_summary(summary: dict[str, Any], out_dir: Path, grids: list[Path], in
     print(f"manifest: {printable(str(out_dir / MANIFEST_NAME))}", file=sys.stderr)
     for grid in grids:
         print(f"grid: {printable(str(grid))}", file=sys.stderr)
-
-
-def _interrupt_handler(cancel: CancelToken) -> Callable[[int, FrameType | None], None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if cancel.cancelled:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once
-        cancel.cancel()
-        print(
-            "\ncancelling: no new items start, running ones stop (Ctrl-C again to stop at once)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    return handler
 
 
 class SweepProgress:

@@ -24,6 +24,7 @@ from server.worker import ProcessRunner, RunOutcome, RunRequest
 from sweep.affinity import models_of
 from sweep.scheduler import Scheduler, Task, TaskResult
 from tests.conftest import TEST_PACK
+from tests.test_jobs import sleep_flow
 
 WORKFLOW = json.dumps({"version": 1, "nodes": {}})
 
@@ -200,27 +201,12 @@ def test_models_of_reads_the_model_inputs_of_a_workflow(registry) -> None:  # no
 # --- real worker processes -------------------------------------------------------------------------
 
 
-def sleep_flow(value: int, steps: int = 1, seconds: float = 0.0) -> str:
-    return json.dumps(
-        {
-            "version": 1,
-            "nodes": {
-                "work": {
-                    "type": "Sleep",
-                    "inputs": {"value": value, "steps": steps, "seconds_per_step": seconds},
-                },
-                "show": {"type": "ShowValue", "inputs": {"value": {"node": "work", "output": "value"}}},
-            },
-        }
-    )
-
-
 @pytest.mark.slow
 def test_a_worker_process_killed_mid_task_loses_nothing(tmp_path: Path) -> None:
     spec = EngineSpec(output_dir=tmp_path, packs=(TEST_PACK,))
     runners = [ProcessRunner(spec.for_slot(n), name=f"w{n}") for n in range(2)]
     scheduler = Scheduler(runners, ["w0", "w1"])
-    tasks = [Task(f"t{n}", sleep_flow(n, steps=20, seconds=0.05), n) for n in range(6)]
+    tasks = [Task(f"t{n}", json.dumps(sleep_flow(n, steps=20, seconds=0.05)), n) for n in range(6)]
     killed: list[int] = []
 
     def on_event(key: str, event) -> None:  # noqa: ANN001

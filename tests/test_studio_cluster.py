@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import TEST_PACK
+from tests.test_jobs import sleep_flow
 from tests.test_studio_loopback import free_port, wait_until_serving
 from tests.test_studio_workers import call
 
@@ -30,19 +31,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads Linux's /proc"),
 ]
-
-
-def sleep_job(value: int, steps: int = 200, seconds: float = 0.05) -> dict[str, Any]:
-    return {
-        "version": 1,
-        "nodes": {
-            "work": {
-                "type": "Sleep",
-                "inputs": {"value": value, "steps": steps, "seconds_per_step": seconds},
-            },
-            "show": {"type": "ShowValue", "inputs": {"value": {"node": "work", "output": "value"}}},
-        },
-    }
 
 
 def job_of(base: str, job_id: str) -> dict[str, Any]:
@@ -103,8 +91,8 @@ def studio(
 
 def test_two_jobs_run_at_once_and_one_is_cancelled(studio: tuple[str, str, int]) -> None:
     _, base, _ = studio
-    first = call(base, "POST", "/api/jobs", {"workflow": sleep_job(1)})
-    second = call(base, "POST", "/api/jobs", {"workflow": sleep_job(2, steps=60)})
+    first = call(base, "POST", "/api/jobs", {"workflow": sleep_flow(1, steps=200, seconds=0.05)})
+    second = call(base, "POST", "/api/jobs", {"workflow": sleep_flow(2, steps=60, seconds=0.05)})
     deadline = time.monotonic() + WAIT
     while True:  # both running at the same moment: two workers
         states = {job_of(base, j["id"])["status"] for j in (first, second)}
@@ -125,7 +113,7 @@ def test_a_worker_killed_mid_job_interrupts_that_job_and_the_next_job_runs(
     studio: tuple[str, str, int],
 ) -> None:
     kind, base, server = studio
-    job = call(base, "POST", "/api/jobs", {"workflow": sleep_job(3)})
+    job = call(base, "POST", "/api/jobs", {"workflow": sleep_flow(3, steps=200, seconds=0.05)})
     deadline = time.monotonic() + WAIT
     while not any(
         e["event"] == "node_progress" for e in call(base, "GET", f"/api/jobs/{job['id']}/events?wait=1")
@@ -141,7 +129,7 @@ def test_a_worker_killed_mid_job_interrupts_that_job_and_the_next_job_runs(
     history = call(base, "GET", "/api/history")
     stored = next(entry for entry in history["jobs"] if entry["id"] == job["id"])
     assert stored["status"] == "interrupted"
-    after = call(base, "POST", "/api/jobs", {"workflow": sleep_job(4, steps=2)})
+    after = call(base, "POST", "/api/jobs", {"workflow": sleep_flow(4, steps=2, seconds=0.05)})
     done = wait_for(base, after["id"], ("cancelled", "done", "failed", "interrupted"))
     assert done["status"] == "done" and done["results"] == {"show": {"text": "4"}}, done
     assert json.dumps(done)  # the server still answers with plain JSON
