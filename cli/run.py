@@ -20,7 +20,7 @@ from graph.strict_json import has_lone_surrogate, printable, printable_repr
 from graph.validate import validate
 from graph.workflow import VersionError, migrate, parse_json
 from nodes import types as T
-from nodes.base import CancelToken, RunSettings
+from nodes.base import CancelToken, Input, Node, RunSettings
 from nodes.registry import Registry
 
 EXIT_FAILED = 1
@@ -90,26 +90,38 @@ def convert(value: str, input_type: str) -> Any:
 _INT_RANGE = f"from {T.INT_MIN} to {T.INT_MAX} (64-bit)"
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str], registry: Registry) -> None:
+def constant_input(
+    data: dict[str, Any], registry: Registry, node_id: str, name: str, said: str
+) -> tuple[dict[str, Any], type[Node], Input]:
+    """The node entry, node type and input that ``NODE.INPUT`` names in the workflow ``data``,
+    for a value given on the command line (``said`` quotes what the user wrote). Raises
+    OverrideError for an unknown node, type or input, or an input that only takes a link."""
     nodes = data.get("nodes")
+    if not isinstance(nodes, dict) or not isinstance(nodes.get(node_id), dict):
+        known = ", ".join(sorted(printable(n) for n in nodes)) if isinstance(nodes, dict) else "none"
+        raise OverrideError(f"{said}: there is no node {printable_repr(node_id)} (nodes: {known})")
+    entry = nodes[node_id]
+    cls = registry.get(str(entry.get("type")))
+    if cls is None:
+        raise OverrideError(f"{said}: node {node_id!r} has unknown type {printable_repr(entry.get('type'))}")
+    spec = cls.input(name)
+    if spec is None:
+        known = ", ".join(s.name for s in cls.inputs)
+        raise OverrideError(
+            f"{said}: {cls.type} node {node_id!r} has no input {printable_repr(name)} (inputs: {known})"
+        )
+    if not spec.accepts_constant:
+        raise OverrideError(
+            f"{said}: input {name!r} of node {node_id!r} ({cls.type}) takes a {spec.type} link, not a value"
+        )
+    return entry, cls, spec
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], registry: Registry) -> None:
     for text in overrides:
         node_id, name, raw = parse_override(text)
         said = f"--set {printable_repr(text, 80)}"
-        if not isinstance(nodes, dict) or not isinstance(nodes.get(node_id), dict):
-            known = ", ".join(sorted(printable(n) for n in nodes)) if isinstance(nodes, dict) else "none"
-            raise OverrideError(f"{said}: there is no node {printable_repr(node_id)} (nodes: {known})")
-        entry = nodes[node_id]
-        cls = registry.get(str(entry.get("type")))
-        if cls is None:
-            raise OverrideError(
-                f"{said}: node {node_id!r} has unknown type {printable_repr(entry.get('type'))}"
-            )
-        spec = cls.input(name)
-        if spec is None:
-            known = ", ".join(s.name for s in cls.inputs)
-            raise OverrideError(f"{said}: {cls.type} has no input {printable_repr(name)} (inputs: {known})")
-        if not spec.accepts_constant:
-            raise OverrideError(f"{said}: input {name!r} takes a {spec.type} link, not a value")
+        entry, cls, spec = constant_input(data, registry, node_id, name, said)
         try:
             value = convert(raw, spec.type)
         except OverrideError as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cli.run import OverrideError, convert
+from cli.run import OverrideError, constant_input, convert
 from graph.strict_json import printable, printable_repr
 from graph.workflow import Link
 from nodes import types as T
@@ -62,25 +62,10 @@ def resolve(data: dict[str, Any], registry: Registry, text: str, said: str) -> T
     node_id, dot, name = text.strip().rpartition(".")
     if not dot or not node_id or not name:
         raise PlanError(f"{said}: name an input as NODE.INPUT, e.g. sampler.cfg")
-    nodes = data.get("nodes")
-    if not isinstance(nodes, dict) or not isinstance(nodes.get(node_id), dict):
-        known = ", ".join(sorted(printable(n) for n in nodes)) if isinstance(nodes, dict) else "none"
-        raise PlanError(f"{said}: there is no node {printable_repr(node_id)} (nodes: {known})")
-    entry = nodes[node_id]
-    cls = registry.get(str(entry.get("type")))
-    if cls is None:
-        raise PlanError(f"{said}: node {node_id!r} has unknown type {printable_repr(entry.get('type'))}")
-    spec = cls.input(name)
-    if spec is None:
-        known = ", ".join(s.name for s in cls.inputs)
-        raise PlanError(
-            f"{said}: {cls.type} node {node_id!r} has no input {printable_repr(name)} (inputs: {known})"
-        )
-    if not spec.accepts_constant:
-        raise PlanError(
-            f"{said}: input {name!r} of node {node_id!r} ({cls.type}) takes a {spec.type} link, "
-            "not a value: a sweep can only set values"
-        )
+    try:
+        entry, _, spec = constant_input(data, registry, node_id, name, said)
+    except OverrideError as exc:
+        raise PlanError(str(exc)) from None
     current = entry.get("inputs", {}).get(name) if isinstance(entry.get("inputs"), dict) else None
     if _is_link(current):
         source = f"{current['node']}.{current['output']}"
