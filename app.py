@@ -199,6 +199,18 @@ def _studio_args(parser: argparse.ArgumentParser, suppress_defaults: bool = Fals
         help="output folder of the studio (default output/)",
     )
     parser.add_argument(
+        "--input",
+        default=default("input"),
+        metavar="DIR",
+        help="input folder: LoadImage's pictures, uploads and painted masks (default input/)",
+    )
+    parser.add_argument(
+        "--library",
+        default=default("user/workflows"),
+        metavar="DIR",
+        help="where the page saves named workflows (default user/workflows/)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=default(None),

@@ -22,16 +22,22 @@ if [[ ! -f "$stamp" ]]; then
   touch "$stamp"
 fi
 
-# The node canvas's browser library (litegraph.js, pinned in package-lock.json) into
-# node_modules/, which the studio serves as static files.
+# The studio page: React Flow and React from npm (pinned in package-lock.json) into
+# node_modules/, bundled with the page's own modules (ui/web/src) by esbuild into
+# ui/static/dist/, which the studio serves. Rebuilt when the sources or the lock change.
 npm_stamp="node_modules/.installed-$(sha256sum package-lock.json | cut -c1-16)"
-if [[ ! -f "$npm_stamp" ]]; then
-  if ! command -v npm >/dev/null 2>&1; then
-    echo "setup.sh: npm is missing; install Node.js (apt-get install -y npm) and run again." >&2
-    echo "          The studio works without the node canvas until then." >&2
-  else
+if ! command -v npm >/dev/null 2>&1; then
+  echo "setup.sh: npm is missing; install Node.js (apt-get install -y npm) and run again." >&2
+  echo "          Workflows run headless and over the HTTP API until then; the page needs it." >&2
+else
+  if [[ ! -f "$npm_stamp" ]]; then
     npm ci --no-audit --no-fund --loglevel=error
     touch "$npm_stamp"
+  fi
+  page_hash="$(cat package-lock.json ui/web/build.mjs $(find ui/web/src -type f | LC_ALL=C sort) | sha256sum | cut -c1-16)"
+  if [[ ! -f ui/static/dist/studio.js || "$(cat ui/static/dist/.built 2>/dev/null)" != "$page_hash" ]]; then
+    npm run --silent build
+    echo "$page_hash" > ui/static/dist/.built
   fi
 fi
 

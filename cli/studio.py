@@ -23,7 +23,8 @@ def studio_command(args: argparse.Namespace) -> int:
         print(f"Binding to {args.host}, beyond this machine: access needs the token {token}", flush=True)
     registry = load_registry(args)
     output_dir = Path(args.out).resolve()
-    input_dirs = (Path("input").resolve(), REPO / "workflows")
+    input_dir = Path(getattr(args, "input", "input")).resolve()
+    input_dirs = (input_dir, REPO / "workflows")
     workers = getattr(args, "workers", None)
     ray = getattr(args, "ray", None)
     if workers is not None and workers < 0 or (ray is not None and workers == 0):
@@ -61,8 +62,15 @@ def studio_command(args: argparse.Namespace) -> int:
             services=services,  # one model manager, made on first use, shared by every in-server run
         )
 
+    from server.folders import StudioFolders
     from server.history import StateFolderRefused
-    from ui.studio import serve
+    from ui.serve import serve
+
+    folders = StudioFolders(
+        input_dir=input_dir,
+        library_dir=Path(getattr(args, "library", "user/workflows")).resolve(),
+        examples_dir=REPO / "workflows",
+    )
 
     state = getattr(args, "state", None)
     try:
@@ -72,7 +80,7 @@ def studio_command(args: argparse.Namespace) -> int:
             registry,
             Executor(registry),
             settings_factory,
-            REPO / "workflows",
+            folders,
             token,
             state_dir=Path(state).resolve() if state else None,
             runners=runners,

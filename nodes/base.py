@@ -20,6 +20,7 @@ random numbers. ``run`` returns a dict with one entry per declared output.
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -381,6 +382,10 @@ class Node:
 
     #: The name used in workflow files. Defaults to the class name.
     type: ClassVar[str] = ""
+    #: The name people read in the page (search, node titles); ``None``: the type split into
+    #: words (:func:`words_of`). Set it to the name ComfyUI users know the node by. Like ``type``,
+    #: it is not inherited: a subclass is another node and gets a name of its own.
+    display_name: ClassVar[str | None] = None
     #: Bump when inputs or behaviour change; add an entry to ``input_migrations``.
     version: ClassVar[int] = 1
     category: ClassVar[str] = "misc"
@@ -424,11 +429,19 @@ class Node:
         return next((spec for spec in cls.outputs if spec.name == name), None)
 
     @classmethod
-    def describe(cls, services: Services | None = None) -> dict[str, Any]:
+    def readable_name(cls) -> str:
+        """The name people read: the class's own :attr:`display_name`, else the type split into words."""
+        return cls.__dict__.get("display_name") or words_of(cls.type)
+
+    @classmethod
+    def describe(cls, services: Services | None = None, aliases: Sequence[str] = ()) -> dict[str, Any]:
         """The node as the UI and the API show it; inputs whose choices are a function (model
-        files) list them from ``services``."""
+        files) list them from ``services``. ``aliases`` are other names search finds it by (the
+        registry gives ComfyUI's: comfy_import/display_names.py)."""
         return {
             "type": cls.type,
+            "display_name": cls.readable_name(),
+            "aliases": sorted(set(aliases)),
             "version": cls.version,
             "category": cls.category,
             "description": cls.description,
@@ -436,6 +449,15 @@ class Node:
             "inputs": [spec.describe(services) for spec in cls.inputs],
             "outputs": [spec.describe() for spec in cls.outputs],
         }
+
+
+_WORD_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def words_of(type_name: str) -> str:
+    """A type name split into words, acronyms kept whole: ``VAEDecode`` -> ``VAE Decode``,
+    ``CLIPTextEncodeSDXL`` -> ``CLIP Text Encode SDXL``, ``ModelMergeSD1`` -> ``Model Merge SD1``."""
+    return _WORD_BREAK.sub(" ", type_name).replace("_", " ").strip()
 
 
 class NodeDefinitionError(Exception):
@@ -447,6 +469,9 @@ def check_definition(cls: type[Node]) -> None:
     where = f"node {cls.type} ({cls.__module__}.{cls.__qualname__})"
     if not cls.description:
         raise NodeDefinitionError(f"{where}: needs a one-line description")
+    display_name = cls.__dict__.get("display_name")
+    if display_name is not None and (not isinstance(display_name, str) or not display_name.strip()):
+        raise NodeDefinitionError(f"{where}: display_name must be a non-empty text (or left out)")
     if not isinstance(cls.version, int) or cls.version < 1:
         raise NodeDefinitionError(f"{where}: version must be a whole number from 1")
     for group, specs in (("input", cls.inputs), ("output", cls.outputs)):

@@ -42,6 +42,7 @@ def _vision_ref(ctx: Context, path: Path, input_name: str, inside_checkpoint: bo
 
 
 class CLIPVisionLoader(Node):
+    display_name = "Load CLIP Vision"
     category = "loaders"
     description = (
         "Load a CLIP vision model (an image encoder, e.g. clip_vision_g.safetensors for SDXL revision) "
@@ -92,6 +93,7 @@ class CLIPVisionEncode(Node):
 
 class UnclipConditioning(Node):
     type = "unCLIPConditioning"
+    display_name = "unCLIP Conditioning"
     category = "conditioning"
     description = (
         "Add a picture's CLIP vision embedding to a conditioning: an SD 2.x unCLIP model draws "
@@ -146,6 +148,7 @@ class UnclipConditioning(Node):
 
 class UnclipCheckpointLoader(Node):
     type = "unCLIPCheckpointLoader"
+    display_name = "Load unCLIP Checkpoint"
     category = "loaders"
     description = (
         "Load an SD 2.x unCLIP checkpoint (one original-layout file, or a diffusers StableUnCLIP "

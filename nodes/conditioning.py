@@ -175,6 +175,7 @@ _AREA_NOTE = (
 
 
 class ConditioningSetArea(Node):
+    display_name = "Conditioning (Set Area)"
     category = "conditioning"
     description = (
         "Limit a prompt to a box given in pixels, e.g. 'a cat' in the left half; combine it with a "
@@ -206,6 +207,7 @@ def _fraction(name: str, default: float, description: str) -> Input:
 
 
 class ConditioningSetAreaPercentage(Node):
+    display_name = "Conditioning (Set Area with Percentage)"
     category = "conditioning"
     description = (
         "Limit a prompt to a box given as fractions of the picture (0.5 = half), so it fits any "
@@ -238,6 +240,7 @@ class ConditioningSetAreaPercentage(Node):
 
 
 class ConditioningSetAreaStrength(Node):
+    display_name = "Conditioning (Set Area Strength)"
     category = "conditioning"
     description = "Change how much a conditioning counts against the others it is combined with."
     inputs = (Input("conditioning", T.CONDITIONING), STRENGTH)
@@ -263,6 +266,7 @@ def _check_widths(to: Any, source: Any) -> None:
 
 
 class ConditioningAverage(Node):
+    display_name = "Conditioning (Average)"
     category = "conditioning"
     description = (
         "Blend two prompts: conditioning_to_strength 1 keeps conditioning_to, 0 gives "
@@ -288,6 +292,7 @@ class ConditioningAverage(Node):
 
 
 class ConditioningConcat(Node):
+    display_name = "Conditioning (Concat)"
     category = "conditioning"
     description = (
         "Join two prompts into one sequence: the tokens of conditioning_from (its first prompt) "
@@ -309,6 +314,7 @@ CLIP_TYPES = ("stable_diffusion",)
 
 
 class CLIPLoader(Node):
+    display_name = "Load CLIP"
     category = "loaders"
     description = (
         "Load a CLIP-L text encoder file (SD 1.x) from models/text_encoders or models/clip, to "

@@ -23,6 +23,7 @@ CONTROL_NET_NAME = model_input(
 
 
 class ControlNetLoader(Node):
+    display_name = "Load ControlNet Model"
     category = "loaders"
     description = "Load a ControlNet (diffusers folder or single file, SD 1.x or SDXL)."
     inputs = (CONTROL_NET_NAME,)
@@ -55,6 +56,7 @@ class ControlNetLoader(Node):
 
 
 class DiffControlNetLoader(Node):
+    display_name = "Load ControlNet Model (diff)"
     category = "loaders"
     description = (
         "Load a ControlNet for a model: 'diff' ControlNet files store only their difference to "
@@ -102,6 +104,7 @@ class DiffControlNetLoader(Node):
 
 
 class ControlNetApply(Node):
+    display_name = "Apply ControlNet"
     category = "conditioning/control"
     description = "Guide a conditioning with a ControlNet and a hint image; chain several to combine."
     inputs = (

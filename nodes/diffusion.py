@@ -47,6 +47,7 @@ def embedding_files(paths: ModelPaths) -> dict[str, Path]:
 
 
 class CheckpointLoader(Node):
+    display_name = "Load Checkpoint"
     category = "loaders"
     description = "Load a Stable Diffusion checkpoint (SD 1.x, 2.x, XL; file or diffusers folder)."
     inputs = (
@@ -95,6 +96,7 @@ class CheckpointLoader(Node):
 
 
 class LoraLoader(Node):
+    display_name = "Load LoRA"
     category = "loaders"
     description = "Add a LoRA (kohya or diffusers format) to a model and its text encoder."
     inputs = (
@@ -120,6 +122,7 @@ class LoraLoader(Node):
 
 
 class VAELoader(Node):
+    display_name = "Load VAE"
     category = "loaders"
     description = "Load a VAE to use instead of the checkpoint's own."
     inputs = (model_input("vae_name", "vae", "A file or diffusers folder in models/vae."),)
@@ -150,6 +153,7 @@ class VAELoader(Node):
 
 
 class CLIPTextEncode(Node):
+    display_name = "CLIP Text Encode (Prompt)"
     category = "conditioning"
     description = "Turn a prompt into conditioning; (word:1.3) weights words, embeddings by name."
     inputs = (
@@ -220,6 +224,7 @@ class CLIPTextEncode(Node):
 
 
 class ConditioningCombine(Node):
+    display_name = "Conditioning (Combine)"
     category = "conditioning"
     description = "Use two conditionings together (each where its region says, weighted by strength)."
     inputs = (Input("conditioning_a", T.CONDITIONING), Input("conditioning_b", T.CONDITIONING))
@@ -230,6 +235,7 @@ class ConditioningCombine(Node):
 
 
 class ConditioningRegion(Node):
+    display_name = "Conditioning (Region)"
     category = "conditioning"
     description = "Apply a prompt only inside a box, e.g. 'a puppy' in the bottom left; combine with others."
     inputs = (
@@ -273,6 +279,7 @@ class ConditioningRegion(Node):
 
 
 class ConditioningMask(Node):
+    display_name = "Conditioning (Mask)"
     category = "conditioning"
     description = "Apply a prompt only where a mask is white (1); combine with others."
     inputs = (
@@ -292,6 +299,7 @@ class ConditioningMask(Node):
 
 
 class EmptyLatent(Node):
+    display_name = "Empty Latent Image"
     category = "latent"
     description = "A blank latent for text-to-image, of the given size in pixels."
     inputs = (
@@ -341,6 +349,7 @@ def tensor_to_image(tensor: Any) -> np.ndarray:
 
 
 class VAEEncode(Node):
+    display_name = "VAE Encode"
     category = "latent"
     description = "Encode images into latents (for image-to-image)."
     inputs = (Input("vae", T.VAE), Input("image", T.IMAGE))
@@ -372,6 +381,7 @@ def encode_image(vae: Any, image: np.ndarray, input_name: str, scaled: bool = Tr
 
 
 class VAEDecode(Node):
+    display_name = "VAE Decode"
     category = "latent"
     description = "Decode latents into images."
     inputs = (Input("vae", T.VAE), Input("latent", T.LATENT))
@@ -396,6 +406,7 @@ class VAEDecode(Node):
 
 
 class InpaintEncode(Node):
+    display_name = "VAE Encode (for Inpainting)"
     category = "latent/inpaint"
     description = (
         "Encode an image and a mask for inpainting: works with any model, and feeds 9-channel models."
@@ -479,6 +490,7 @@ def mask_to_latent(mask: np.ndarray, shape: tuple[int, ...]) -> Any:
 
 
 class Sampler(Node):
+    display_name = "KSampler (Sampler)"
     category = "sampling"
     description = "Denoise a latent with a model and prompts; denoise below 1 keeps part of the input."
     inputs = (
@@ -532,6 +544,7 @@ class Sampler(Node):
 
 
 class InstructPix2Pix(Node):
+    display_name = "InstructPix2Pix"
     category = "sampling/edit"
     description = "Edit an image by an instruction ('make the circle blue') with an InstructPix2Pix model."
     inputs = (

@@ -160,6 +160,7 @@ def fill_box(src_w: int, src_h: int, width: int, height: int) -> tuple[float, fl
 
 
 class ImageResize(Node):
+    display_name = "Resize Image"
     category = "image/transform"
     description = "Scale images: stretched to a size, fitted inside it, or filling it with a centre crop."
     inputs = (
@@ -218,6 +219,7 @@ def scaled_size(width: int, height: int, scale_by: float) -> tuple[int, int]:
 
 
 class ImageScaleBy(Node):
+    display_name = "Upscale Image By"
     category = "image/transform"
     description = "Scale images by a factor (2 doubles the width and the height), keeping their shape."
     inputs = (
@@ -261,6 +263,7 @@ def total_pixels_size(width: int, height: int, megapixels: float, steps: int = 1
 
 
 class ImageScaleToTotalPixels(Node):
+    display_name = "Scale Image to Total Pixels"
     category = "image/transform"
     description = (
         "Scale images to about a number of megapixels (1 = 1024 x 1024 pixels), keeping their shape; "
@@ -369,6 +372,7 @@ PAD_FILLS = ("black", "white", "edge", "reflect")
 
 
 class ImagePad(Node):
+    display_name = "Pad Image"
     category = "image/transform"
     description = "Add a border around the images; the mask marks the new border (for outpainting)."
     inputs = (
@@ -465,6 +469,7 @@ class ImageBlend(Node):
 
 
 class ImageInvert(Node):
+    display_name = "Invert Image"
     category = "image/adjust"
     description = "Turn every colour into its opposite (1 - value)."
     inputs = (Input("image", T.IMAGE),)

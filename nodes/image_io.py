@@ -39,6 +39,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 class LoadImage(Node):
+    display_name = "Load Image"
     category = "image/io"
     description = "Load an image file (PNG, JPEG, WebP, ...) from the input folder."
     inputs = (
@@ -174,6 +175,7 @@ def output_folder(settings: RunSettings, filename_prefix: str) -> tuple[Path, st
 
 
 class SaveImage(Node):
+    display_name = "Save Image"
     category = "image/io"
     description = "Save images as PNG in the output folder, with the workflow embedded."
     output_node = True
@@ -202,6 +204,7 @@ class SaveImage(Node):
 
 
 class PreviewImage(Node):
+    display_name = "Preview Image"
     category = "image/io"
     description = "Show images in the studio without saving them."
     output_node = True

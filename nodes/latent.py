@@ -165,6 +165,7 @@ def _latent_size_text(samples: torch.Tensor, scale: int) -> str:
 
 
 class LatentUpscale(Node):
+    display_name = "Upscale Latent"
     category = "latent"
     description = (
         "Resize a latent to a size in pixels (for a hires fix: upscale, then sample again with "
@@ -235,6 +236,7 @@ class LatentUpscale(Node):
 
 
 class LatentUpscaleBy(Node):
+    display_name = "Upscale Latent By"
     category = "latent"
     description = (
         "Resize a latent by a factor (for a hires fix: 2x, then sample again with denoise about 0.5)."
@@ -465,6 +467,7 @@ MIN_CROP_PIXELS = 64
 
 
 class LatentCrop(Node):
+    display_name = "Crop Latent"
     category = "latent/transform"
     description = (
         "Cut a rectangle out of a latent, given in pixels: its top-left corner x, y and its size "

@@ -26,6 +26,7 @@ CHANNELS = ("red", "green", "blue", "luminance")
 
 
 class ImageToMask(Node):
+    display_name = "Convert Image to Mask"
     category = "mask/convert"
     description = "Make a mask from one channel of an image, or from its luminance (BT.601)."
     inputs = (
@@ -44,6 +45,7 @@ class ImageToMask(Node):
 
 
 class MaskToImage(Node):
+    display_name = "Convert Mask to Image"
     category = "mask/convert"
     description = "Show a mask as a gray image (white where the mask is 1)."
     inputs = (Input("mask", T.MASK),)
@@ -77,6 +79,7 @@ class MaskThreshold(Node):
 
 
 class MaskInvert(Node):
+    display_name = "Invert Mask"
     category = "mask"
     description = "Swap the masked and unmasked regions (1 - mask)."
     inputs = (Input("mask", T.MASK),)

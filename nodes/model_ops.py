@@ -263,6 +263,7 @@ class CLIPMergeSubtract(Node):
 
 
 class LoraLoaderModelOnly(Node):
+    display_name = "Load LoRA (Model Only)"
     category = "loaders"
     description = "Add a LoRA's UNet part to a model (its text encoder part, if any, is not used)."
     inputs = (
@@ -281,6 +282,7 @@ class LoraLoaderModelOnly(Node):
 
 
 class UNETLoader(Node):
+    display_name = "Load Diffusion Model"
     category = "advanced/loaders"
     description = (
         "Load a UNet alone (SD 1.x, 2.x or XL) from models/unet or models/diffusion_models; "
@@ -359,6 +361,7 @@ def _claim_name(hidden: Path, folder: Path, prefix: str) -> Path:
 
 
 class CheckpointSave(Node):
+    display_name = "Save Checkpoint"
     category = "advanced/model_merging"
     description = (
         "Save a model, its text encoder and VAE as one .safetensors checkpoint (the original layout other "
@@ -407,6 +410,7 @@ class CheckpointSave(Node):
 
 
 class UpscaleModelLoader(Node):
+    display_name = "Load Upscale Model"
     category = "loaders"
     description = (
         "Load an image upscale model (ESRGAN, Real-ESRGAN, SwinIR, HAT, ...) from models/upscale_models."
@@ -449,6 +453,7 @@ class UpscaleModelLoader(Node):
 
 
 class ImageUpscaleWithModel(Node):
+    display_name = "Upscale Image (using Model)"
     category = "image/upscaling"
     description = "Enlarge images with an upscale model (4x for most); big images go through in tiles."
     inputs = (Input("upscale_model", T.UPSCALE_MODEL), Input("image", T.IMAGE))

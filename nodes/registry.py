@@ -83,8 +83,12 @@ class Registry:
         return len(self._nodes)
 
     def describe(self) -> list[dict[str, Any]]:
-        """Every node's description, choices listed now from this registry's services."""
-        return [cls.describe(self.services) for cls in self]
+        """Every node's description, choices listed now from this registry's services, with
+        the names ComfyUI users know it by as ``aliases`` (comfy_import/display_names.py)."""
+        from comfy_import.display_names import comfy_aliases
+
+        aliases = comfy_aliases()
+        return [cls.describe(self.services, aliases.get(cls.type, ())) for cls in self]
 
 
 def default_registry(packs: Iterable[str] = BUILTIN_PACKS, *, services: Services | None = None) -> Registry:

@@ -41,6 +41,7 @@ def _levels(ctx: Context, model: Any) -> Any:
 
 
 class SamplerAdvanced(Node):
+    display_name = "KSampler Advanced"
     category = "sampling"
     description = (
         "Run only some steps of a schedule: steps start_at_step to end_at_step of 'steps'. "

@@ -204,6 +204,7 @@ def caption_inputs(kind: str, processor: Any, picture: Any, prompt: str) -> dict
 
 
 class CaptionerLoader(Node):
+    display_name = "Load Captioner"
     category = "loaders"
     description = "Load an image captioning model (BLIP, BLIP-2, GIT, Florence-2 transformers folder)."
     inputs = (
@@ -287,6 +288,7 @@ class Captioner(Node):
 
 
 class ClipLoader(Node):
+    display_name = "Load CLIP Scorer"
     category = "loaders"
     description = "Load a CLIP model (image and text towers) for scoring how well images match text."
     inputs = (

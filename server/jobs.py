@@ -6,7 +6,9 @@ the history and queues it. Worker threads (one by default) take jobs in the
 order they came and run them through :meth:`Executor.run` with a cancel token of
 their own, so cancelling one job never touches another. Each event of a run is
 kept on the job as a JSON-safe dict (images become their shape, tracebacks go to
-the server log) and wakes anyone waiting in :meth:`JobQueue.events`.
+the server log; saved files are named relative to the output folder) and wakes anyone
+waiting in :meth:`JobQueue.events`. The pictures of previews are kept apart, as PNGs,
+in :attr:`JobQueue.previews` (server/previews.py), stored before their event is sent.
 
 Every change of state is written to the :class:`~server.history.History` at once.
 """
@@ -24,19 +26,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from graph.events import Event, NodeCached, NodeFailed, NodeFinished, NodeProgress, RunStarted
+from graph.events import Event, NodeCached, NodeFailed, NodeFinished, NodePreview, NodeProgress, RunStarted
 from graph.executor import MAX_SEED, Executor, RunResult
 from graph.issues import InvalidWorkflow, Issue
 from graph.validate import validate
 from graph.workflow import Workflow
+from nodes import types as T
 from nodes.base import CancelToken, RunSettings
 from nodes.registry import Registry
 from server.history import FINAL_STATUSES, History, JobRecord
+from server.previews import PreviewStore, encode_pngs
 from server.worker import Runner, RunRequest, ThreadRunner
 
 log = logging.getLogger(__name__)
 
 Source = Literal["api", "ui"]
+#: Where a job may come from: the HTTP API (scripts), the studio's page, ComfyUI's routes.
+SOURCES: tuple[str, ...] = ("api", "ui")
 CancelOutcome = Literal["removed", "stopping", "finished", "unknown"]
 Listener = Callable[[Event], None]
 
@@ -150,6 +156,8 @@ class JobQueue:
         self.history = history
         self.max_queued = max_queued
         self.keep_finished = keep_finished
+        #: The latest preview pictures of each node of recent jobs (PNG bytes).
+        self.previews = PreviewStore()
         self._cond = threading.Condition()
         self._pending: deque[Job] = deque()
         self._running: dict[str, Job] = {}
@@ -361,6 +369,7 @@ class JobQueue:
                         for node_id, values in result.outputs.items()
                     }
                     job.results = {k: v for k, v in job.results.items() if v}
+                self._cached_previews(job, result)
         except BaseException as exc:  # noqa: BLE001 - one broken run must not stop the worker
             log.exception("job %s failed inside the studio", job.id)
             error = f"the studio hit an internal error: {type(exc).__name__}: {exc}"
@@ -380,18 +389,61 @@ class JobQueue:
             log.debug("%s", event.details)
         entry = event.to_dict()
         entry.pop("details", None)
+        if isinstance(event, NodePreview):
+            self._keep_preview(job, event.node_id, event.image)
         with self._cond:
             if isinstance(event, RunStarted):
                 job.seed = event.seed
                 job.nodes_planned = len(event.planned)
                 self._store(self._update, job, "seed", "nodes_planned")
             elif isinstance(event, NodeFinished | NodeCached) and event.files:
-                job.outputs += self._relative(job, event.files)
+                entry["files"] = self._relative(job, event.files)
+                job.outputs += entry["files"]
                 self._store(self._update, job, "outputs")
             if isinstance(event, NodeProgress) and len(job.events) >= MAX_EVENTS:
                 return
             self._append(job, entry)
             self._cond.notify_all()
+
+    # -- previews (called without the lock) ----------------------------------------------------
+
+    def _keep_preview(self, job: Job, node_id: str, image: object) -> bool:
+        """Encode a preview's pictures as PNGs and keep them as the node's latest; False if none."""
+        try:
+            pngs = encode_pngs(image)
+        except Exception:  # noqa: BLE001 - a preview that cannot be drawn must not stop the run
+            log.exception("could not encode a preview of node %s in job %s", node_id, job.id)
+            return False
+        self.previews.put(job.id, node_id, pngs)
+        return bool(pngs)
+
+    def _cached_previews(self, job: Job, result: RunResult) -> None:
+        """The images of output nodes served from the cache (a PreviewImage run again as it was),
+        which sent no preview this run: kept as their previews, each announced by a
+        ``node_preview`` event after ``run_finished``."""
+        for node_id in result.cached:
+            entry = job.workflow.nodes.get(node_id)
+            cls = self.registry.get(entry.type) if entry is not None else None
+            values = result.outputs.get(node_id) or {}
+            if cls is None or not cls.output_node or self.previews.has(job.id, node_id):
+                continue
+            image = next(
+                (values[o.name] for o in cls.outputs if o.type == T.IMAGE and o.name in values), None
+            )
+            if image is None or not self._keep_preview(job, node_id, image):
+                continue
+            shape = list(getattr(image, "shape", ()))
+            with self._cond:
+                self._append(
+                    job,
+                    {
+                        "event": "node_preview",
+                        "run_id": job.id,
+                        "node_id": node_id,
+                        "image": {"shape": shape},
+                    },
+                )
+                self._cond.notify_all()
 
     # -- helpers (called with the lock held unless said otherwise) ----------------------------
 

@@ -319,8 +319,13 @@ def test_history_pages_and_survives_a_restart(registry: Registry, out: Path) -> 
 
 
 def test_nodes_lists_the_registry(client: TestClient, registry: Registry) -> None:
+    """As `app.py nodes --json` lists it, and LoadImage's path offers the input folder's pictures."""
     nodes = client.get("/api/nodes").json()
-    assert nodes == json.loads(json.dumps(registry.describe()))
+    described = json.loads(json.dumps(registry.describe()))
+    for node in described:
+        if node["type"] == "LoadImage":
+            node["inputs"][0].update(choices=[], file_list=True)  # the input folder is empty
+    assert nodes == described
     assert any(node["type"] == "Sleep" for node in nodes)
 
 
@@ -403,22 +408,23 @@ def test_posts_from_other_sites_are_refused(client: TestClient) -> None:
 def test_page_and_api_share_one_server_queue_and_history(
     registry: Registry, out: Path, tmp_path: Path
 ) -> None:
-    """The studio as `serve` builds it: the page, the API and the login on one port."""
-    from ui.studio import Session, StudioHandlers, build_blocks, launch
+    """The studio as `serve` builds it: the page, the API and the login on one port. The page
+    runs workflows through /api (source "ui"), so its jobs and scripts' share one queue."""
+    from ui.page import build_page
+    from ui.serve import launch
 
     history = History.in_output_folder(out)
     queue = JobQueue(Executor(registry), registry, lambda: RunSettings(output_dir=out), history)
-    handlers = StudioHandlers(registry, queue.executor, queue.settings_factory, tmp_path, jobs=queue)
-    demo = build_blocks(handlers)
+    page = build_page()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     launch(
-        demo,
+        page,
         "127.0.0.1",
         port,
         token=TOKEN,
         prevent_thread_lock=True,
-        api=api_router(queue, token=TOKEN, session_user=gradio_login_user(demo)),
+        api=api_router(queue, token=TOKEN, session_user=gradio_login_user(page)),
     )
     try:
         status, _ = call("GET", f"{base}/api/queue")
@@ -426,22 +432,25 @@ def test_page_and_api_share_one_server_queue_and_history(
         bearer = {"Authorization": f"Bearer {TOKEN}"}
         status, posted = call("POST", f"{base}/api/jobs", {"workflow": noise_flow("api"), "seed": 1}, bearer)
         assert status == 201
-        *_, (page_status, _, _) = handlers.run(json.dumps(noise_flow("page")), 2, Session())
-        assert page_status.startswith("**Finished**")
-        status, listed = call("GET", f"{base}/api/history", headers=bearer)
-        assert status == 200 and sorted(j["source"] for j in listed["jobs"]) == ["api", "ui"]
-        assert handlers.jobs is queue
         # the page's login cookie opens the API too
         form = urllib.parse.urlencode({"username": "studio", "password": TOKEN}).encode()
         with urllib.request.urlopen(f"{base}/login", data=form, timeout=WAIT) as response:
             cookies = [v.split(";")[0] for k, v in response.headers.items() if k.lower() == "set-cookie"]
-        status, nodes = call("GET", f"{base}/api/nodes", headers={"Cookie": "; ".join(cookies)})
+        cookie = {"Cookie": "; ".join(cookies)}
+        page_run = {"workflow": noise_flow("page"), "seed": 2, "source": "ui"}
+        status, from_page = call("POST", f"{base}/api/jobs", page_run, cookie)
+        assert status == 201
+        for job_id in (posted["id"], from_page["id"]):
+            assert queue.wait(job_id, WAIT).status == "done"  # type: ignore[union-attr]
+        status, listed = call("GET", f"{base}/api/history", headers=bearer)
+        assert status == 200 and sorted(j["source"] for j in listed["jobs"]) == ["api", "ui"]
+        status, nodes = call("GET", f"{base}/api/nodes", headers=cookie)
         assert status == 200 and any(node["type"] == "SaveImage" for node in nodes)
-        page = urllib.request.Request(f"{base}/", headers={"Cookie": "; ".join(cookies)})
-        with urllib.request.urlopen(page, timeout=WAIT) as response:
+        request = urllib.request.Request(f"{base}/", headers=cookie)
+        with urllib.request.urlopen(request, timeout=WAIT) as response:
             assert "Workflow Studio" in response.read().decode("utf-8", "replace")
     finally:
-        demo.close()
+        page.close()
         queue.close(timeout=WAIT)
         history.close()
 
@@ -454,25 +463,6 @@ def test_docs_describe_every_route(jobs: JobQueue) -> None:
         path = route.path.replace("{job_id}", "{id}").replace("{path:path}", "{path}")  # type: ignore[attr-defined]
         for method in route.methods:  # type: ignore[attr-defined]
             assert f"`{method} {path}" in text, f"docs/api.md does not describe {method} {path}"
-
-
-def test_history_panel_lists_runs_and_restores_one(jobs: JobQueue, client: TestClient) -> None:
-    from ui.history import COLUMNS, HistoryPanel
-
-    panel = HistoryPanel(lambda: jobs)
-    assert panel.rows() == []
-    job_id = client.post("/api/jobs", json={"workflow": noise_flow("restored"), "seed": 77}).json()["id"]
-    finish(client, job_id)
-    (row,) = panel.rows()
-    assert len(row) == len(COLUMNS) and row[0] == job_id and row[1] == "done" and row[2] == "api"
-    assert row[4] == "77" and row[5] == "restored_00001.png"
-    rows, choices = panel.refresh()
-    assert rows == [row] and choices["value"] == job_id
-    text, seed, status = panel.restore(job_id)
-    assert json.loads(text)["nodes"]["save"]["inputs"]["filename_prefix"] == "restored"
-    assert seed == "77" and job_id in status
-    _, _, status = panel.restore("nope")
-    assert "no run" in status
 
 
 def test_without_a_token_only_localhost_is_answered_when_asked(jobs: JobQueue) -> None:
@@ -491,26 +481,19 @@ def test_without_a_token_only_localhost_is_answered_when_asked(jobs: JobQueue) -
         assert "localhost" in client.get("/api/nodes").json()["error"]
 
 
-def test_a_page_run_waits_its_turn_and_cancels_alone(
-    jobs: JobQueue, client: TestClient, tmp_path: Path
-) -> None:
-    from ui.studio import Session, StudioHandlers
-
-    handlers = StudioHandlers(jobs.registry, jobs.executor, jobs.settings_factory, tmp_path, jobs=jobs)
+def test_a_page_run_waits_its_turn_and_cancels_alone(jobs: JobQueue, client: TestClient) -> None:
     slow = client.post("/api/jobs", json={"workflow": sleep_flow()}).json()["id"]
     wait_progress(client, slow)
-    session = Session()
-    updates = handlers.run(json.dumps(noise_flow("page")), 1, session)
-    status, _, _ = next(updates)
-    assert status == "**Waiting in the queue**: 1 job before this one…"
-    assert session.job_id is not None and jobs.position(session.job_id) == 0
-    assert handlers.cancel(session) == "**Cancelling…**"
-    status, _, _ = list(updates)[-1]
-    assert status == "**Cancelled** before it started."
-    assert session.token is None and session.job_id is None
+    page = client.post("/api/jobs", json={"workflow": noise_flow("page"), "source": "ui"}).json()
+    assert page["status"] == "queued" and page["position"] == 0
+    (waiting,) = client.get("/api/queue").json()["queued"]
+    assert waiting["id"] == page["id"] and waiting["source"] == "ui"
+    cancelled = client.post(f"/api/jobs/{page['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["cancel"] == "removed"
     assert client.get(f"/api/jobs/{slow}").json()["status"] == "running"
     client.post(f"/api/jobs/{slow}/cancel")
     assert finish(client, slow)["status"] == "cancelled"
+    assert client.get(f"/api/jobs/{page['id']}").json()["status"] == "cancelled"
 
 
 # --- the whole server behind one guard (issue #15) -----------------------------------------------------
@@ -518,16 +501,30 @@ def test_a_page_run_waits_its_turn_and_cancels_alone(
 
 @contextlib.contextmanager
 def studio_server(
-    queue: JobQueue, examples: Path, token: str | None = None, allowed_paths: tuple[Path, ...] = ()
+    queue: JobQueue,
+    folder: Path | None = None,
+    token: str | None = None,
+    allowed_paths: tuple[Path, ...] = (),
 ) -> Iterator[int]:
-    """The page, Gradio's API and /api as ``serve`` launches them on 127.0.0.1; the port."""
-    from ui.studio import StudioHandlers, build_blocks, launch
+    """The page, Gradio's API and /api as ``serve`` launches them on 127.0.0.1; the port. With
+    ``folder``, the page's routes work on ``FOLDER/input``, ``FOLDER/library`` and the examples."""
+    from server.folders import StudioFolders
+    from ui.page import build_page
+    from ui.serve import launch
 
-    handlers = StudioHandlers(queue.registry, queue.executor, queue.settings_factory, examples, jobs=queue)
-    demo = build_blocks(handlers)
+    demo = build_page()
     port = free_port()
+    folders = None
+    if folder is not None:
+        examples = Path(__file__).resolve().parent.parent / "workflows"
+        folders = StudioFolders(folder / "input", folder / "library", examples)
     router = api_router(
-        queue, token=token, session_user=gradio_login_user(demo), local_only=not token, bound_host="127.0.0.1"
+        queue,
+        token=token,
+        session_user=gradio_login_user(demo),
+        local_only=not token,
+        bound_host="127.0.0.1",
+        folders=folders,
     )
     launch(
         demo,
@@ -586,6 +583,9 @@ def test_every_route_refuses_a_host_that_is_not_this_machine(jobs: JobQueue, tmp
             ("POST", "/gradio_api/queue/join", JOIN),
             ("GET", "/api/queue", None),
             ("POST", "/api/jobs", json.dumps({"workflow": noise_flow("rebound")}).encode()),
+            ("GET", "/api/library", None),
+            ("GET", "/api/models", None),
+            ("POST", "/api/import?name=x.json", json.dumps(noise_flow("rebound")).encode()),
         ]
         for host in [f"evil.example:{port}", "evil.example", "127.0.0.1.evil.example", "", "[::2]:80"]:
             for method, path, body in probes:
@@ -692,7 +692,7 @@ def test_gradio_file_routes_serve_only_pictures_never_hidden_files(jobs: JobQueu
                 assert code == 403, (path, code, answer[:100])
                 assert b"SQLite" not in answer and set(json.loads(answer)) == {"error"}, path
             assert raw(port, "HEAD", path)[0] == 403, path
-        # the page loads, with the canvas code it fetches through the file route
+        # the page loads, with the bundle it fetches through the file route
         code, page = raw(port, "GET", "/")
         assert code == 200
         scripts = re.findall(
@@ -702,7 +702,9 @@ def test_gradio_file_routes_serve_only_pictures_never_hidden_files(jobs: JobQueu
         scripts += re.findall(
             r"(gradio_api/file=[^\"?\\]+\.(?:js|css|json))(?=[?\"\\])", config.decode("utf-8", "replace")
         )
-        assert scripts or not (Path(__file__).resolve().parent.parent / "node_modules").is_dir()
+        from ui.page import bundle_built
+
+        assert scripts or not bundle_built()
         for script in scripts:
             assert raw(port, "GET", "/" + script)[0] == 200, script
 
@@ -739,8 +741,9 @@ def test_the_history_moves_out_of_the_output_folder(registry: Registry, out: Pat
 def test_the_state_folder_is_never_inside_the_output_folder(
     registry: Registry, out: Path, tmp_path: Path
 ) -> None:
+    from server.folders import StudioFolders
     from server.history import StateFolderRefused, default_state_dir
-    from ui.studio import serve
+    from ui.serve import serve
 
     default = default_state_dir(out)
     assert out.resolve() not in default.parents and default != out.resolve()
@@ -753,7 +756,7 @@ def test_the_state_folder_is_never_inside_the_output_folder(
                 registry,
                 Executor(registry),
                 lambda: RunSettings(output_dir=out),
-                tmp_path,
+                StudioFolders(tmp_path / "input", tmp_path / "library", tmp_path),
                 None,
                 state_dir=inside,
             )
@@ -879,16 +882,17 @@ def test_api_files_serve_only_pictures(client: TestClient, out: Path) -> None:
 
 
 def test_calls_of_handlers_the_page_lacks_are_json_4xx(jobs: JobQueue, tmp_path: Path) -> None:
-    """Gradio answers these with a plain-text 500 (a KeyError inside); the guard answers first."""
+    """Gradio answers these with a plain-text 500 (a KeyError inside); the guard answers first.
+    The page has no event handlers at all (it talks to /api), so every call is one it lacks."""
     with studio_server(jobs, tmp_path) as port:
         probes = [
             ("/gradio_api/queue/join", {"data": [], "fn_index": 10**21, "session_hash": "0"}, 404),
             ("/gradio_api/queue/join", {"data": [], "fn_index": -1, "session_hash": "0"}, 404),
             ("/gradio_api/queue/join", {"data": [], "fn_index": "999", "session_hash": "0"}, 404),
+            ("/gradio_api/queue/join", {"data": [], "fn_index": 0, "session_hash": "0"}, 404),
             ("/gradio_api/run/predict", {"data": []}, 404),
             ("/gradio_api/run/nope", {"data": []}, 404),
-            ("/gradio_api/queue/join", {"data": [], "fn_index": 2, "session_hash": "0"}, 422),
-            ("/gradio_api/run/restore", {"data": ["x"]}, 422),
+            ("/gradio_api/run/restore", {"data": ["x"]}, 404),
             ("/gradio_api/api/nope/", {"data": [], "fn_index": 999}, 404),
         ]
         for path, body, expected in probes:
@@ -906,8 +910,6 @@ def test_calls_of_handlers_the_page_lacks_are_json_4xx(jobs: JobQueue, tmp_path:
         lone = b'{"workflow": {"metadata": ["\\ud9bc"]}}'
         code, answer = raw(port, "POST", "/gradio_api/queue/join", body=lone)
         assert code == 400 and set(json.loads(answer)) == {"error"}
-        # a handler the page has is still called
-        assert raw(port, "POST", "/gradio_api/queue/join", body=JOIN)[0] == 200
 
 
 def test_answers_render_even_with_values_json_lacks(jobs: JobQueue, monkeypatch: pytest.MonkeyPatch) -> None:

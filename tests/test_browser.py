@@ -1,37 +1,45 @@
-"""The studio in a real browser: the node canvas, as a person uses it.
+"""The studio in a real browser: the journeys a person makes on the page, at two window sizes.
 
-Playwright drives Debian's chromium (never a downloaded browser). Skipped when
-playwright, /usr/bin/chromium or the canvas library (npm, setup.sh) is missing, except
-in CI (the ``CI`` environment variable set, as .ci/run does), where that is a failure.
-Screenshots go to test-artifacts/.
+One studio server per module (``ui.serve.serve``: the built page, the HTTP API, jobs in the
+server's threads, the built-in nodes and the test pack) and one browser; each test gets a
+fresh browser context, so a fresh localStorage: the page starts on the txt2img example.
+Playwright drives Debian's chromium (never a downloaded browser). Skipped when playwright,
+/usr/bin/chromium or the built page (``npm run build``) is missing, except in CI (the ``CI``
+environment variable set, as .ci/run does), where that is a failure. Screenshots of each
+journey go to test-artifacts/studio-<journey>-<size>.png.
+
+The page is found by its test ids (docs: ui/web/README.md's contract): ``node-<id>``,
+``widget-<id>-<input>``, ``run-button``, ``queue-item``, ``history-item`` ...
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import socket
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.browser_support import (
+    CHROMIUM,
+    EXAMPLES,
+    TXT2IMG_NODES,
+    Studio,
+    StudioPage,
+    inside,
+    launch_browser,
+    start_studio,
+    wait_until,
+)
+
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "workflows"
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS = 20_000
+VIEWPORTS = {"1280x800": (1280, 800), "1600x1000": (1600, 1000)}
 
 
 def missing(reason: str) -> None:
@@ -43,548 +51,526 @@ def missing(reason: str) -> None:
 
 try:
     from playwright import sync_api
+    from playwright.sync_api import expect
 except ImportError:
     missing("playwright is not installed (bash setup.sh --dev)")
 
 if not CHROMIUM.is_file():
     missing(f"{CHROMIUM} is missing (bash setup.sh --dev installs it)")
 
-from ui.canvas import library_installed  # noqa: E402
+from ui.page import bundle_built  # noqa: E402
 
-if not library_installed():
-    missing("the canvas library is missing (bash setup.sh runs npm ci)")
-
-Page = Any  # playwright.sync_api.Page
+if not bundle_built():
+    missing("the studio page is not built (bash setup.sh runs npm ci and npm run build)")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass(frozen=True)
-class Studio:
-    """The served studio: its address and the folders it uses."""
-
-    url: str
-    input_dir: Path
-    models_root: Path
-    output_dir: Path
+# --- fixtures -------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
-    """The studio over the built-in nodes and the test pack, with its own input and models folders."""
-    from graph.executor import Executor
-    from nodes.base import RunSettings
-    from nodes.registry import default_registry
-    from tests.fixtures.services import services_over
-    from ui.studio import build_studio, launch
-
-    output = tmp_path_factory.mktemp("output")
-    inputs = tmp_path_factory.mktemp("input")
-    models = tmp_path_factory.mktemp("models")
-    (models / "checkpoints").mkdir()
-    services = services_over(models)
-    registry = default_registry(services=services)
-    registry.add_pack("tests.packs.testing")
-
-    def settings() -> RunSettings:
-        return RunSettings(output_dir=output, input_dirs=(inputs, EXAMPLES), services=services)
-
-    demo = build_studio(registry, Executor(registry), settings, EXAMPLES)
-    port = _free_port()
-    launch(demo, "127.0.0.1", port, prevent_thread_lock=True)
+    served = start_studio(tmp_path_factory.mktemp("studio"))
     try:
-        yield Studio(f"http://127.0.0.1:{port}/", inputs, models, output)
+        yield served
     finally:
-        demo.close()
-
-
-@pytest.fixture(scope="module")
-def studio_url(studio: Studio) -> str:
-    return studio.url
+        served.close()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        browser = launch_browser(playwright)
         try:
             yield browser
         finally:
             browser.close()
 
 
+@pytest.fixture(params=list(VIEWPORTS), ids=list(VIEWPORTS))
+def size(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def page(browser: Any, studio_url: str) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+def studio_page(browser: Any, studio: Studio, size: str) -> Iterator[StudioPage]:
+    """A fresh context (empty localStorage) at the test's window size; no uncaught errors allowed."""
+    studio.wait_idle()
+    width, height = VIEWPORTS[size]
+    context = browser.new_context(viewport={"width": width, "height": height}, accept_downloads=True)
     page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
     page.set_default_timeout(TIMEOUT_MS)
-    page.goto(studio_url)
-    page.wait_for_function("window.studioCanvas && window.studioCanvas.graph._nodes.length > 0")
-    page.wait_for_timeout(300)  # let the layout settle before clicking on the canvas
+    sp = StudioPage(page, studio, size)
     try:
-        yield page
+        yield sp
     finally:
         context.close()
-    assert not errors, errors
+    assert not sp.errors, sp.errors
 
 
-# --- helpers --------------------------------------------------------------------------------
+_seeds = iter(range(1000, 10**6, 7919))
 
 
-def shot(page: Page, name: str, *, full_page: bool = False) -> Path:
-    """A screenshot of the page scrolled to the top, in test-artifacts/."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.evaluate("window.scrollTo(0, 0)")
-    page.wait_for_timeout(100)
-    page.screenshot(path=str(path), full_page=full_page)
+def fresh_seed() -> int:
+    """A seed no other journey used, so that runs are not answered from the server's cache."""
+    return next(_seeds)
+
+
+def write_workflow(folder: Path, name: str, nodes: dict[str, Any]) -> Path:
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps({"version": 1, "nodes": nodes}))
     return path
 
 
-def canvas_workflow(page: Page) -> dict[str, Any]:
-    return page.evaluate("window.studioCanvas.toWorkflow()")
+def link(node: str, output: str) -> dict[str, str]:
+    return {"node": node, "output": output}
 
 
-def editor_text(page: Page) -> str:
-    """The editor's text, read back from the canvas's copy of the editor value."""
-    return page.evaluate("document.querySelector('#studio-editor .cm-content').innerText")
-
-
-def editor_workflow(page: Page) -> dict[str, Any]:
-    return json.loads(editor_text(page))
-
-
-def wait_editor(page: Page, predicate: str) -> None:
-    """Wait until ``predicate`` (JS over ``wf``, the editor's parsed JSON) is true."""
-    page.wait_for_function(
-        "(() => { let wf; try { wf = JSON.parse(document.querySelector('#studio-editor .cm-content')"
-        f".innerText); }} catch (e) {{ return false; }} return Boolean({predicate}); }})()"
+def image_loaded(sp: StudioPage, testid: str, timeout: float = 60_000) -> str:
+    """Wait for the <img> with that test id to show a loaded picture; its src."""
+    sp.page.wait_for_function(
+        "(id) => { const img = document.querySelector(`[data-testid='${id}']`);"
+        " return img && img.complete && img.naturalWidth > 0 && img.getAttribute('src'); }",
+        arg=testid,
+        timeout=timeout,
     )
+    return str(sp.testid(testid).get_attribute("src"))
 
 
-def graph_part(workflow: dict[str, Any]) -> dict[str, Any]:
-    """The workflow without the canvas's view (pan and zoom)."""
-    copy = json.loads(json.dumps(workflow))
-    metadata = copy.get("metadata")
-    if isinstance(metadata, dict):
-        metadata.pop("canvas", None)
-        if not metadata:
-            copy.pop("metadata")
-    return copy
+def history_item(sp: StudioPage, job_id: str) -> Any:
+    return sp.page.locator(f'[data-testid="history-item"][data-job-id="{job_id}"]')
 
 
-def point(page: Page, expression: str) -> tuple[float, float]:
-    found = page.evaluate(f"window.studioCanvas.{expression}")
-    assert found is not None, expression
-    return found["x"], found["y"]
+def set_widget(sp: StudioPage, node_id: str, name: str, value: Any) -> None:
+    """Type a value into a node's widget (a text field, number field or textarea) and leave it."""
+    field = sp.widget(node_id, name)
+    field.fill(str(value))
+    field.press("Tab")
 
 
-def choose_example(page: Page, name: str) -> None:
-    page.get_by_label("Example workflows").click()
-    page.get_by_role("option", name=name).click()
+# --- 1. first open -----------------------------------------------------------------------------
 
 
-def set_editor_text(page: Page, text: str) -> None:
-    page.locator("#studio-editor .cm-content").click()
-    page.keyboard.press("Control+A")
-    page.keyboard.insert_text(text)
+def test_first_open_draws_the_example_with_queue_and_run_in_view(studio_page: StudioPage, size: str) -> None:
+    sp = studio_page
+    sp.open_txt2img()
+    width, height = sp.page.viewport_size["width"], sp.page.viewport_size["height"]
+    for node_id in TXT2IMG_NODES:
+        expect(sp.node(node_id)).to_be_attached()
+    expect(sp.widget("pos", "text")).to_have_value(re.compile("a red circle"))
+    for testid in ("run-button", "queue-panel", "batch-count", "run-progress"):
+        box = sp.testid(testid).bounding_box()
+        assert inside(box, width, height), f"{testid} at {box}: not in the {size} window"
+    assert sp.page.evaluate("document.scrollingElement.scrollHeight") <= height + 1, "the page scrolls"
+    sp.page.wait_for_timeout(500)  # late errors (a failed fetch of the node list) show by now
+    sp.shot("first-open")
+    assert not sp.console_errors, sp.console_errors
 
 
-# --- tests ---------------------------------------------------------------------------------
+# --- 2. run --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.json")))
-def test_round_trip_keeps_each_example(page: Page, name: str) -> None:
-    """JSON -> canvas -> JSON gives the same file (only the view is added)."""
-    source = json.loads((EXAMPLES / name).read_text())
-    loaded = page.evaluate("(text) => window.studioCanvas.loadText(text)", (EXAMPLES / name).read_text())
-    assert loaded is True
-    back = canvas_workflow(page)
-    assert graph_part(back) == source
-    assert set(back["metadata"]["canvas"]) == {"offset", "scale"}
-    # and once more through the editor's text format
-    again = page.evaluate(
-        "(wf) => { const c = window.studioCanvas; c.loadText(window.StudioCanvas.formatWorkflow(wf));"
-        " return c.toWorkflow(); }",
-        back,
+def test_run_shows_the_image_on_the_node_and_in_history(studio_page: StudioPage) -> None:
+    sp = studio_page
+    sp.open_txt2img()
+    set_widget(sp, "s", "seed", fresh_seed())
+    sp.watch_progress()
+    (job,) = sp.run()
+    assert job["status"] == "done", job
+    src = image_loaded(sp, "node-save-image")
+    assert "/api/files/" in src, src
+    item = history_item(sp, job["id"])
+    expect(item).to_be_visible(timeout=10_000)
+    sp.page.wait_for_function(
+        "(id) => { const img = document.querySelector(`[data-testid=history-item][data-job-id='${id}'] img`);"
+        " return img && img.complete && img.naturalWidth > 0; }",
+        arg=job["id"],
     )
-    assert graph_part(again) == source
+    wait_until(lambda: sp.progress_max() >= 100, 5, "the run's progress bar to reach 100%")
+    sp.shot("run")
 
 
-def test_example_from_the_dropdown_is_drawn(page: Page) -> None:
-    choose_example(page, "switch.json")
-    source = json.loads((EXAMPLES / "switch.json").read_text())
-    page.wait_for_function("window.studioCanvas.nodeById('use_photo') !== null")
-    ids = page.evaluate("window.studioCanvas.nodes().map(n => n.properties.id)")
-    assert ids == list(source["nodes"])
-    links = page.evaluate("Object.keys(window.studioCanvas.graph.links).length")
-    assert links == 7
-    shot(page, "canvas-switch-example")
+# --- 3. edit the prompt and run again ----------------------------------------------------------
 
 
-def test_build_a_graph_and_run_it(page: Page) -> None:
-    canvas = page.locator("#studio-canvas canvas")
-    box = canvas.bounding_box()
-    assert box is not None
-    # clear the canvas: select all, delete
-    page.mouse.click(box["x"] + 30, box["y"] + 30)
-    page.keyboard.press("Control+A")
-    page.keyboard.press("Delete")
-    wait_editor(page, "Object.keys(wf.nodes).length === 0")
-
-    # the palette: double-click on the canvas, search, Enter
-    page.mouse.dblclick(box["x"] + 120, box["y"] + 120)
-    search = page.locator(".litesearchbox input")
-    search.fill("EmptyIm")
-    page.wait_for_selector(".litesearchbox .lite-search-item")
-    search.press("Enter")
-    page.wait_for_function("window.studioCanvas.nodeById('empty_image') !== null")
-    page.evaluate("window.studioCanvas.nodeById('empty_image').pos = [60, 80]")
-    save_id = page.evaluate("window.studioCanvas.addNode('SaveImage', [420, 80])")
-    assert save_id == "save_image"
-    page.evaluate("window.studioCanvas.lgcanvas.draw(true, true)")
-
-    # connect: drag from the output socket to the input socket
-    start = point(page, "slotScreenPosition('empty_image', 'image', false)")
-    end = point(page, "slotScreenPosition('save_image', 'images', true)")
-    page.mouse.move(*start)
-    page.mouse.down()
-    page.mouse.move((start[0] + end[0]) / 2, end[1] + 20, steps=5)
-    page.mouse.move(*end, steps=5)
-    page.mouse.up()
-    wait_editor(page, "wf.nodes.save_image && wf.nodes.save_image.inputs.images")
-
-    # a widget: click the number, type a new value
-    page.evaluate("window.studioCanvas.lgcanvas.draw(true, true)")
-    page.mouse.click(*point(page, "widgetScreenPosition('empty_image', 'width')"))
-    dialog = page.locator(".graphdialog input")
-    dialog.fill("64.4")
-    dialog.press("Enter")
-    page.evaluate("window.studioCanvas.setWidget('empty_image', 'height', 48)")
-    page.evaluate("window.studioCanvas.setWidget('empty_image', 'color', '#cc3366')")
-    wait_editor(page, "wf.nodes.empty_image.inputs.width === 64 && wf.nodes.empty_image.inputs.height === 48")
-    workflow = editor_workflow(page)
-    assert workflow["nodes"]["save_image"]["inputs"]["images"] == {"node": "empty_image", "output": "image"}
-    assert workflow["nodes"]["empty_image"]["type"] == "EmptyImage"
-    assert workflow["nodes"]["empty_image"]["inputs"]["color"] == "#cc3366"
-    shot(page, "canvas-built-graph")
-
-    # run it, watching the status as it changes
-    page.evaluate(
-        "window.__statuses = []; new MutationObserver(() => window.__statuses.push("
-        "document.querySelector('#studio-status').innerText)).observe("
-        "document.querySelector('#studio-status'), {subtree: true, childList: true, characterData: true})"
-    )
-    page.locator("#studio-run").click()
-    page.wait_for_function("document.querySelector('#studio-status').innerText.includes('Finished')")
-    statuses = page.evaluate("window.__statuses")
-    assert any("Running" in s or "Starting" in s or "Queued" in s or "queue" in s for s in statuses), statuses
-    page.wait_for_selector("img[src*='.png']")
-    page.wait_for_function("window.studioCanvas.nodeById('save_image')._studio.runState === 'done'")
-    shot(page, "canvas-after-run")
+def test_edited_prompt_is_what_runs_and_what_history_shows(studio_page: StudioPage, studio: Studio) -> None:
+    sp = studio_page
+    sp.open_txt2img()
+    prompt = "a green square at the bottom right"
+    prompt_box = sp.widget("pos", "text")
+    assert prompt_box.evaluate("el => el.tagName") == "TEXTAREA"
+    prompt_box.fill(prompt)
+    set_widget(sp, "s", "seed", fresh_seed())
+    (job,) = sp.run()
+    assert job["status"] == "done", job
+    assert studio.job(job["id"])["workflow"]["nodes"]["pos"]["inputs"]["text"] == prompt
+    expect(history_item(sp, job["id"])).to_contain_text(prompt, timeout=10_000)
+    sp.shot("edited-prompt")
 
 
-def test_validation_error_shows_on_the_node(page: Page) -> None:
-    broken = json.loads((EXAMPLES / "invert.json").read_text())
-    del broken["nodes"]["save"]["inputs"]["images"]
-    broken["nodes"]["invert"]["inputs"]["image"] = {"node": "load", "output": "nope"}
-    set_editor_text(page, json.dumps(broken, indent=2))
-    page.wait_for_function(
-        "window.studioCanvas.nodeById('save') && !window.studioCanvas.nodeById('save').inputs[0].link"
-    )
-    page.get_by_role("button", name="Validate").click()
-    page.wait_for_function("window.studioCanvas.nodeIssues('save').length > 0")
-    assert page.evaluate("window.studioCanvas.nodeIssues('load')") == []
-    save_issues = page.evaluate("window.studioCanvas.nodeIssues('save')")
-    invert_issues = page.evaluate("window.studioCanvas.nodeIssues('invert')")
-    assert any(text.startswith("images") for text in save_issues), save_issues
-    assert any("nope" in text for text in invert_issues), invert_issues
-    # the broken link is kept as written, so the file still says what it said
-    assert canvas_workflow(page)["nodes"]["invert"]["inputs"]["image"] == {"node": "load", "output": "nope"}
-    shot(page, "canvas-validation-error")
+# --- 4. build a graph from scratch by search ---------------------------------------------------
 
-
-def test_download_and_open_again(page: Page, tmp_path: Path) -> None:
-    choose_example(page, "poster.json")
-    page.wait_for_function("window.studioCanvas.nodeById('compose') !== null")
-    # move a node on the canvas, so the file differs from the example
-    start = point(page, "screenPosition('gray')")
-    page.mouse.move(start[0] + 40, start[1] - 15)
-    page.mouse.down()
-    page.mouse.move(start[0] + 40, start[1] + 60, steps=5)
-    page.mouse.up()
-    wait_editor(page, "wf.nodes.gray.position[1] > 100")
-    expected = graph_part(canvas_workflow(page))
-    page.wait_for_timeout(600)  # the download button follows the editor
-    with page.expect_download() as info:
-        page.get_by_role("button", name="Download workflow").click()
-    saved = tmp_path / "saved.json"
-    info.value.save_as(saved)
-    assert graph_part(json.loads(saved.read_text())) == expected
-
-    choose_example(page, "invert.json")
-    page.wait_for_function("window.studioCanvas.nodeById('compose') === null")
-    page.locator("input[type=file]:has(+ #studio-open)").set_input_files(str(saved))
-    page.wait_for_function("window.studioCanvas.nodeById('compose') !== null")
-    assert graph_part(canvas_workflow(page)) == expected
-    shot(page, "canvas-opened-again")
-
-
-def test_copy_paste_delete_and_undo(page: Page) -> None:
-    choose_example(page, "invert.json")
-    page.wait_for_function("window.studioCanvas.nodeById('invert') !== null")
-    page.wait_for_timeout(300)
-    first = point(page, "screenPosition('invert')")
-    page.mouse.click(first[0] + 60, first[1] - 10)  # the title bar selects the node
-    page.wait_for_function("Object.keys(window.studioCanvas.lgcanvas.selected_nodes).length === 1")
-    page.keyboard.press("Control+C")
-    box = page.locator("#studio-canvas canvas").bounding_box()
-    assert box is not None
-    page.mouse.move(box["x"] + 300, box["y"] + 450)
-    page.keyboard.press("Control+V")
-    wait_editor(page, "wf.nodes.image_invert && wf.nodes.image_invert.type === 'ImageInvert'")
-    assert page.evaluate("window.studioCanvas.nodes().map(n => n.properties.id)") == [
-        "load",
-        "invert",
-        "save",
-        "image_invert",
-    ]
-    page.keyboard.press("Delete")
-    wait_editor(page, "!wf.nodes.image_invert")
-    page.keyboard.press("Control+Z")
-    wait_editor(page, "wf.nodes.image_invert")
-    page.keyboard.press("Control+Z")
-    wait_editor(page, "!wf.nodes.image_invert")
-    page.keyboard.press("Control+Y")
-    wait_editor(page, "wf.nodes.image_invert")
-
-
-def test_screenshot_for_the_docs(page: Page) -> None:
-    choose_example(page, "poster.json")
-    page.wait_for_function("window.studioCanvas.nodeById('compose') !== null")
-    page.locator("#studio-run").click()
-    page.wait_for_function("document.querySelector('#studio-status').innerText.includes('Finished')")
-    page.wait_for_selector("img[src*='.png']")
-    page.wait_for_timeout(300)
-    path = shot(page, "studio-poster", full_page=True)
-    assert path.stat().st_size > 10_000
-
-
-def test_what_the_canvas_cannot_draw_is_kept(page: Page) -> None:
-    """Unknown types and inputs, wrong values, broken links: saved back as written."""
-    odd = {
-        "version": 1,
-        "nodes": {
-            "mystery": {"type": "NoSuchNode", "inputs": {"x": 1, "y": {"node": "load", "output": "image"}}},
-            "load": {"type": "LoadImage", "inputs": {"path": 5, "extra": "?"}, "position": [0, 0]},
-            "inv": {"type": "ImageInvert", "inputs": {"image": "not a link"}, "position": [300, 0]},
-            "mask": {
-                "type": "MaskInvert",
-                "inputs": {"mask": {"node": "load", "output": "image"}},
-                "position": [300, 200],
-            },
-            "w": {
-                "type": "EmptyImage",
-                "inputs": {"width": 2.5, "height": None},
-                "position": [0, 300],
-                "size": [300, 200],
-            },
-        },
-        "groups": [{"title": "G", "bounds": [0, 0, 100, 100], "color": "#123456"}],
-        "notes": [{"text": "hello", "position": [500, 500]}],
-    }
-    back = page.evaluate(
-        "(text) => { window.studioCanvas.loadText(text); return window.studioCanvas.toWorkflow(); }",
-        json.dumps(odd),
-    )
-    kept = graph_part(back)
-    assert isinstance(kept["nodes"]["mystery"].pop("position"), list)  # drawn somewhere
-    assert kept == odd
-    # sockets of different types do not connect; "*" takes anything
-    assert page.evaluate("window.studioCanvas.connect('load', 'mask', 'inv', 'image')") is False
-    page.evaluate("window.studioCanvas.addNode('Switch', [600, 0])")
-    assert page.evaluate("window.studioCanvas.connect('load', 'image', 'switch', 'on_true')") is True
-    assert page.evaluate("window.studioCanvas.connect('switch', 'value', 'inv', 'image')") is True
-
-
-# --- a run as it goes: previews, node states; refreshed lists; files in and out -------------------
-
-LIVE = {
-    "version": 1,
-    "nodes": {
-        "slow": {
-            "type": "Sleep",
-            "inputs": {"value": 3, "steps": 25, "seconds_per_step": 0.1},
-            "position": [40, 60],
-        },
-        "show": {
-            "type": "ShowValue",
-            "inputs": {"value": {"node": "slow", "output": "value"}},
-            "position": [360, 60],
-        },
-        "paint": {
-            "type": "SlowPreview",
-            "inputs": {"steps": 12, "seconds_per_step": 0.25, "size": 4},
-            "position": [40, 300],
-        },
-        "peek": {
-            "type": "PreviewImage",
-            "inputs": {"images": {"node": "paint", "output": "image"}},
-            "position": [360, 300],
-        },
-    },
-}
-
-FINISHED = "document.querySelector('#studio-status').innerText.includes('Finished')"
-PREVIEW_SHOWN = (
-    "(() => { const img = document.querySelector('#studio-preview img'); return Boolean(img && img.src); })()"
+#: What a ComfyUI user types, the node it must find first, where it goes (column, row of a grid).
+BUILD = (
+    ("Load Checkpoint", "CheckpointLoader", (0, 0)),
+    ("prompt", "CLIPTextEncode", (1, 0)),
+    ("prompt", "CLIPTextEncode", (1, 1)),
+    ("empty latent", "EmptyLatent", (2, 1)),
+    ("KSampler", "Sampler", (2, 0)),
+    ("vae decode", "VAEDecode", (3, 0)),
+    ("save image", "SaveImage", (4, 0)),
 )
 
 
-def test_live_preview_and_node_states_on_the_canvas(page: Page) -> None:
-    set_editor_text(page, json.dumps(LIVE, indent=2))
-    page.wait_for_function("window.studioCanvas.nodeById('paint') !== null")
-    # what the canvas shows, sampled every 50 ms
-    page.evaluate(
-        "window.__seen = []; window.__watch = setInterval(() => "
-        "window.__seen.push(window.studioCanvas.runStates()), 50)"
-    )
-    page.locator("#studio-run").click()
-    # the running node is marked on the canvas while it runs
-    page.wait_for_function("window.studioCanvas.runStates().paint === 'running'", timeout=30_000)
-    # a preview image shows before the run finishes
-    page.wait_for_function(f"{PREVIEW_SHOWN} && !{FINISHED}")
-    page.wait_for_timeout(600)  # a later preview
-    shot(page, "studio-running-preview", full_page=True)
-    page.wait_for_function(FINISHED, timeout=30_000)
-    seen = page.evaluate("clearInterval(window.__watch); window.__seen")
-    assert any(states.get("slow") == "running" and "show" not in states for states in seen), seen
-    page.wait_for_function("window.studioCanvas.runStates().show === 'done'")
-    states = page.evaluate("window.studioCanvas.runStates()")
-    assert states == {"slow": "done", "show": "done", "paint": "done", "peek": "done"}, states
-    shot(page, "studio-run-done")
-
-    # the second run comes from the cache, and the canvas says so
-    page.evaluate(
-        "window.__runs = 0; new MutationObserver(() => { if (document.querySelector('#studio-status')"
-        ".innerText.includes('Finished')) window.__runs += 1; }).observe("
-        "document.querySelector('#studio-status'), {subtree: true, childList: true, characterData: true})"
-    )
-    page.locator("#studio-run").click()
-    page.wait_for_function("window.__runs > 0 && window.studioCanvas.runStates().show === 'cached'")
-    states = page.evaluate("window.studioCanvas.runStates()")
-    assert states == {"slow": "cached", "show": "cached", "paint": "cached", "peek": "cached"}, states
-    shot(page, "studio-run-cached")
+def add_by_search(sp: StudioPage, query: str, node_type: str, at: tuple[float, float]) -> str:
+    """Double-click the empty canvas at ``at``, search, take the first result; the new node's id."""
+    before = sp.node_ids()
+    sp.page.mouse.dblclick(*at)
+    expect(sp.testid("search-dialog")).to_be_visible()
+    sp.testid("search-input").fill(query)
+    first = sp.testid("search-result").first
+    expect(first).to_be_visible()
+    first_text = first.inner_text()
+    sp.testid("search-input").press("Enter")
+    expect(sp.testid("search-dialog")).to_be_hidden()
+    added = wait_until(lambda: sp.node_ids() - before, 5, f"a node from searching {query!r}")
+    (node_id,) = added
+    found = sp.workflow()["nodes"][node_id]["type"]
+    assert found == node_type, f"{query!r}: the first result was {first_text!r} ({found}), not {node_type}"
+    expect(sp.node(node_id)).to_be_visible()
+    return str(node_id)
 
 
-def test_refresh_lists_models_added_after_the_page_opened(page: Page, studio: Studio) -> None:
-    page.evaluate("window.studioCanvas.addNode('CheckpointLoader', [600, 60])")
-    before = page.evaluate("window.studioCanvas.widgetChoices('checkpoint_loader', 'ckpt_name')")
-    assert before is not None and "dropped-in-later.safetensors" not in before
-    (studio.models_root / "checkpoints" / "dropped-in-later.safetensors").write_bytes(b"x")
-    page.get_by_role("button", name="Refresh models").click()
-    page.wait_for_function(
-        "window.studioCanvas.widgetChoices('checkpoint_loader', 'ckpt_name')"
-        ".includes('dropped-in-later.safetensors')"
-    )
-    # a node added now offers it too
-    page.evaluate("window.studioCanvas.addNode('CheckpointLoader', [600, 300])")
-    later = page.evaluate("window.studioCanvas.widgetChoices('checkpoint_loader_2', 'ckpt_name')")
-    assert "dropped-in-later.safetensors" in later
-    # coming back to the page refreshes the lists too
-    (studio.models_root / "checkpoints" / "while-away.safetensors").write_bytes(b"x")
-    page.wait_for_timeout(2100)
-    page.evaluate("window.dispatchEvent(new Event('focus'))")
-    page.wait_for_function(
-        "window.studioCanvas.widgetChoices('checkpoint_loader', 'ckpt_name')"
-        ".includes('while-away.safetensors')"
-    )
+def test_build_txt2img_from_scratch_with_search_and_links(studio_page: StudioPage) -> None:
+    sp = studio_page
+    sp.open_txt2img()
+    sp.testid("tab-new").click()
+    wait_until(lambda: not sp.node_ids(), 5, "the new tab to be empty")
+    canvas = sp.testid("canvas").bounding_box()
+    assert canvas is not None
+    for _ in range(3):  # room for seven nodes in the window
+        sp.page.locator(".react-flow__controls-zoomout").click()
+    column = (canvas["width"] - 60) / 5
+    ids = []
+    for query, node_type, (col, row) in BUILD:
+        at = (canvas["x"] + 40 + col * column, canvas["y"] + 40 + row * canvas["height"] * 0.45)
+        ids.append(add_by_search(sp, query, node_type, at))
+    ck, pos, neg, lat, sampler, decode, save = ids
+    # a toy-sized picture from the toy model, whatever the defaults are
+    choose(sp, ck, "ckpt_name", "toy-sd")
+    set_widget(sp, lat, "width", 32)
+    set_widget(sp, lat, "height", 32)
+    set_widget(sp, sampler, "steps", 4)
+    sp.widget(pos, "text").fill("a red circle at the top left")
+    for source, target in (
+        ((ck, "model"), (sampler, "model")),
+        ((ck, "clip"), (pos, "clip")),
+        ((ck, "clip"), (neg, "clip")),
+        ((pos, "conditioning"), (sampler, "positive")),
+        ((neg, "conditioning"), (sampler, "negative")),
+        ((lat, "latent"), (sampler, "latent")),
+        ((sampler, "latent"), (decode, "latent")),
+        ((ck, "vae"), (decode, "vae")),
+        ((decode, "image"), (save, "images")),
+    ):
+        sp.connect(source, target)
+    inputs = {node_id: node["inputs"] for node_id, node in sp.workflow()["nodes"].items()}
+    assert inputs[sampler]["model"] == link(ck, "model"), inputs[sampler]
+    assert inputs[sampler]["latent"] == link(lat, "latent"), inputs[sampler]
+    assert inputs[save]["images"] == link(decode, "image"), inputs[save]
+    sp.shot("built-by-search")
+    (job,) = sp.run()
+    assert job["status"] == "done", job
+    image_loaded(sp, f"node-{save}-image")
+    sp.shot("built-by-search-ran")
 
 
-def test_upload_an_image_for_load_image(page: Page, studio: Studio, tmp_path: Path) -> None:
-    from PIL import Image
-
-    picture = tmp_path / "uploaded-photo.png"
-    Image.new("RGB", (12, 8), (20, 200, 90)).save(picture)
-    choose_example(page, "invert.json")
-    page.wait_for_function("window.studioCanvas.nodeById('load') !== null")
-    page.evaluate("window.studioCanvas.lgcanvas.selectNodes([window.studioCanvas.nodeById('load')])")
-    page.locator("input[type=file]:has(+ #studio-upload-image)").set_input_files(str(picture))
-    wait_editor(page, "wf.nodes.load.inputs.path === 'uploaded-photo.png'")
-    assert (studio.input_dir / "uploaded-photo.png").read_bytes() == picture.read_bytes()
-    choices = page.evaluate("window.studioCanvas.widgetChoices('load', 'path')")
-    assert "uploaded-photo.png" in choices and "assets/shapes.png" in choices
-    page.locator("#studio-run").click()
-    page.wait_for_function(FINISHED, timeout=30_000)
-    shot(page, "studio-uploaded-image")
+def choose(sp: StudioPage, node_id: str, name: str, value: str) -> None:
+    """Pick a value in a node's combo: a <select>, or a searchable field (type, Enter)."""
+    field = sp.widget(node_id, name)
+    if field.evaluate("el => el.tagName") == "SELECT":
+        field.select_option(value)
+        return
+    field.click()
+    sp.page.keyboard.type(value)
+    sp.page.keyboard.press("Enter")
+    wait_until(lambda: sp.workflow()["nodes"][node_id]["inputs"].get(name) == value, 5, f"{name} = {value}")
 
 
-def test_paint_a_mask_and_save_it(page: Page, studio: Studio, tmp_path: Path) -> None:
+# --- 5. inpaint with the mask editor -------------------------------------------------------------
+
+
+def inpaint_from_its_own_mask(folder: Path) -> Path:
+    """workflows/inpaint.json with the repainted region taken from the picture's own mask (the
+    LoadImage ``mask`` output: where the mask editor painted) instead of the separate mask file."""
+    workflow = json.loads((EXAMPLES / "inpaint.json").read_text())
+    nodes = workflow["nodes"]
+    nodes["masked"]["inputs"]["mask"] = link("img", "mask")
+    nodes["paste"]["inputs"]["mask"] = link("img", "mask")
+    for unused in ("maskimg", "mask"):
+        del nodes[unused]
+    path = folder / "inpaint.json"
+    path.write_text(json.dumps(workflow))
+    return path
+
+
+def test_inpaint_with_a_painted_mask(studio_page: StudioPage, studio: Studio, tmp_path: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    picture = tmp_path / "to-inpaint.png"
-    Image.new("RGB", (256, 192), (40, 90, 160)).save(picture)
-    choose_example(page, "invert.json")
-    page.wait_for_function("window.studioCanvas.nodeById('load') !== null")
-    page.get_by_text("Paint a mask (for inpainting)").click()
-    page.wait_for_selector("#studio-mask-editor", state="visible")
-    page.locator("#studio-mask-editor input[type=file]").set_input_files(str(picture))
-    page.wait_for_selector("#studio-mask-editor button[aria-label='Brush']")
-    page.wait_for_timeout(800)
-    box = page.locator("#studio-mask-editor canvas").first.bounding_box()
-    assert box is not None
-    y = box["y"] + box["height"] * 0.5
-    page.mouse.move(box["x"] + box["width"] * 0.35, y)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.65, y, steps=12)
-    page.mouse.up()
-    page.wait_for_timeout(500)
-    page.get_by_label("Mask file name").fill("painted")
-    page.locator("#studio-mask").scroll_into_view_if_needed()
-    page.locator("#studio-mask").screenshot(path=str(ARTIFACTS / "studio-mask-editor.png"))
-    page.get_by_role("button", name="Save mask to input/").click()
-    page.wait_for_function("document.querySelector('#studio-status').innerText.includes('painted.png')")
-    mask = np.asarray(Image.open(studio.input_dir / "painted.png").convert("L"))
-    assert mask.shape == (192, 256)
-    assert set(np.unique(mask)) == {0, 255}
-    assert mask[96, 128] == 255 and mask[0, 0] == 0  # white where painted, black elsewhere
-    page.wait_for_function("window.studioCanvas.widgetChoices('load', 'path').includes('painted.png')")
-
-
-def test_drop_a_studio_png_on_the_canvas(page: Page, tmp_path: Path) -> None:
-    import base64
-
-    from PIL import Image, PngImagePlugin
-
-    source = (EXAMPLES / "switch.json").read_text()
-    info = PngImagePlugin.PngInfo()
-    info.add_text("workflow", source)
-    info.add_text("run_seed", "4242")
-    made = tmp_path / "made.png"
-    Image.new("RGB", (8, 8), (10, 10, 10)).save(made, pnginfo=info)
-    choose_example(page, "invert.json")
-    page.wait_for_function("window.studioCanvas.nodeById('use_photo') === null")
-    page.evaluate(
-        """(data) => {
-            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
-            const transfer = new DataTransfer();
-            transfer.items.add(new File([bytes], "made.png", {type: "image/png"}));
-            const target = document.querySelector("#studio-canvas canvas");
-            const box = target.getBoundingClientRect();
-            const at = {clientX: box.left + 200, clientY: box.top + 200, bubbles: true, cancelable: true};
-            target.dispatchEvent(new DragEvent("dragover", {...at, dataTransfer: transfer}));
-            target.dispatchEvent(new DragEvent("drop", {...at, dataTransfer: transfer}));
-        }""",
-        base64.b64encode(made.read_bytes()).decode(),
+    sp = studio_page
+    sp.open_txt2img()
+    original = EXAMPLES / "assets" / "toy-scene.png"
+    original_bytes = original.read_bytes()
+    inputs_before = {p.name for p in studio.input_dir.rglob("*")}
+    sp.open_file(inpaint_from_its_own_mask(tmp_path))
+    sp.node("img").wait_for()
+    set_widget(sp, "s", "seed", fresh_seed())
+    sp.testid("node-img-mask").click()
+    editor = sp.testid("mask-editor")
+    expect(editor).to_be_visible()
+    sp.page.wait_for_timeout(300)  # the picture loads into the editor
+    stage = editor.locator("canvas").last
+    box = stage.bounding_box()
+    assert box is not None and box["width"] > 50, f"the mask canvas is {box}"
+    # a stroke across the middle third (the toy scene's centre cell), then one more below it
+    for dy in (0.45, 0.55):
+        y = box["y"] + box["height"] * dy
+        sp.drag((box["x"] + box["width"] * 0.36, y), (box["x"] + box["width"] * 0.64, y), steps=10)
+    sp.shot("mask-editor")
+    sp.testid("mask-save").click()
+    expect(editor).to_be_hidden()
+    added = wait_until(
+        lambda: {p.name for p in studio.input_dir.rglob("*")} - inputs_before, 5, "the mask file"
     )
-    page.wait_for_function("window.studioCanvas.nodeById('use_photo') !== null")
-    assert graph_part(canvas_workflow(page)) == json.loads(source)
-    assert page.locator("#studio-seed textarea, #studio-seed input").first.input_value() == "4242"
-    shot(page, "studio-dropped-png")
+    (saved_name,) = added
+    saved = next(studio.input_dir.rglob(saved_name))
+    assert original.read_bytes() == original_bytes, "the original picture was changed"
+    saved_path = saved.relative_to(studio.input_dir).as_posix()
+    assert sp.workflow()["nodes"]["img"]["inputs"]["path"] == saved_path
+    field = sp.widget("img", "path")
+    shown = field.input_value() if field.evaluate("el => 'value' in el") else field.inner_text()
+    assert saved_path in shown or saved_name in shown, f"the LoadImage widget shows {shown!r}"
+    expect(sp.testid("toast").filter(has_text=saved_name).first).to_be_visible()
+
+    (job,) = sp.run()
+    assert job["status"] == "done", job
+    image_loaded(sp, "node-save-image")
+    sp.shot("inpaint-ran")
+    painted = np.asarray(Image.open(saved).convert("RGBA"))[..., 3] == 0
+    assert painted.any() and not painted.all(), f"{painted.sum()} painted pixels"
+    output = np.asarray(Image.open(studio.output_dir / job["outputs"][0]).convert("RGB"), dtype=float)
+    source = np.asarray(Image.open(io.BytesIO(original_bytes)).convert("RGB"), dtype=float)
+    change = np.abs(output - source).mean(axis=-1)
+    assert change[painted].mean() > change[~painted].mean() + 5, (
+        change[painted].mean(),
+        change[~painted].mean(),
+    )
+
+
+# --- 6. queue three, cancel the middle one ----------------------------------------------------------
+
+
+def test_queue_three_runs_and_cancel_the_middle_one(
+    studio_page: StudioPage, studio: Studio, tmp_path: Path
+) -> None:
+    sp = studio_page
+    sp.open_txt2img()
+    size = fresh_seed() % 200 + 8  # a workflow no earlier run cached
+    slow = {
+        "slow": {"type": "SlowPreview", "inputs": {"steps": 30, "seconds_per_step": 0.1, "size": size}},
+        "show": {"type": "PreviewImage", "inputs": {"images": link("slow", "image")}},
+    }
+    sp.open_file(write_workflow(tmp_path, "slow", slow))
+    sp.node("slow").wait_for()
+    batch = sp.testid("batch-count")
+    batch.fill("3")
+    submitted = len(sp.submitted)
+    sp.testid("run-button").click()
+    first, middle, last = sp.wait_submitted(3, after=submitted)
+    items = sp.testid("queue-panel").get_by_test_id("queue-item")
+    expect(items).to_have_count(3, timeout=5_000)
+    queue = studio.get("/api/queue")
+    assert [j["id"] for j in queue["running"]] == [first], queue
+    assert [j["id"] for j in queue["queued"]] == [middle, last], queue
+    sp.shot("queue-three")
+    sp.page.locator(f'[data-testid="queue-item"][data-job-id="{middle}"]').get_by_test_id(
+        "queue-cancel"
+    ).click()
+    statuses = [studio.wait_job(job_id)["status"] for job_id in (first, middle, last)]
+    assert statuses == ["done", "cancelled", "done"], statuses
+    history = {entry["id"]: entry["status"] for entry in studio.get("/api/history?limit=50")["jobs"]}
+    assert [history[j] for j in (first, middle, last)] == ["done", "cancelled", "done"]
+    expect(items).to_have_count(0, timeout=5_000)
+    for job_id in (first, middle, last):
+        expect(history_item(sp, job_id)).to_be_visible(timeout=10_000)
+
+
+# --- 7. reload ------------------------------------------------------------------------------------
+
+
+def test_reload_brings_back_tabs_edits_and_history(studio_page: StudioPage) -> None:
+    sp = studio_page
+    sp.open_txt2img()
+    set_widget(sp, "s", "seed", fresh_seed())
+    (job,) = sp.run()
+    set_widget(sp, "s", "steps", 7)
+    sp.testid("tab-new").click()
+    sp.page.wait_for_function("window.studioStore.getState().tabs.length === 2")
+    sp.page.wait_for_timeout(800)  # autosave is debounced by 300 ms
+    sp.page.reload()
+    sp.wait_ready()
+    expect(sp.testid("tab-0")).to_be_visible()
+    expect(sp.testid("tab-1")).to_be_visible()
+    assert sp.tab_count() == 2
+    sp.testid("tab-0").click()
+    expect(sp.widget("s", "steps")).to_have_value("7")
+    expect(history_item(sp, job["id"])).to_be_visible(timeout=10_000)
+    sp.page.wait_for_function(
+        "(id) => { const img = document.querySelector(`[data-testid=history-item][data-job-id='${id}'] img`);"
+        " return img && img.complete && img.naturalWidth > 0; }",
+        arg=job["id"],
+    )
+    sp.shot("reloaded")
+
+
+# --- 8. share a PNG and drop it back ----------------------------------------------------------------
+
+
+def test_dropped_png_opens_its_workflow_with_its_seed(studio_page: StudioPage, studio: Studio) -> None:
+    sp = studio_page
+    sp.open_txt2img()
+    seed = fresh_seed()
+    set_widget(sp, "s", "seed", seed)
+    (job,) = sp.run()
+    assert job["status"] == "done", job
+    png = studio.output_dir / job["outputs"][0]
+    entry = next(e for e in studio.get("/api/history?limit=50")["jobs"] if e["id"] == job["id"])
+    assert entry["seeds"]["s"] == seed, entry
+    tabs = sp.tab_count()
+    sp.drop_file("[data-testid=canvas]", png.name, png.read_bytes(), "image/png")
+    sp.page.wait_for_function(f"window.studioStore.getState().tabs.length === {tabs + 1}")
+    expect(sp.node("s")).to_be_visible()
+    workflow = sp.workflow()
+    assert workflow["nodes"]["s"]["inputs"]["seed"] == entry["seeds"]["s"]
+    assert set(workflow["nodes"]) == set(TXT2IMG_NODES)
+    expect(sp.widget("s", "seed")).to_have_value(str(seed))
+    sp.shot("dropped-png")
+
+
+# --- 9. an invalid graph --------------------------------------------------------------------------
+
+
+def test_invalid_graph_shows_the_issue_on_the_node_and_queues_nothing(
+    studio_page: StudioPage, studio: Studio
+) -> None:
+    sp = studio_page
+    sp.open_txt2img()
+    edge = sp.edge_into("s", "model")
+    sp.page.mouse.click(*sp.edge_point(edge))
+    sp.page.keyboard.press("Delete")
+    wait_until(lambda: "model" not in sp.workflow()["nodes"]["s"]["inputs"], 5, "the link to be deleted")
+    history_before = studio.history_ids()
+    submitted = len(sp.submitted)
+    sp.testid("run-button").click()
+    error = sp.testid("node-s-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("model")
+    expect(sp.testid("toast").first).to_be_visible()
+    sp.shot("invalid-graph")
+    assert len(sp.submitted) == submitted
+    assert studio.history_ids() == history_before
+    queue = studio.get("/api/queue")
+    assert not queue["running"] and not queue["queued"], queue
+
+
+# --- 10. an error while running --------------------------------------------------------------------
+
+
+def test_runtime_error_shows_on_the_failing_node(studio_page: StudioPage, tmp_path: Path) -> None:
+    sp = studio_page
+    sp.open_txt2img()
+    message = "the test node gave up on purpose"
+    failing = {
+        "f": {"type": "Fail", "inputs": {"value": 1, "message": message}},
+        "show": {"type": "ShowValue", "inputs": {"value": link("f", "value")}},
+    }
+    sp.open_file(write_workflow(tmp_path, "failing", failing))
+    sp.node("f").wait_for()
+    (job,) = sp.run()
+    assert job["status"] == "failed", job
+    error = sp.testid("node-f-error")
+    expect(error).to_contain_text(message)
+    assert "Traceback" not in error.inner_text()
+    expect(sp.node("f")).to_have_class(re.compile(r"\bstate-failed\b"))
+    sp.shot("runtime-error")
+
+
+# --- 11. canvas habits -------------------------------------------------------------------------------
+
+
+def test_bypass_mute_reroute_tabs_and_library(studio_page: StudioPage, studio: Studio, size: str) -> None:
+    sp = studio_page
+    sp.open_txt2img()
+    # bypass and mute the selected node
+    sp.testid("node-lat-title").click()
+    sp.page.keyboard.press("Control+b")
+    expect(sp.node("lat")).to_have_class(re.compile(r"\bmode-bypass\b"))
+    assert sp.workflow()["nodes"]["lat"].get("mode") == "bypass"
+    sp.page.keyboard.press("Control+m")
+    expect(sp.node("lat")).to_have_class(re.compile(r"\bmode-mute\b"))
+    assert sp.workflow()["nodes"]["lat"].get("mode") == "mute"
+    sp.page.keyboard.press("Control+m")
+    expect(sp.node("lat")).not_to_have_class(re.compile(r"\bmode-(mute|bypass)\b"))
+    assert "mode" not in sp.workflow()["nodes"]["lat"]
+    # a reroute dot on a link
+    edge = sp.edge_into("d", "vae")
+    sp.page.mouse.dblclick(*sp.edge_point(edge))
+    wait_until(lambda: sp.workflow()["metadata"].get("studio", {}).get("reroutes"), 5, "a reroute")
+    workflow = sp.workflow()
+    assert workflow["nodes"]["d"]["inputs"]["vae"] == link("ck", "vae"), "the input keeps its direct link"
+    assert len(workflow["metadata"]["studio"]["reroutes"]) == 1
+    sp.shot("bypass-mute-reroute")
+    # two tabs, switching between them
+    sp.testid("tab-new").click()
+    expect(sp.node("ck")).to_have_count(0)
+    sp.testid("tab-0").click()
+    expect(sp.node("ck")).to_be_visible()
+    # the library: save, rename, delete
+    name, renamed = f"journey {size}", f"journey {size} renamed"
+    sp.prompt_answers.append(name)
+    sp.testid("toolbar-save").click()
+    saved = studio.library_dir / f"{name}.json"
+    wait_until(saved.is_file, 5, f"{saved}")
+    assert json.loads(saved.read_text())["metadata"]["studio"]["reroutes"]
+    sp.testid("toolbar-library").click()
+    dialog = sp.testid("library-dialog")
+    expect(dialog).to_be_visible()
+    item = dialog.get_by_test_id("library-item").filter(has_text=name).first
+    sp.prompt_answers.append(renamed)
+    item.get_by_test_id("library-rename").click()
+    moved = studio.library_dir / f"{renamed}.json"
+    wait_until(moved.is_file, 5, f"{moved}")
+    assert not saved.exists()
+    item = dialog.get_by_test_id("library-item").filter(has_text=renamed).first
+    item.get_by_test_id("library-delete").click()
+    wait_until(lambda: not moved.exists(), 5, f"{moved} deleted")
+    sp.shot("library")
+
+
+# --- 12. seed control -----------------------------------------------------------------------------------
+
+
+def test_seed_control_increment_gives_the_next_run_the_next_seed(
+    studio_page: StudioPage, studio: Studio
+) -> None:
+    sp = studio_page
+    sp.open_txt2img()
+    seed = fresh_seed()
+    set_widget(sp, "s", "seed", seed)
+    sp.testid("seed-control-s-seed").select_option("increment")
+    jobs = sp.run() + sp.run()
+    seeds = [studio.job(job["id"])["workflow"]["nodes"]["s"]["inputs"]["seed"] for job in jobs]
+    assert seeds == [seed, seed + 1]
+    assert [studio.job(job["id"])["seeds"]["s"] for job in jobs] == [seed, seed + 1]
+    expect(sp.widget("s", "seed")).to_have_value(str(seed + 2))
+    sp.shot("seed-control")

@@ -526,21 +526,20 @@ def test_importing_the_importer_stays_light():
 
 
 def test_studio_open_imports_a_comfy_png(tmp_path):
-    pytest.importorskip("gradio")
-    from ui.studio import StudioHandlers
+    """The page's Open and drop (POST /api/import) read a ComfyUI PNG and say what came across."""
+    from server.importing import import_file
 
-    handlers = StudioHandlers.__new__(StudioHandlers)
-    handlers.registry = default_registry()
     source = png_with({"workflow": json.dumps(load("group_node_ui.json"))}, tmp_path / "drop.png")
-    text, seed, status = handlers.load_upload(str(source), "{}", "7")
-    assert json.loads(text)["nodes"]["12:1"]["type"] == "CLIPTextEncode"
-    assert seed == "7"
-    assert "this is a ComfyUI workflow (UI format 0.4 in a PNG" in status
-    assert "imported 8 of 8 nodes" in status
+    imported = import_file(source.read_bytes(), "drop.png")
+    assert imported.workflow["nodes"]["12:1"]["type"] == "CLIPTextEncode"
+    assert imported.complete and imported.unconverted == []
+    assert "this is a ComfyUI workflow (UI format 0.4 in a PNG" in imported.message
+    assert "imported 8 of 8 nodes" in imported.message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drop.png"]
 
-    text, _, status = handlers.load_upload(str(DATA / "custom_api.json"), "{}", "7")
-    assert "imported 8 of 10 nodes" in status and "ImageSharpen" in status
+    partial = import_file((DATA / "custom_api.json").read_bytes(), "custom_api.json")
+    assert not partial.complete and "imported 8 of 10 nodes" in partial.message
+    assert "ImageSharpen" in {item["type"] for item in partial.unconverted}
 
 
 def test_huge_whole_numbers_in_widget_settings_are_read():

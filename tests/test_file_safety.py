@@ -56,7 +56,7 @@ def png(path: Path, size: tuple[int, int] = (4, 3)) -> Path:
 # --- 4. a dangling symlink named like the upload --------------------------------------------------
 
 
-@pytest.mark.parametrize("what", ["upload", "mask"])
+@pytest.mark.parametrize("what", ["upload", "bytes"])
 def test_a_dangling_symlink_never_hangs_a_save(tmp_path: Path, what: str) -> None:
     folder = tmp_path / "input"
     folder.mkdir()
@@ -65,11 +65,10 @@ def test_a_dangling_symlink_never_hangs_a_save(tmp_path: Path, what: str) -> Non
     source = png(tmp_path / "photo.png")
     script = (
         "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
-        "import numpy as np; from ui.inputs import save_upload, save_mask;"
+        "from server.inputs import save_upload, save_bytes;"
         "folder, source = Path(sys.argv[2]), Path(sys.argv[3]);"
-        "layer = np.full((3, 4, 4), 255, np.uint8);"
         "saved = save_upload(folder, source) if sys.argv[4] == 'upload' else "
-        "save_mask(folder, {'background': None, 'layers': [layer]}, 'photo.png');"
+        "save_bytes(folder, source.read_bytes(), 'photo.png');"
         "print(saved.name)"
     )
     done = subprocess.run(
@@ -90,7 +89,7 @@ def test_claiming_a_name_gives_up_after_bounded_tries(tmp_path: Path) -> None:
         "import sys\n"
         "from pathlib import Path\n"
         "sys.path.insert(0, sys.argv[1])\n"
-        "from ui import inputs\n"
+        "from server import inputs\n"
         "inputs.free_path = lambda folder, name: folder / name\n"  # every name it offers is taken
         "try:\n"
         "    inputs._claim(Path(sys.argv[2]), 'taken.png')\n"
@@ -143,7 +142,7 @@ def test_load_image_refuses_hidden_names(tmp_path: Path, allow_absolute_paths) -
 
 
 def test_input_list_leaves_out_links_to_outside(tmp_path: Path) -> None:
-    from ui.inputs import list_images
+    from server.inputs import list_images
 
     inputs = tmp_path / "input"
     png(inputs / "real.png")
@@ -230,13 +229,13 @@ def test_load_image_keeps_to_the_pixel_budget(tmp_path: Path, monkeypatch) -> No
 
 
 def test_upload_helpers_refuse_bombs(tmp_path: Path, monkeypatch) -> None:
-    from ui.inputs import InputRefused, save_mask, save_upload
+    from server.inputs import InputRefused, save_bytes, save_upload
 
     bomb = bomb_png(tmp_path / "bomb.png")
     with pytest.raises(InputRefused, match="too large"):
         save_upload(tmp_path / "input", bomb)
     with pytest.raises(InputRefused, match="too large"):
-        save_mask(tmp_path / "input", {"background": str(bomb), "layers": []}, "m.png")
+        save_bytes(tmp_path / "input", bomb.read_bytes(), "m.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     big = png(tmp_path / "big.png", (12, 12))
     with warnings.catch_warnings():

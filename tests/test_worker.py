@@ -251,25 +251,35 @@ def test_exit_reasons_read_as_sentences() -> None:
     assert exit_reason(None) == "stopped answering"
 
 
-def test_the_page_shows_previews_and_results_of_a_run_in_a_worker(
-    jobs: JobQueue, module_registry: Registry, out: Path, tmp_path: Path
-) -> None:
-    import json
+PREVIEWED = {
+    "version": 1,
+    "nodes": {
+        "paint": {"type": "SlowPreview", "inputs": {"steps": 6, "seconds_per_step": 0.15, "size": 4}},
+        "peek": {"type": "PreviewImage", "inputs": {"images": {"node": "paint", "output": "image"}}},
+    },
+}
 
-    from tests.test_studio import PREVIEWED
-    from ui.studio import Session, StudioHandlers
 
-    handlers = StudioHandlers(
-        module_registry, Executor(module_registry), lambda: RunSettings(output_dir=out), tmp_path, jobs=jobs
-    )
-    updates = list(handlers.run_page(json.dumps(PREVIEWED), 1, Session()))
-    previews = [u[3] for u in updates[:-1] if isinstance(u[3], np.ndarray)]
-    assert previews and previews[0].dtype == np.uint8 and previews[0].shape == (256, 256, 3)
-    states = [u[4]["states"] for u in updates if isinstance(u[4], dict) and "states" in u[4]]
-    assert states[-1] == {"paint": "done", "peek": "done"}
-    status, gallery = updates[-1][0], updates[-1][1]
-    assert status.startswith("**Finished**") and "seed 1" in status
-    assert len(gallery) == 1 and gallery[0][0].shape == (4, 4, 3)  # the PreviewImage's picture
+def test_the_page_gets_previews_and_node_states_of_a_run_in_a_worker(jobs: JobQueue) -> None:
+    """What the page draws on the nodes (their states, the live frames, PreviewImage's picture)
+    comes from a worker process as from the server's own threads."""
+    import io
+
+    from PIL import Image
+
+    job = finish(jobs, jobs.submit(PREVIEWED, seed=1, source="ui"))
+    assert job.status == "done"
+    kinds = [(e["event"], e.get("node_id")) for e in jobs.events(job.id) or []]
+    assert ("node_started", "paint") in kinds and ("node_finished", "peek") in kinds
+    assert kinds.count(("node_preview", "paint")) >= 2  # live frames while it ran
+    for node in ("paint", "peek"):
+        stored = jobs.previews.get(job.id, node)
+        assert stored is not None, node
+        picture = Image.open(io.BytesIO(stored[1][0]))
+        assert picture.size == (4, 4) and picture.mode == "RGB"
+    last_frame = Image.open(io.BytesIO(jobs.previews.get(job.id, "paint")[1][0]))
+    shown = Image.open(io.BytesIO(jobs.previews.get(job.id, "peek")[1][0]))
+    assert last_frame.tobytes() == shown.tobytes()  # the last frame is the finished picture
 
 
 def test_one_worker_per_gpu_by_default(tmp_path: Path) -> None:

@@ -102,7 +102,7 @@ class ComfyFiles:
 
     def _save(self, file: BinaryIO, name: str, subfolder: str, overwrite: bool) -> tuple[Path, list[str]]:
         """Save an upload as the page does: checked name and picture, never over a file unless asked."""
-        from ui.inputs import InputRefused, check_name, save_upload
+        from server.inputs import InputRefused, check_name, save_upload
 
         try:
             name = check_name(name)
@@ -144,7 +144,7 @@ class ComfyFiles:
 
 def _subfolder_parts(subfolder: str) -> list[str]:
     """An upload's subfolder as checked parts (no '..', hidden or odd names, at most two levels)."""
-    from ui.inputs import InputRefused
+    from server.inputs import InputRefused
 
     text = subfolder.replace("\\", "/").strip()
     if text.startswith("/") or re.match(r"^[A-Za-z]:", text):

@@ -1,16 +1,17 @@
-"""The input folder as the page sees it: images listed for LoadImage, uploads and painted masks.
+"""The input folder as the page sees it: the pictures LoadImage offers, uploads, painted masks.
 
-Files go into the first input folder of the run settings (``input/`` for the
-studio), made when needed. A file is never overwritten: a name that is taken
-(by a file, a folder or a symlink, even a dangling one) gets a number
-(``photo_2.png``). Names with folder parts, hidden names and anything but image
-types are refused, and so are images too large to open safely (image bombs).
-The list offered to LoadImage leaves out symlinks that lead outside the folder,
-which LoadImage refuses.
+Files go into the studio's input folder (``input/``), made when needed. A file is
+never overwritten: a name that is taken (by a file, a folder or a symlink, even a
+dangling one) gets a number (``photo_2.png``). Names with folder parts, hidden names
+and anything but image types are refused, and so are pictures that cannot be read or
+are too large to open safely (image bombs). The list offered to LoadImage leaves out
+symlinks that lead outside the folder, which LoadImage refuses. Pictures are served
+back (:func:`input_picture`) under the rules of ``/api/files``.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -18,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from nodes.limits import bomb_text
+from server.files import FileRefused, output_file
+from server.guard import IMAGE_SUFFIXES as SERVED_PICTURES
 
 #: Image types LoadImage reads (and uploads may have).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -35,7 +36,7 @@ _NAME_OK = re.compile(r"^[\w][\w .()+-]*$")
 
 
 class InputRefused(ValueError):
-    """An upload or a mask name that cannot be saved; the message says why."""
+    """An upload that cannot be saved; the message says why."""
 
 
 def list_images(folders: Sequence[Path]) -> list[str]:
@@ -112,19 +113,25 @@ def _too_large(name: str, exc: Exception) -> InputRefused:
     return InputRefused(f"{name!r} is too large to open safely: {bomb_text(exc)}")
 
 
+def _check_picture(name: str, opened: Any) -> None:
+    """Raise :class:`InputRefused` unless Pillow reads ``opened`` (a path or a file) as a picture
+    of a safe size."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(opened) as image:
+            image.verify()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _too_large(name, exc) from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        raise InputRefused(f"{name!r} is not an image that can be read") from None
+
+
 def save_upload(folder: Path, source: Path | str, name: str | None = None) -> Path:
     """Copy an uploaded image into ``folder`` under its own (checked) name or ``name``."""
     source = Path(source)
     name = check_name(name or source.name)
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(source) as image:
-            image.verify()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _too_large(name, exc) from None
-    except (OSError, UnidentifiedImageError, ValueError):
-        raise InputRefused(f"{name!r} is not an image that can be read") from None
+    _check_picture(name, source)
     path = _claim(folder, name)
     try:
         shutil.copyfile(source, path)
@@ -134,70 +141,32 @@ def save_upload(folder: Path, source: Path | str, name: str | None = None) -> Pa
     return path
 
 
-def _rgba(value: Any) -> np.ndarray | None:
-    """An editor layer (numpy array, PIL image or file path) as an RGBA uint8 array."""
-    if value is None:
-        return None
-    if isinstance(value, str | Path):
-        from PIL import Image
-
-        try:
-            with Image.open(value) as image:
-                return np.asarray(image.convert("RGBA"))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise _too_large(Path(value).name, exc) from None
-    if hasattr(value, "convert"):  # PIL
-        return np.asarray(value.convert("RGBA"))
-    array = np.asarray(value)
-    if array.ndim == 2:
-        array = np.stack([array, array, array, np.full_like(array, 255)], axis=-1)
-    if array.ndim != 3 or array.shape[-1] not in (3, 4):
-        return None
-    if array.dtype != np.uint8:
-        floats = np.nan_to_num(array.astype(np.float32))
-        if floats.size and floats.max() <= 1.0:
-            floats = floats * 255.0
-        array = np.clip(floats, 0.0, 255.0).round().astype(np.uint8)
-    if array.shape[-1] == 3:
-        array = np.concatenate([array, np.full(array.shape[:2] + (1,), 255, np.uint8)], axis=-1)
-    return array
-
-
-def mask_from_editor(value: Any) -> np.ndarray:
-    """The painted strokes of a ``gr.ImageEditor`` value as a mask: 255 where painted, else 0.
-
-    The value is the editor's dict (``background``, ``layers``, ``composite``); every
-    layer's opaque pixels count as painted. The mask has the background's size.
-    """
-    if not isinstance(value, dict):
-        raise InputRefused("open an image in the mask editor and paint on it first")
-    background = _rgba(value.get("background"))
-    layers = [layer for layer in (_rgba(item) for item in value.get("layers") or []) if layer is not None]
-    if background is None and not layers:
-        raise InputRefused("open an image in the mask editor and paint on it first")
-    height, width = (background if background is not None else layers[0]).shape[:2]
-    mask = np.zeros((height, width), dtype=bool)
-    for layer in layers:
-        h, w = min(height, layer.shape[0]), min(width, layer.shape[1])
-        mask[:h, :w] |= layer[:h, :w, 3] > 0
-    if not mask.any():
-        raise InputRefused("nothing is painted yet: paint where the image should change")
-    return np.where(mask, 255, 0).astype(np.uint8)
-
-
-def save_mask(folder: Path, value: Any, name: str) -> Path:
-    """Save the painted mask as a black-and-white PNG (white = repaint) in ``folder``."""
-    name = str(name or "").strip()
-    if name and not Path(name).suffix:
-        name += ".png"
-    name = check_name(name, (".png",))
-    mask = mask_from_editor(value)
-    from PIL import Image
-
+def save_bytes(folder: Path, data: bytes, name: str) -> Path:
+    """Save a picture sent as bytes (the page's uploads and painted masks) into ``folder`` as
+    ``name``, or ``name`` with a number when that is taken."""
+    name = check_name(name)
+    if not data:
+        raise InputRefused(f"{name!r} is empty: send the picture's bytes")
+    _check_picture(name, io.BytesIO(data))
     path = _claim(folder, name)
     try:
-        Image.fromarray(mask, mode="L").convert("RGB").save(path, format="PNG")
+        path.write_bytes(data)
     except OSError:
         path.unlink(missing_ok=True)
         raise
     return path
+
+
+def input_picture(folder: Path, requested: str) -> Path:
+    """The picture ``requested`` (a relative, '/'-separated path) inside the input folder, resolved.
+
+    Held to the rules of ``/api/files`` (no absolute paths, ``..``, hidden parts or links leading
+    out), and to pictures only: :class:`server.files.FileRefused` otherwise.
+    """
+    try:
+        target = output_file(folder, requested)
+    except FileRefused as exc:
+        raise FileRefused(exc.status, exc.message.replace("output folder", "input folder")) from None
+    if target.suffix.lower() not in SERVED_PICTURES:
+        raise FileRefused(403, "only pictures are served from the input folder")
+    return target
