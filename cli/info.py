@@ -144,7 +144,9 @@ def nodes_command(args: argparse.Namespace) -> int:
             print(f"\n{category}")
         ins = ", ".join(f"{s.name}:{s.type}" for s in cls.inputs)
         outs = ", ".join(f"{o.name}:{o.type}" for o in cls.outputs) or "-"
-        print(f"  {cls.type} (v{cls.version}): {cls.description}\n      in: {ins or '-'}\n      out: {outs}")
+        shown = cls.readable_name()
+        name = cls.type if shown == cls.type else f'{cls.type} "{shown}"'
+        print(f"  {name} (v{cls.version}): {cls.description}\n      in: {ins or '-'}\n      out: {outs}")
     return EXIT_OK
 
 

@@ -63,10 +63,11 @@ def parse(text: str, shown: str) -> Any:
 
 
 def png_texts(raw: bytes, shown: str) -> dict[str, str]:
-    from graph.workflow import UnreadableFile, _png_texts
+    from graph.workflow import UnreadableFile
+    from graph.workflow import png_texts as chunks
 
     try:
-        return _png_texts(raw, shown, wanted=set(PNG_KEYS))
+        return chunks(raw, shown, wanted=set(PNG_KEYS))
     except UnreadableFile as exc:
         raise ComfyError(str(exc)) from None
 
@@ -103,10 +104,11 @@ class Recognised:
 def is_comfy(raw: bytes) -> bool:
     """Whether a file's bytes are a ComfyUI workflow (and not a studio one)."""
     if raw.startswith(PNG_SIGNATURE):
-        from graph.workflow import PNG_SEED_KEY, UnreadableFile, _png_texts
+        from graph.workflow import PNG_SEED_KEY, UnreadableFile
+        from graph.workflow import png_texts as chunks
 
         try:
-            texts = _png_texts(raw, "", wanted={*PNG_KEYS, PNG_SEED_KEY})
+            texts = chunks(raw, "", wanted={*PNG_KEYS, PNG_SEED_KEY})
         except UnreadableFile:
             return False
         if "workflow" in texts:  # the studio's own key too: a studio PNG has its seed or a dict of nodes

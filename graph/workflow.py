@@ -213,7 +213,7 @@ def read_source(path: Path) -> WorkflowSource:
     except OSError as exc:
         raise UnreadableFile(f"cannot read {shown}: {exc.strerror or exc}") from None
     if raw.startswith(_PNG_SIGNATURE):
-        return _read_png(raw, shown)
+        return read_png_workflow(raw, shown)
     try:
         return WorkflowSource(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
@@ -225,10 +225,10 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_PNG_TEXT = 16 * 1024 * 1024
 
 
-def _read_png(raw: bytes, shown: str) -> WorkflowSource:
+def read_png_workflow(raw: bytes, shown: str) -> WorkflowSource:
     """The workflow and seed from a PNG's text chunks. Pixels are never decoded, so a
     picture of any size (a decompression bomb included) is read in no time."""
-    texts = _png_texts(raw, shown, wanted={PNG_WORKFLOW_KEY, PNG_SEED_KEY})
+    texts = png_texts(raw, shown, wanted={PNG_WORKFLOW_KEY, PNG_SEED_KEY})
     workflow = texts.get(PNG_WORKFLOW_KEY)
     if workflow is None:
         raise UnreadableFile(f"{shown} holds no workflow: only PNGs saved by the studio do")
@@ -243,7 +243,7 @@ def _seed(text: str | None) -> int | None:
     return seed if seed <= MAX_SEED else None
 
 
-def _png_texts(raw: bytes, shown: str, wanted: set[str]) -> dict[str, str]:
+def png_texts(raw: bytes, shown: str, wanted: set[str]) -> dict[str, str]:
     """The ``wanted`` text chunks (tEXt, zTXt, iTXt) of a PNG, the first of each name.
 
     A file cut short keeps what came before the cut; a damaged text chunk is an error.

@@ -82,10 +82,10 @@ def import_file(raw: bytes, name: str = "") -> Imported:
 
 
 def _studio_png(raw: bytes, shown: str) -> Imported:
-    from graph.workflow import _read_png  # the studio's PNG reader: text chunks only, never pixels
+    from graph.workflow import read_png_workflow  # the studio's PNG reader: text chunks only, never pixels
 
     try:
-        source: WorkflowSource = _read_png(raw, shown)
+        source: WorkflowSource = read_png_workflow(raw, shown)
     except UnreadableFile as exc:
         raise ImportRefused(
             f"{exc} (pictures saved by SaveImage in the studio or ComfyUI carry their workflow)"

@@ -65,6 +65,19 @@ def quote(text: str, safe: str = "/") -> str:
     return urllib.parse.quote(text.encode("utf-8", "surrogatepass"), safe=safe)
 
 
+def _png_1px() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+PNG_1PX = _png_1px()
+
+
 def dumps(value: Any) -> bytes:
     return json.dumps(value).encode("utf-8", "surrogatepass")
 
@@ -137,6 +150,7 @@ def api_requests(draw: st.DrawFn, known: str) -> tuple[str, str, bytes | None]:
         )
         | st.lists(texts, min_size=1, max_size=4).map(lambda p: "/".join(quote(t) for t in p))
     )
+    name = draw(st.sampled_from(["mine", "..", ".hidden", "a" * 300, "x.json", "%00"]) | ids)
     return draw(
         st.sampled_from(
             [
@@ -152,6 +166,25 @@ def api_requests(draw: st.DrawFn, known: str) -> tuple[str, str, bytes | None]:
                 ("GET", f"/api/history?status={query}", None),
                 ("GET", f"/api/files/{file_path}", None),
                 ("GET", "/api/nodes", None),
+                ("GET", "/api/models", None),
+                ("GET", "/api/inputs", None),
+                ("GET", f"/api/inputs/{file_path}", None),
+                ("POST", f"/api/inputs?name={query}", draw(st.binary(max_size=64))),
+                ("POST", f"/api/inputs?name={name}", draw(st.sampled_from([PNG_1PX, b"GIF89a", b""]))),
+                ("GET", "/api/library", None),
+                ("GET", f"/api/library/{name}", None),
+                (
+                    "PUT",
+                    f"/api/library/{name}",
+                    dumps({"workflow": draw(json_values), "overwrite": draw(st.booleans())}),
+                ),
+                ("PUT", f"/api/library/{name}", draw(workflow_bodies())),
+                ("POST", f"/api/library/{name}/rename", dumps({"to": draw(json_values)})),
+                ("DELETE", f"/api/library/{name}", None),
+                ("GET", f"/api/examples/{name}", None),
+                ("POST", "/api/validate", draw(workflow_bodies())),
+                ("POST", f"/api/import?name={query}", draw(st.binary(max_size=200) | workflow_bodies())),
+                ("GET", f"/api/jobs/{job}/preview?node={query}&index={query}", None),
             ]
         )
     )
