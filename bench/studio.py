@@ -8,11 +8,14 @@ runs once to warm up, then clicks Run ``--runs`` times and measures in the page
 node (an <img> in it gets a new src and loads) and to the image on the SaveImage node
 (``node-save-image`` loads a new picture). In the same process the same workflow runs
 headless ``--runs`` times (``graph.executor.Executor`` over the same registry and model
-manager, warm, a new seed each time). Prints one JSON line per figure, medians in seconds,
-then the ratio of the page's image-on-node time to the headless run: what the server, the
-event stream, the PNG encoding and the page add.
+manager, warm, a new seed each time). Prints one JSON line per figure, medians in seconds:
+also the job's own run time on the server while the page watches it, then the ratio of the
+page's image-on-node time to the headless run: what the server, the event stream, the PNG
+encoding and the page add. On a few cores, a page that renders busily during the run (its
+progress transitions, previews) also slows the run itself: torch's threads, one per core,
+wait for each other when a core is taken; ``--threads`` sets torch's thread count to see it.
 
-    .venv/bin/python bench/studio.py [--runs 5]
+    .venv/bin/python bench/studio.py [--runs 5] [--threads N]
 
 Needs the built page (npm run build), playwright and /usr/bin/chromium; under two
 minutes on the 2-core machine.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -69,6 +73,7 @@ def median_figure(name: str, seconds: list[float], **extra: Any) -> float:
     emit(
         bench="studio",
         figure=name,
+        workflow="txt2img",
         median_s=round(median, 4),
         runs=[round(s, 4) for s in seconds],
         **extra,
@@ -76,12 +81,14 @@ def median_figure(name: str, seconds: list[float], **extra: Any) -> float:
     return median
 
 
-def page_runs(studio: Studio, runs: int) -> tuple[list[float], list[float]]:
-    """Seconds from the click on Run to the first sampler preview and to the saved image, per run."""
+def page_runs(studio: Studio, runs: int) -> tuple[list[float], list[float], list[float]]:
+    """Seconds from the click on Run to the first sampler preview and to the saved image, and
+    the job's own run time on the server (started to finished), per run."""
     from playwright.sync_api import sync_playwright
 
     previews: list[float] = []
     images: list[float] = []
+    jobs: list[float] = []
     with sync_playwright() as playwright:
         browser = launch_browser(playwright)
         try:
@@ -97,14 +104,16 @@ def page_runs(studio: Studio, runs: int) -> tuple[list[float], list[float]]:
                 page.get_by_test_id("run-button").click()
                 page.wait_for_function("window.__bench.image !== null")
                 found = page.evaluate("window.__bench")
+                studio.wait_idle()
+                (job,) = studio.get("/api/history?limit=1")["jobs"]
                 if attempt:
+                    jobs.append(job["finished"] - job["started"])
                     images.append(found["image"] / 1000)
                     if found["preview"] is not None:
                         previews.append(found["preview"] / 1000)
-            studio.wait_idle()
         finally:
             browser.close()
-    return previews, images
+    return previews, images, jobs
 
 
 def headless_runs(studio: Studio, runs: int) -> list[float]:
@@ -136,21 +145,30 @@ def headless_runs(studio: Studio, runs: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch's CPU threads (default: torch's own, one per core)"
+    )
     args = parser.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    setup = {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="bench-studio-") as folder:
         studio = start_studio(Path(folder), packs=())
         try:
-            previews, images = page_runs(studio, args.runs)
+            previews, images, jobs = page_runs(studio, args.runs)
             headless = headless_runs(studio, args.runs)
         finally:
             studio.close()
     if previews:
-        median_figure("run_to_first_preview_s", previews, workflow="txt2img", previews_seen=len(previews))
+        median_figure("run_to_first_preview_s", previews, previews_seen=len(previews), **setup)
     else:
         emit(bench="studio", figure="run_to_first_preview_s", median_s=None, note="no live preview seen")
-    on_node = median_figure("run_to_image_on_node_s", images, workflow="txt2img")
-    alone = median_figure("headless_run_s", headless, workflow="txt2img")
-    emit(bench="studio", figure="ratio_image_on_node_to_headless", ratio=round(on_node / alone, 2))
+    on_node = median_figure("run_to_image_on_node_s", images, **setup)
+    median_figure("job_run_while_page_watches_s", jobs, **setup)
+    alone = median_figure("headless_run_s", headless, **setup)
+    emit(bench="studio", figure="ratio_image_on_node_to_headless", ratio=round(on_node / alone, 2), **setup)
 
 
 if __name__ == "__main__":

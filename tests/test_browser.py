@@ -69,11 +69,19 @@ if not bundle_built():
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
+    """The studio, its jobs on one torch thread: on a 2-core machine the page's rendering takes
+    a core while a job runs, and torch's threads (one per core) then wait on each other, which
+    makes a 0.5 s toy run take 15 s (bench/studio.py --threads shows it)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     served = start_studio(tmp_path_factory.mktemp("studio"))
     try:
         yield served
     finally:
         served.close()
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +163,7 @@ def test_first_open_draws_the_example_with_queue_and_run_in_view(studio_page: St
     sp.open_txt2img()
     width, height = sp.page.viewport_size["width"], sp.page.viewport_size["height"]
     for node_id in TXT2IMG_NODES:
-        expect(sp.node(node_id)).to_be_attached()
+        expect(sp.node(node_id)).to_be_in_viewport()
     expect(sp.widget("pos", "text")).to_have_value(re.compile("a red circle"))
     for testid in ("run-button", "queue-panel", "batch-count", "run-progress"):
         box = sp.testid(testid).bounding_box()
@@ -221,8 +229,9 @@ BUILD = (
 )
 
 
-def add_by_search(sp: StudioPage, query: str, node_type: str, at: tuple[float, float]) -> str:
-    """Double-click the empty canvas at ``at``, search, take the first result; the new node's id."""
+def add_by_search(sp: StudioPage, query: str, node_type: str, at: tuple[float, float], shown: str) -> str:
+    """Double-click the empty canvas at ``at``, search, take the first result (which must show
+    ``shown``, the node's display name); the new node's id."""
     before = sp.node_ids()
     sp.page.mouse.dblclick(*at)
     expect(sp.testid("search-dialog")).to_be_visible()
@@ -230,6 +239,7 @@ def add_by_search(sp: StudioPage, query: str, node_type: str, at: tuple[float, f
     first = sp.testid("search-result").first
     expect(first).to_be_visible()
     first_text = first.inner_text()
+    assert shown in first_text, f"{query!r}: the first result is {first_text!r}, not {shown!r}"
     sp.testid("search-input").press("Enter")
     expect(sp.testid("search-dialog")).to_be_hidden()
     added = wait_until(lambda: sp.node_ids() - before, 5, f"a node from searching {query!r}")
@@ -240,7 +250,7 @@ def add_by_search(sp: StudioPage, query: str, node_type: str, at: tuple[float, f
     return str(node_id)
 
 
-def test_build_txt2img_from_scratch_with_search_and_links(studio_page: StudioPage) -> None:
+def test_build_txt2img_from_scratch_with_search_and_links(studio_page: StudioPage, studio: Studio) -> None:
     sp = studio_page
     sp.open_txt2img()
     sp.testid("tab-new").click()
@@ -250,10 +260,11 @@ def test_build_txt2img_from_scratch_with_search_and_links(studio_page: StudioPag
     for _ in range(3):  # room for seven nodes in the window
         sp.page.locator(".react-flow__controls-zoomout").click()
     column = (canvas["width"] - 60) / 5
+    names = {node["type"]: node["display_name"] for node in studio.get("/api/nodes")}
     ids = []
     for query, node_type, (col, row) in BUILD:
         at = (canvas["x"] + 40 + col * column, canvas["y"] + 40 + row * canvas["height"] * 0.45)
-        ids.append(add_by_search(sp, query, node_type, at))
+        ids.append(add_by_search(sp, query, node_type, at, names[node_type]))
     ck, pos, neg, lat, sampler, decode, save = ids
     # a toy-sized picture from the toy model, whatever the defaults are
     choose(sp, ck, "ckpt_name", "toy-sd")
@@ -408,29 +419,63 @@ def test_queue_three_runs_and_cancel_the_middle_one(
 # --- 7. reload ------------------------------------------------------------------------------------
 
 
-def test_reload_brings_back_tabs_edits_and_history(studio_page: StudioPage) -> None:
+def quick_jobs(studio: Studio, count: int) -> list[str]:
+    """Jobs sent to the API from elsewhere (a script), each saving a small picture; once done."""
+    ids = []
+    for _ in range(count):
+        noise = {
+            "n": {"type": "NoiseFromSeed", "inputs": {"seed": fresh_seed(), "size": 8}},
+            "save": {"type": "SaveImage", "inputs": {"images": link("n", "image"), "filename_prefix": "q"}},
+        }
+        status, job = studio.call("POST", "/api/jobs", {"workflow": {"version": 1, "nodes": noise}})
+        assert status == 201, job
+        ids.append(job["id"])
+    for job_id in ids:
+        assert studio.wait_job(job_id)["status"] == "done"
+    return ids
+
+
+def thumbnail_loaded(sp: StudioPage, job_id: str) -> None:
+    item = history_item(sp, job_id)
+    item.scroll_into_view_if_needed()
+    sp.page.wait_for_function(
+        "(id) => { const img = document.querySelector(`[data-testid=history-item][data-job-id='${id}'] img`);"
+        " return img && img.complete && img.naturalWidth > 0; }",
+        arg=job_id,
+    )
+
+
+def test_reload_brings_back_tabs_edits_and_history(studio_page: StudioPage, studio: Studio) -> None:
     sp = studio_page
     sp.open_txt2img()
     set_widget(sp, "s", "seed", fresh_seed())
     (job,) = sp.run()
+    newest = quick_jobs(studio, 12)[-1]  # more history than the panel shows at once
     set_widget(sp, "s", "steps", 7)
     sp.testid("tab-new").click()
     sp.page.wait_for_function("window.studioStore.getState().tabs.length === 2")
     sp.page.wait_for_timeout(800)  # autosave is debounced by 300 ms
     sp.page.reload()
     sp.wait_ready()
+    assert any(d.startswith("beforeunload") for d in sp.dialogs), f"no question before leaving: {sp.dialogs}"
     expect(sp.testid("tab-0")).to_be_visible()
     expect(sp.testid("tab-1")).to_be_visible()
     assert sp.tab_count() == 2
     sp.testid("tab-0").click()
     expect(sp.widget("s", "steps")).to_have_value("7")
-    expect(history_item(sp, job["id"])).to_be_visible(timeout=10_000)
-    sp.page.wait_for_function(
-        "(id) => { const img = document.querySelector(`[data-testid=history-item][data-job-id='${id}'] img`);"
-        " return img && img.complete && img.naturalWidth > 0; }",
-        arg=job["id"],
-    )
+    expect(history_item(sp, newest)).to_be_visible(timeout=10_000)
+    thumbnail_loaded(sp, newest)
     sp.shot("reloaded")
+    # the gallery scrolls; its cards keep square thumbnails and their text
+    first = history_item(sp, newest)
+    picture, words = first.locator("img").bounding_box(), first.inner_text()
+    assert picture is not None and picture["height"] >= 0.9 * picture["width"] > 50, f"thumbnail {picture}"
+    text_box = first.get_by_text(words.splitlines()[0]).first.bounding_box() if words.strip() else None
+    card = first.bounding_box()
+    assert text_box and card and text_box["y"] + text_box["height"] <= card["y"] + card["height"] + 1, (
+        f"the card's text {words!r} at {text_box} is cut off by the card {card}"
+    )
+    thumbnail_loaded(sp, job["id"])
 
 
 # --- 8. share a PNG and drop it back ----------------------------------------------------------------
@@ -475,7 +520,7 @@ def test_invalid_graph_shows_the_issue_on_the_node_and_queues_nothing(
     error = sp.testid("node-s-error")
     expect(error).to_be_visible()
     expect(error).to_contain_text("model")
-    expect(sp.testid("toast").first).to_be_visible()
+    expect(sp.testid("toast").filter(has_text="model").first).to_be_visible()
     sp.shot("invalid-graph")
     assert len(sp.submitted) == submitted
     assert studio.history_ids() == history_before
@@ -551,9 +596,11 @@ def test_bypass_mute_reroute_tabs_and_library(studio_page: StudioPage, studio: S
     moved = studio.library_dir / f"{renamed}.json"
     wait_until(moved.is_file, 5, f"{moved}")
     assert not saved.exists()
-    item = dialog.get_by_test_id("library-item").filter(has_text=renamed).first
+    item = dialog.get_by_test_id("library-item").filter(has_text=renamed)
+    expect(item).to_have_count(1)
     item.get_by_test_id("library-delete").click()
     wait_until(lambda: not moved.exists(), 5, f"{moved} deleted")
+    expect(dialog.get_by_test_id("library-item").filter(has_text=name)).to_have_count(0)
     sp.shot("library")
 
 

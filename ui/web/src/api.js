@@ -75,5 +75,6 @@ export const urls = {
   input: (path) => `/api/inputs/${encPath(path)}`,
   preview: (jobId, nodeId, index = 0, bust = "") =>
     `/api/jobs/${enc(jobId)}/preview?node=${enc(nodeId)}&index=${index}${bust ? `&n=${enc(bust)}` : ""}`,
+  jobPreview: (jobId) => `/api/jobs/${enc(jobId)}/preview`,
   stream: (jobId, after = 0) => `/api/jobs/${enc(jobId)}/stream?after=${after}`,
 };

@@ -1,4 +1,6 @@
-// Entry point: window.WorkflowStudio.mount(element) renders the studio into the page's mount.
+// Entry point: window.WorkflowStudio.mount(element) renders the studio over the page.
+// The root goes straight under <body>, beside Gradio's container, so Gradio's own styles
+// for buttons and inputs (scoped to that container) never reach the studio's.
 import { createRoot } from "react-dom/client";
 import "@xyflow/react/dist/style.css";
 import "./theme.css";
@@ -10,7 +12,7 @@ function mount(element) {
   const root = document.createElement("div");
   root.className = "studio-root";
   root.dataset.testid = "studio-root";
-  element.appendChild(root);
+  document.body.appendChild(root);
   createRoot(root).render(<App />);
 }
 

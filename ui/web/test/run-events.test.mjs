@@ -50,7 +50,7 @@ test("a run: states, progress, live preview to the last step, then the final ima
     { event: "node_preview", node_id: "prev", image: { shape: [2, 32, 32, 3] } },
     { event: "node_finished", node_id: "prev", node_type: "PreviewImage", files: [], seconds: 0.1 },
     { event: "run_finished", status: "done" },
-    { event: "job_finished", status: "done", results: {} },
+    { event: "job_finished", status: "done" },
   ]);
   assert.equal(nodes.ck.state, "cached");
   assert.equal(nodes.b.state, "skipped");
@@ -67,7 +67,8 @@ test("a run: states, progress, live preview to the last step, then the final ima
   assert.equal(run.ended, true);
   assert.deepEqual(
     notices.map((n) => n.kind),
-    ["history", "ended"],
+    ["results", "history", "ended"],
+    "the text results are fetched when the event has none",
   );
 });
 

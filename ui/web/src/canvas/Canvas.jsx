@@ -21,6 +21,7 @@ import SearchDialog from "../search/SearchDialog.jsx";
 import { NODE_DRAG_TYPE } from "../search/NodeLibrary.jsx";
 import { useStudio } from "../store/index.js";
 import { GroupNode, NoteNode } from "./Annotations.jsx";
+import ContextMenu from "./ContextMenu.jsx";
 import { TabContext } from "./context.js";
 import { inDialog, isTypingTarget, shortcutFor } from "./keys.js";
 import RerouteNode from "./RerouteNode.jsx";
@@ -28,7 +29,7 @@ import StudioNode from "./StudioNode.jsx";
 import "./canvas.css";
 
 const nodeTypes = { studio: StudioNode, reroute: RerouteNode, note: NoteNode, group: GroupNode };
-const FIT = { padding: 0.04, maxZoom: 1, minZoom: 0.45 };
+const FIT = { padding: 0.04, maxZoom: 1, minZoom: 0.7 }; // below 0.7 the 13px text is no longer readable
 const NODE_WIDTH = 240;
 
 const pointOf = (event) => {
@@ -46,46 +47,6 @@ function rectOf(node) {
   return { x: node.position.x, y: node.position.y, width, height };
 }
 
-function ContextMenu({ menu, onClose }) {
-  useEffect(() => {
-    const close = (event) => {
-      if (!event.target.closest || !event.target.closest(".canvas-menu")) onClose();
-    };
-    const escape = (event) => event.key === "Escape" && onClose();
-    window.addEventListener("pointerdown", close, true);
-    window.addEventListener("keydown", escape, true);
-    window.addEventListener("wheel", onClose, true);
-    return () => {
-      window.removeEventListener("pointerdown", close, true);
-      window.removeEventListener("keydown", escape, true);
-      window.removeEventListener("wheel", onClose, true);
-    };
-  }, [onClose]);
-  return (
-    <ul className="canvas-menu" role="menu" style={{ left: menu.x, top: menu.y }} data-testid="canvas-menu">
-      {menu.items.map((item) =>
-        item === "-" ? (
-          <li key={Math.random()} className="separator" role="separator" />
-        ) : (
-          <li key={item.label} role="menuitem">
-            <button
-              type="button"
-              disabled={item.disabled}
-              onClick={() => {
-                onClose();
-                item.run();
-              }}
-            >
-              <span>{item.label}</span>
-              {item.keys ? <kbd>{item.keys}</kbd> : null}
-            </button>
-          </li>
-        ),
-      )}
-    </ul>
-  );
-}
-
 function Flow({ tab }) {
   const tabId = tab.id;
   const rf = useReactFlow();
@@ -96,7 +57,6 @@ function Flow({ tab }) {
   const wrapper = useRef(null);
   const pointer = useRef(null); // the mouse on the page, for paste
   const groupDrag = useRef(null);
-  const reconnected = useRef(false);
   const store = useStudio.getState;
 
   const edges = useMemo(() => {
@@ -105,8 +65,6 @@ function Flow({ tab }) {
       const type = outputType(index, edge.source, edge.sourceHandle, types) || "*";
       return {
         ...edge,
-        // dragging a link's input end picks it up (to move or drop it); outputs always start new links
-        reconnectable: "target",
         style: { stroke: socketColor(type, colors), strokeWidth: edge.selected ? 4 : 2.5 },
         className: edge.selected ? "studio-edge selected" : "studio-edge",
       };
@@ -127,10 +85,11 @@ function Flow({ tab }) {
 
   const openSearch = useCallback(
     (screen, link = null) => {
-      const point = screen || (() => {
-        const rect = wrapper.current.getBoundingClientRect();
-        return { x: rect.left + rect.width / 2 - NODE_WIDTH / 2, y: rect.top + rect.height / 3 };
-      })();
+      // where the node goes: the click, else the mouse when it is over the canvas, else the middle
+      const rect = wrapper.current.getBoundingClientRect();
+      const mouse = pointer.current;
+      const over = mouse && mouse.x > rect.left && mouse.x < rect.right && mouse.y > rect.top && mouse.y < rect.bottom;
+      const point = screen || (over ? mouse : { x: rect.left + rect.width / 2 - NODE_WIDTH / 2, y: rect.top + rect.height / 3 });
       setMenu(null);
       setSearch({ position: toFlow(point), link });
     },
@@ -221,7 +180,12 @@ function Flow({ tab }) {
       return;
     }
     const target = event.target;
-    if (target && target.closest && target.closest(".react-flow__pane")) openSearch(pointOf(event), link);
+    if (!(target && target.closest && target.closest(".react-flow__pane"))) return;
+    const t = store().tabs.find((x) => x.id === tabId);
+    const held = link.from === "input" && t.edges.find((e) => e.target === link.nodeId && e.targetHandle === link.handle);
+    // a link pulled off an input and let go on empty canvas comes out; otherwise: what could take it?
+    if (held) store().deleteElements(tabId, [], [held.id]);
+    else openSearch(pointOf(event), link);
   };
 
   const insertReroute = (event, edge) => store().insertReroute(tabId, edge.id, toFlow(pointOf(event)));
@@ -288,8 +252,11 @@ function Flow({ tab }) {
       .tabs.find((t) => t.id === tabId)
       .nodes.filter((n) => {
         if (n.id === node.id || n.selected || n.type === "group") return false;
+        // inside: the middle of the node's title bar lies in the box (as ComfyUI decides)
         const r = rectOf(n);
-        return r.x >= box.x && r.y >= box.y && r.x + r.width <= box.x + box.width && r.y + r.height <= box.y + box.height;
+        const x = r.x + r.width / 2;
+        const y = r.y + Math.min(14, r.height / 2);
+        return x >= box.x && y >= box.y && x <= box.x + box.width && y <= box.y + box.height;
       })
       .map((n) => ({ id: n.id, x: n.position.x, y: n.position.y }));
     groupDrag.current = { id: node.id, x: node.position.x, y: node.position.y, inside };
@@ -379,19 +346,7 @@ function Flow({ tab }) {
         onConnect={(connection) => store().connect(tabId, connection)}
         isValidConnection={(connection) => store().isValidConnection(tabId, connection)}
         onConnectEnd={onConnectEnd}
-        onReconnectStart={() => {
-          reconnected.current = false;
-        }}
-        onReconnect={(old, connection) => {
-          reconnected.current = true;
-          if (!store().isValidConnection(tabId, connection)) return;
-          store().deleteElements(tabId, [], [old.id]);
-          store().connect(tabId, connection);
-        }}
-        onReconnectEnd={(event, edge, handleType, state) => {
-          if (!reconnected.current && !(state && state.toHandle)) store().deleteElements(tabId, [], [edge.id]);
-          reconnected.current = false;
-        }}
+        edgesReconnectable={false}
         onEdgeDoubleClick={insertReroute}
         onEdgeClick={(event, edge) => event.altKey && insertReroute(event, edge)}
         onNodeContextMenu={nodeMenu}
@@ -421,7 +376,6 @@ function Flow({ tab }) {
         proOptions={{ hideAttribution: true }}
         connectionLineStyle={{ stroke: "#9aa4b2", strokeWidth: 2.5 }}
         connectionRadius={28}
-        reconnectRadius={12}
       >
         <Background variant={BackgroundVariant.Dots} gap={22} size={1.3} color="#3b3b44" />
         <Controls showInteractive={false} position="bottom-left" />

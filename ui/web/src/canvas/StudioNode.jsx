@@ -40,12 +40,13 @@ function clock(seconds) {
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
 }
 
-function SocketHandle({ type, side, name, color, kind }) {
+function SocketHandle({ nodeId, type, side, name, color, kind }) {
   return (
     <Handle
       type={kind}
       position={side}
       id={name}
+      data-testid={`socket-${nodeId}-${kind === "target" ? "in" : "out"}-${name}`}
       className="sn-handle"
       style={{ background: color }}
       title={`${name}: ${type}`}
@@ -110,7 +111,7 @@ function Media({ id, run, inputPicture }) {
   else if (inputPicture) src = inputPicture;
   if (!src) return null;
   return (
-    <div className="sn-media">
+    <div className={`sn-media${src === inputPicture ? " input-picture" : ""}`}>
       {broken === src ? (
         <div className="sn-media-missing">{inputPicture === src ? "picture not found in input/" : "picture not available"}</div>
       ) : (
@@ -120,7 +121,10 @@ function Media({ id, run, inputPicture }) {
           alt=""
           draggable={false}
           onError={() => setBroken(src)}
-          onLoad={(event) => event.currentTarget.classList.toggle("tiny", event.currentTarget.naturalWidth < 96)}
+          onLoad={(event) => {
+            const w = event.currentTarget.naturalWidth;
+            event.currentTarget.classList.toggle("tiny", w >= 24 && w < 96);
+          }}
         />
       )}
       {many ? (
@@ -264,7 +268,7 @@ function StudioNode({ id, data, selected }) {
             <div className="sn-socket-row" key={`row-${i}`}>
               {input ? (
                 <span className={`sn-in${input.optional ? " optional" : ""}`}>
-                  <SocketHandle kind="target" side={Position.Left} name={input.name} type={input.type} color={socketColor(input.type, colors)} />
+                  <SocketHandle nodeId={id} kind="target" side={Position.Left} name={input.name} type={input.type} color={socketColor(input.type, colors)} />
                   {input.name}
                 </span>
               ) : (
@@ -273,7 +277,7 @@ function StudioNode({ id, data, selected }) {
               {output ? (
                 <span className="sn-out">
                   {output.name}
-                  <SocketHandle kind="source" side={Position.Right} name={output.name} type={output.type} color={socketColor(output.type, colors)} />
+                  <SocketHandle nodeId={id} kind="source" side={Position.Right} name={output.name} type={output.type} color={socketColor(output.type, colors)} />
                 </span>
               ) : null}
             </div>
@@ -281,7 +285,7 @@ function StudioNode({ id, data, selected }) {
         })}
         {widgetSpecs.map((spec) => {
           const socket = hasSocket(spec) ? (
-            <SocketHandle kind="target" side={Position.Left} name={spec.name} type={spec.type} color={socketColor(spec.type, colors)} />
+            <SocketHandle nodeId={id} kind="target" side={Position.Left} name={spec.name} type={spec.type} color={socketColor(spec.type, colors)} />
           ) : null;
           if (linkedSet.has(spec.name)) {
             return (

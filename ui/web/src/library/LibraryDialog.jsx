@@ -53,7 +53,11 @@ export default function LibraryDialog() {
       const answer = await api.libraryRename(name, to.trim());
       // Tabs opened from the old name now save under the new one.
       useStudio.setState((s) => ({
-        tabs: (s.tabs || []).map((t) => (t.libraryName === name ? { ...t, libraryName: answer.name } : t)),
+        tabs: (s.tabs || []).map((t) =>
+          t.libraryName === name
+            ? { ...t, libraryName: answer.name, title: t.title === name ? answer.name : t.title }
+            : t,
+        ),
       }));
       toast(`Renamed "${name}" to "${answer.name}"`, "ok");
     } catch (e) {

@@ -1,10 +1,10 @@
 // The large view of one history entry: its pictures (arrows step through them), name,
 // prompt, seeds, times, status or error, a download link and "Restore workflow", which
 // opens the workflow as it ran in a new tab. Esc closes.
-import { useEffect } from "react";
+import { useEffect, useState } from "react";
 import { api } from "../api.js";
 import { useStudio } from "../store/index.js";
-import { clockTime, entryImages, entryName, entrySeeds, runLength, STATUS_WORDS } from "./entries.js";
+import { clockTime, entryImages, entryName, entryPreview, entrySeeds, runLength, STATUS_WORDS } from "./entries.js";
 import "./panels.css";
 
 export default function ImageViewer() {
@@ -12,7 +12,10 @@ export default function ImageViewer() {
   const openViewer = useStudio((s) => s.openViewer);
   const closeViewer = useStudio((s) => s.closeViewer);
   const entry = viewer ? viewer.entry : null;
-  const images = entry ? entryImages(entry) : [];
+  const [previewGone, setPreviewGone] = useState(null); // the job id whose preview is gone
+  const saved = entry ? entryImages(entry) : [];
+  const preview = entry && !saved.length && previewGone !== entry.id ? entryPreview(entry) : null;
+  const images = preview ? [preview] : saved;
   const index = viewer ? Math.min(viewer.index, Math.max(0, images.length - 1)) : 0;
 
   useEffect(() => {
@@ -52,7 +55,12 @@ export default function ImageViewer() {
       <div className="viewer" data-testid="viewer" role="dialog" aria-label={`Output of ${entryName(entry)}`}>
         <div className="viewer-stage">
           {src ? (
-            <img src={src} alt={entry.prompt || entryName(entry)} draggable={false} />
+            <img
+              src={src}
+              alt={entry.prompt || entryName(entry)}
+              draggable={false}
+              onError={preview ? () => setPreviewGone(entry.id) : undefined}
+            />
           ) : (
             <div className="viewer-empty">{entry.status === "done" ? "This run saved no picture." : "No picture."}</div>
           )}
@@ -126,7 +134,7 @@ export default function ImageViewer() {
               Restore workflow
             </button>
             {src ? (
-              <a className="button-link" href={src} download={file.split("/").pop() || "image.png"}>
+              <a className="button-link" href={src} download={file.split("/").pop() || `${entryName(entry)}.png`}>
                 Download
               </a>
             ) : null}

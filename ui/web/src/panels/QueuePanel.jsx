@@ -1,8 +1,9 @@
 // The queue and gallery (right side): what runs and waits on the server, each with its own
 // cancel, and below it the history as thumbnails; a click opens the large view.
+import { useState } from "react";
 import { useStudio } from "../store/index.js";
 import { runFraction } from "../run/progress.js";
-import { clockTime, entryImages, entryName, entrySeedText, runLength, STATUS_WORDS } from "./entries.js";
+import { clockTime, entryImages, entryName, entryPreview, entrySeedText, runLength, STATUS_WORDS } from "./entries.js";
 import "./panels.css";
 
 function QueueItem({ job, running }) {
@@ -52,6 +53,8 @@ function QueueItem({ job, running }) {
 function HistoryItem({ entry }) {
   const openViewer = useStudio((s) => s.openViewer);
   const images = entryImages(entry);
+  const [previewGone, setPreviewGone] = useState(false);
+  const thumb = images[0] || (previewGone ? null : entryPreview(entry));
   const words = STATUS_WORDS[entry.status] || entry.status;
   return (
     <button
@@ -63,8 +66,14 @@ function HistoryItem({ entry }) {
       onClick={() => openViewer(entry, 0)}
     >
       <div className="history-thumb">
-        {images.length ? (
-          <img src={images[0]} alt={entry.prompt || entryName(entry)} loading="lazy" draggable={false} />
+        {thumb ? (
+          <img
+            src={thumb}
+            alt={entry.prompt || entryName(entry)}
+            loading="lazy"
+            draggable={false}
+            onError={images.length ? undefined : () => setPreviewGone(true)}
+          />
         ) : (
           <div className="history-noimage">no picture</div>
         )}

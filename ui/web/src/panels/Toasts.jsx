@@ -11,9 +11,7 @@ export default function Toasts() {
       {toasts.map((t) => (
         <div key={t.id} className={`toast toast-${t.kind}`} data-testid="toast" role={t.kind === "error" ? "alert" : "status"}>
           <span className="toast-text">{t.message}</span>
-          <button type="button" className="toast-close" aria-label="Close message" onClick={() => dismiss(t.id)}>
-            ×
-          </button>
+          <button type="button" className="toast-close" aria-label="Close message" onClick={() => dismiss(t.id)} />
         </div>
       ))}
     </div>

@@ -6,6 +6,11 @@ const PICTURE = /\.(png|jpe?g|webp|gif|bmp)$/i;
 
 export const entryImages = (entry) => (entry.outputs || []).filter((f) => PICTURE.test(f)).map((f) => urls.file(f));
 
+// A picture for a job that saved none (a PreviewImage workflow): the job's latest preview,
+// while the server still keeps it; only for finished runs (a failed run's would be a
+// half-sampled frame).
+export const entryPreview = (entry) => (entry.status === "done" ? urls.jobPreview(entry.id) : null);
+
 // {nodeId: seed} of the workflow's constant seeds, else the run's seed.
 export function entrySeeds(entry) {
   const seeds = entry.seeds && typeof entry.seeds === "object" ? Object.entries(entry.seeds) : [];

@@ -42,7 +42,7 @@ function markDone(run, id) {
 }
 
 // ctx: {now (ms), urls (api.js urls), isOutputNode(type) -> bool, title(nodeId) -> words}
-// -> {run, nodes, notices: [{kind: "toast", message, level} | {kind: "history"} | {kind: "ended"}]}
+// -> {run, nodes, notices: [{kind: "toast", message, level} | {kind: "history"} | {kind: "results"} | {kind: "ended"}]}
 export function applyJobEvent(run, nodes, event, ctx) {
   const notices = [];
   const seq = event.seq || 0;
@@ -137,15 +137,13 @@ export function applyJobEvent(run, nodes, event, ctx) {
     }
     case "job_finished": {
       const status = event.status || "done";
-      for (const [nodeId, result] of Object.entries(event.results || {})) {
-        if (result && typeof result === "object" && "text" in result) {
-          nodes = patch(nodes, nodeId, { text: result.text === null ? null : String(result.text) });
-        }
-      }
+      nodes = applyResults(nodes, event.results);
       if (status !== "done" && status !== "cancelled" && !run.error && event.error) {
         notices.push({ kind: "toast", level: "error", message: `The run ${status}: ${event.error}` });
       }
       run = { ...run, status, ended: true, current: null, ...IDLE, error: run.error || event.error || null };
+      // The text results (ShowValue) are in GET /api/jobs/{id} when the event does not carry them.
+      if (!event.results) notices.push({ kind: "results" });
       notices.push({ kind: "history" }, { kind: "ended" });
       break;
     }
@@ -153,4 +151,15 @@ export function applyJobEvent(run, nodes, event, ctx) {
       break;
   }
   return { run, nodes, notices };
+}
+
+// The text results of a finished job ({nodeId: {text}} of GET /api/jobs/{id}) on its nodes.
+export function applyResults(nodes, results) {
+  let next = nodes;
+  for (const [nodeId, result] of Object.entries(results || {})) {
+    if (result && typeof result === "object" && "text" in result) {
+      next = patch(next, nodeId, { text: result.text === null ? null : String(result.text) });
+    }
+  }
+  return next;
 }

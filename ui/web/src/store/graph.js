@@ -19,7 +19,8 @@ import {
   rerouteNodeId,
   workflowToFlow,
 } from "../graph/convert.js";
-import { compatible, freshId, indexDefs, isLink, isObject, isSeedInput, newNodeInputs, SOCKET_COLORS } from "../graph/defs.js";
+import { compatible, freshId, indexDefs, isObject, isSeedInput, newNodeInputs, SOCKET_COLORS } from "../graph/defs.js";
+import { copyNodes, pasteNodes } from "../graph/clipboard.js";
 import { readSaved, startAutosave } from "../tabs/autosave.js";
 
 const MAX_UNDO = 100;
@@ -127,9 +128,12 @@ export const graphSlice = (set, get, storeApi) => {
   const restoreTabs = async () => {
     const saved = readSaved();
     if (saved && saved.tabs.length) {
-      const tabs = saved.tabs.map((t) =>
-        makeTab(t.workflow, { title: t.title, libraryName: t.libraryName, dirty: t.dirty }),
-      );
+      const seen = new Set();
+      const tabs = saved.tabs.map((t) => {
+        const id = t.id && !seen.has(t.id) ? t.id : newTabId();
+        seen.add(id);
+        return makeTab(t.workflow, { id, title: t.title, libraryName: t.libraryName, dirty: t.dirty });
+      });
       const active = tabs[Math.min(Math.max(saved.active, 0), tabs.length - 1)];
       set({ tabs, activeTabId: active.id });
     } else {
@@ -171,7 +175,14 @@ export const graphSlice = (set, get, storeApi) => {
       defsPromise = (async () => {
         try {
           const [nodes, models] = await Promise.all([api.nodes(), api.models().catch(() => null)]);
-          set({ defs: indexDefs(nodes), defsLoaded: true, defsError: null, ...(models ? { models } : {}) });
+          const defs = indexDefs(nodes);
+          set({ defs, defsLoaded: true, defsError: null, ...(models ? { models } : {}) });
+          // node types that came since a tab was opened (a node pack installed): draw them now
+          for (const tab of get().tabs) {
+            if (!tab.nodes.some((n) => n.type === "studio" && n.data.unknown && n.data.raw === undefined && defs.types[n.data.type])) continue;
+            const fresh = makeTab(flowToWorkflow(tab, defs.types), { ...tab, id: tab.id });
+            set((s) => ({ tabs: s.tabs.map((t) => (t.id === tab.id ? { ...fresh, dirty: tab.dirty } : t)) }));
+          }
         } catch (error) {
           set({ defsError: error.message || String(error) });
           defsPromise = null;
@@ -323,10 +334,17 @@ export const graphSlice = (set, get, storeApi) => {
       const tab = findTab(tabId);
       if (!def || !tab) return null;
       const id = freshId(type, takenIds(tab.nodes));
+      // not exactly on top of another node (two nodes added at the middle of the view, say)
+      const spot = { x: Math.round(position.x), y: Math.round(position.y) };
+      const near = (n) => Math.abs(n.position.x - spot.x) < 12 && Math.abs(n.position.y - spot.y) < 12;
+      for (let i = 0; i < 50 && tab.nodes.some(near); i++) {
+        spot.x += 30;
+        spot.y += 30;
+      }
       const node = {
         id,
         type: "studio",
-        position: { x: Math.round(position.x), y: Math.round(position.y) },
+        position: spot,
         selected: select,
         data: { type, inputs: newNodeInputs(def, get().models), order: [], extra: {}, version: def.version },
       };
@@ -572,7 +590,8 @@ export const graphSlice = (set, get, storeApi) => {
         }
         return next;
       };
-      const ids = [...byId.keys()].sort().join(",");
+      // one undo step per drag or resize of the same nodes (selection changes do not count)
+      const ids = [...new Set(rest.filter((c) => c.type !== "select").map((c) => c.id))].sort().join(",");
       update(tabId, (t) => ({ nodes: t.nodes.map(apply) }), {
         dirty: moved || resized,
         undo: moved || resized,
@@ -594,8 +613,9 @@ export const graphSlice = (set, get, storeApi) => {
 
     /** Move nodes (a group's contents follow the group); positions: {id: {x, y}}. */
     moveNodes(tabId, positions) {
+      // part of a drag whose undo step is already taken
       update(tabId, (t) => ({ nodes: t.nodes.map((n) => (positions[n.id] ? { ...n, position: positions[n.id] } : n)) }), {
-        undoKey: `move-group:${Object.keys(positions).sort().join(",")}`,
+        undo: false,
       });
     },
 
@@ -647,14 +667,7 @@ export const graphSlice = (set, get, storeApi) => {
       const wanted = nodeIds ? new Set(nodeIds) : null;
       const chosen = tab.nodes.filter((n) => (wanted ? wanted.has(n.id) : n.selected) && n.type === "studio");
       if (!chosen.length) return 0;
-      const ids = new Set(chosen.map((n) => n.id));
-      const part = flowToWorkflow(
-        { nodes: chosen, edges: tab.edges.filter((e) => ids.has(e.target)), metadata: {} },
-        types(),
-      );
-      const controls = get().seedControls(tabId);
-      const seeds = Object.fromEntries(Object.entries(controls).filter(([id]) => ids.has(id)));
-      const clip = { version: 1, nodes: part.nodes, seed_control: seeds };
+      const clip = copyNodes(tab, chosen.map((n) => n.id), get().seedControls(tabId), types());
       try {
         window.localStorage.setItem(CLIPBOARD_KEY, JSON.stringify(clip));
       } catch {
@@ -678,54 +691,13 @@ export const graphSlice = (set, get, storeApi) => {
       }
       const tab = findTab(tabId);
       if (!tab || !clip || !isObject(clip.nodes) || !Object.keys(clip.nodes).length) return [];
-      const taken = takenIds(tab.nodes);
-      const rename = {};
-      for (const [id, entry] of Object.entries(clip.nodes)) {
-        const fresh = freshId(isObject(entry) && typeof entry.type === "string" ? entry.type : id, taken);
-        taken.add(fresh);
-        rename[id] = fresh;
-      }
-      const positions = Object.values(clip.nodes).map((e) => (isObject(e) && Array.isArray(e.position) ? e.position : [0, 0]));
-      const minX = Math.min(...positions.map((p) => p[0]));
-      const minY = Math.min(...positions.map((p) => p[1]));
-      const offset = at ? [at.x - minX, at.y - minY] : [40, 40];
-      const existing = new Set(tab.nodes.filter((n) => n.type === "studio").map((n) => n.id));
-      const nodes = {};
-      for (const [id, entry] of Object.entries(clip.nodes)) {
-        const copy = structuredClone(entry);
-        if (isObject(copy)) {
-          if (Array.isArray(copy.position)) copy.position = [copy.position[0] + offset[0], copy.position[1] + offset[1]];
-          const inputs = isObject(copy.inputs) ? copy.inputs : {};
-          for (const [name, value] of Object.entries(inputs)) {
-            if (!isLink(value)) continue;
-            if (value.node in rename) inputs[name] = { node: rename[value.node], output: value.output };
-            else if (!(keepLinks && existing.has(value.node))) delete inputs[name];
-          }
-        }
-        nodes[rename[id]] = copy;
-      }
-      const flow = workflowToFlow({ version: 1, nodes }, types());
-      // links from nodes outside the copy (keepLinks): drawn into the tab's graph
-      const outside = [];
-      for (const node of flow.nodes) {
-        for (const [name, value] of Object.entries(node.data.inputs || {})) {
-          if (!isLink(value) || !existing.has(value.node)) continue;
-          outside.push({ source: value.node, sourceHandle: value.output, target: node.id, targetHandle: name });
-          delete node.data.inputs[name];
-        }
-        node.selected = true;
-      }
-      const seedControls = { ...get().seedControls(tabId) };
-      for (const [id, value] of Object.entries(clip.seed_control || {})) if (id in rename) seedControls[rename[id]] = value;
-      update(tabId, (t) => {
-        const all = [...t.nodes.map((n) => (n.selected ? { ...n, selected: false } : n)), ...flow.nodes];
-        let edges = [...t.edges, ...flow.edges];
-        for (const c of outside) {
-          if (canConnect(all, edges, c, types())) edges = [...edges, makeEdge(c.source, c.sourceHandle, c.target, c.targetHandle)];
-        }
-        return { nodes: all, edges, metadata: withStudio(t.metadata, "seed_control", seedControls) };
-      });
-      return flow.nodes.map((n) => n.id);
+      const result = pasteNodes(tab, clip, { at, keepLinks, seedControls: get().seedControls(tabId) }, types());
+      update(tabId, (t) => ({
+        nodes: result.nodes,
+        edges: result.edges,
+        metadata: withStudio(t.metadata, "seed_control", result.seedControls),
+      }));
+      return result.ids;
     },
 
     duplicateNodes(tabId, nodeIds) {

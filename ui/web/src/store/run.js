@@ -2,7 +2,7 @@
 // node shows (nodeState) while and after its jobs run. The contract is in the shared
 // spec ("Run slice"); the steps live in run/runner.js, run/events.js and run/seeds.js.
 import { api, ApiError, urls } from "../api.js";
-import { applyJobEvent, newRun } from "../run/events.js";
+import { applyJobEvent, applyResults, newRun } from "../run/events.js";
 import { seedUpdates } from "../run/seeds.js";
 import {
   cannotRunMessage,
@@ -77,7 +77,21 @@ export const runSlice = (set, get) => {
     for (const notice of result.notices) {
       if (notice.kind === "toast" && !quiet && get().toast) get().toast(notice.message, notice.level);
       if (notice.kind === "history" && !quiet) get().refreshHistory();
+      if (notice.kind === "results") showResults(jobId, run.tabId);
     }
+  };
+
+  // ShowValue and other text outputs, from the finished job's record.
+  const showResults = async (jobId, tabId) => {
+    let job;
+    try {
+      job = await api.job(jobId);
+    } catch {
+      return;
+    }
+    if (!job || !job.results || !Object.keys(job.results).length) return;
+    if (!(get().tabs || []).some((t) => t.id === tabId)) return;
+    set((s) => ({ nodeState: { ...s.nodeState, [tabId]: applyResults(s.nodeState[tabId] || {}, job.results) } }));
   };
 
   return {

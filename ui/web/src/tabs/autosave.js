@@ -1,11 +1,11 @@
-// Autosave: the open tabs (each as its workflow file, with title, library name and whether it
-// has unsaved changes) are written to localStorage "workflow-studio.tabs.v1" 300 ms after each
+// Autosave: the open tabs (each as its workflow file, with its id, title, library name and
+// whether it has unsaved changes; ids stay, so jobs followed by tab survive a reload) are written to localStorage "workflow-studio.tabs.v1" 300 ms after each
 // change, and read back at start, so a reload loses nothing. Undo history is not kept.
 
 export const STORAGE_KEY = "workflow-studio.tabs.v1";
 const DEBOUNCE_MS = 300;
 
-/** What was saved: {tabs: [{title, libraryName, dirty, workflow}], active: index}, or null. */
+/** What was saved: {tabs: [{id, title, libraryName, dirty, workflow}], active: index}, or null. */
 export function readSaved(storage = globalThis.localStorage) {
   let saved;
   try {
@@ -17,6 +17,7 @@ export function readSaved(storage = globalThis.localStorage) {
   const tabs = saved.tabs.filter((t) => t && typeof t === "object" && t.workflow && typeof t.workflow === "object");
   return {
     tabs: tabs.map((t) => ({
+      id: typeof t.id === "string" && t.id ? t.id : null,
       title: typeof t.title === "string" ? t.title : "Untitled",
       libraryName: typeof t.libraryName === "string" ? t.libraryName : null,
       dirty: Boolean(t.dirty),
@@ -29,6 +30,7 @@ export function readSaved(storage = globalThis.localStorage) {
 /** The saved form of the store's tabs. */
 export function savedForm(state) {
   const tabs = state.tabs.map((tab) => ({
+    id: tab.id,
     title: tab.title,
     libraryName: tab.libraryName,
     dirty: tab.dirty,
