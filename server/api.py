@@ -19,49 +19,35 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from graph.issues import InvalidWorkflow
-from graph.validate import validate
-from graph.workflow import parse_json
+from server.answers import (
+    SERVED_HEADERS,
+    ApiError,
+    SafeJSONResponse,
+    _JsonErrorRoute,
+    only_keys,
+    read_json,
+)
 from server.files import FileRefused, output_file
 from server.folders import StudioFolders
 from server.guard import SAFE_METHODS, is_this_machine, origin_matches
 from server.history import MAX_SQLITE_INT, STATUSES
-from server.importing import ImportRefused, import_file
-from server.inputs import InputRefused, input_picture, list_images, save_bytes
 from server.jobs import SOURCES, Job, JobQueue, QueueClosed, QueueFull
-from server.library import Library, LibraryError
-from server.model_info import ModelCatalog
+from server.page_api import PageApi, add_page_routes
 from server.summaries import workflow_labels
 
 log = logging.getLogger(__name__)
 
-#: Largest request body taken (a workflow with embedded text is far smaller; so is a file to import).
-MAX_BODY_BYTES = 16 * 1024 * 1024
-#: Largest picture taken by ``POST /api/inputs``.
-MAX_UPLOAD_BYTES = 64 * 1024 * 1024
-#: Inputs that name a picture in the input folder: ``/api/nodes`` lists the pictures there as
-#: their ``choices`` (with ``"file_list": true``: a list to pick from, not a limit).
-INPUT_FILE_INPUTS: dict[str, tuple[str, ...]] = {"LoadImage": ("path",)}
-#: Headers of a served file: never sniffed into a page, never run as one.
-SERVED_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'none'; sandbox",
-    "Cache-Control": "no-cache",
-}
 #: Longest a long-poll waits, in seconds, and how often waiting routes look again.
 MAX_WAIT = 60.0
 _POLL = 0.05
@@ -69,72 +55,6 @@ _POLL = 0.05
 _KEEP_ALIVE = 15.0
 
 SessionUser = Callable[[Request], str | None]
-
-
-class ApiError(Exception):
-    """An error answer: ``{"error": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers
-
-
-class SafeJSONResponse(JSONResponse):
-    """JSON that always renders: ASCII only (a lone surrogate becomes an escape), and a
-    number JSON cannot hold (infinity, NaN) as its text instead of a failure."""
-
-    def render(self, content: Any) -> bytes:
-        try:
-            text = json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
-        except ValueError:
-            text = json.dumps(_finite(content), ensure_ascii=True, allow_nan=False, separators=(",", ":"))
-        return text.encode("ascii")
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return SafeJSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-def _validation_text(exc: RequestValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("query", "path", "body"))
-        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg")))
-    return "bad request: " + "; ".join(parts)
-
-
-class _JsonErrorRoute(APIRoute):
-    """Turns every error inside a route (its dependencies included) into ``{"error": ...}``."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except ApiError as exc:
-                return error_response(exc.status, exc.message, exc.headers)
-            except RequestValidationError as exc:
-                return error_response(400, _validation_text(exc))
-            except HTTPException as exc:
-                return error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}))
-            except Exception:
-                log.exception("%s %s failed", request.method, request.url.path)
-                return error_response(500, "the studio failed to answer this request (see its log)")
-
-        return route
 
 
 def gradio_login_user(blocks: Any) -> SessionUser:
@@ -174,16 +94,6 @@ def _summary(job: Job) -> dict[str, Any]:
     }
 
 
-def _only_keys(body: Any, required: tuple[str, ...], optional: tuple[str, ...], shape: str) -> dict[str, Any]:
-    """``body`` when it is an object with the ``required`` keys and no others but ``optional``."""
-    if not isinstance(body, dict) or any(key not in body for key in required):
-        raise ApiError(400, f"send a JSON object: {shape}")
-    unknown = sorted(set(body) - {*required, *optional})
-    if unknown:
-        raise ApiError(400, f"unknown keys in the request: {', '.join(unknown)}")
-    return body
-
-
 def _sse(entry: dict[str, Any]) -> str:
     return f"id: {entry['seq']}\nevent: {entry['event']}\ndata: {json.dumps(entry)}\n\n"
 
@@ -206,8 +116,6 @@ class StudioApi:
         self.local_only = local_only
         self.bound_host = bound_host
         self.folders = folders
-        self.library = Library(folders.library_dir, folders.examples_dir) if folders is not None else None
-        self.model_catalog = ModelCatalog()
 
     # -- checks run before every route ---------------------------------------------
 
@@ -243,8 +151,8 @@ class StudioApi:
     # -- jobs ---------------------------------------------------------------------------
 
     async def submit(self, request: Request) -> JSONResponse:
-        body = _only_keys(
-            await self._json_body(request),
+        body = only_keys(
+            await read_json(request),
             ("workflow",),
             ("seed", "source"),
             '{"workflow": {...} or "text", "seed": optional, "source": "api" or "ui"}',
@@ -268,33 +176,6 @@ class StudioApi:
             status_code=201,
             headers={"Location": f"/api/jobs/{job.id}"},
         )
-
-    @staticmethod
-    async def _raw_body(request: Request, limit: int | None = None) -> bytes:
-        """The request's body, at most ``limit`` bytes (default :data:`MAX_BODY_BYTES`; a 413 beyond,
-        before reading it all)."""
-        limit = MAX_BODY_BYTES if limit is None else limit
-        too_large = f"the request is larger than {limit // (1024 * 1024)} MB"
-        declared = request.headers.get("content-length", "").strip()
-        if declared.isascii() and declared.isdecimal() and int(declared) > limit:
-            raise ApiError(413, too_large)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, too_large)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def _json_body(self, request: Request) -> Any:
-        raw = await self._raw_body(request)
-        try:
-            return parse_json(raw.decode("utf-8") or "null")
-        except RecursionError:
-            raise ApiError(400, "the request body is nested too deep") from None
-        except ValueError as exc:  # UnicodeDecodeError and json's errors are ValueErrors
-            raise ApiError(400, f"the request body is not JSON the studio takes: {exc}") from None
 
     def _labels(self, workflow: Any) -> dict[str, Any]:
         """A job's ``name``, ``prompt`` and ``seeds`` (server/summaries.py)."""
@@ -433,22 +314,6 @@ class StudioApi:
             raise ApiError(exc.status, exc.message) from None
         return FileResponse(target, headers=SERVED_HEADERS)
 
-    def nodes(self) -> list[dict[str, Any]]:
-        """Every node type; inputs naming a picture in the input folder list those there."""
-        described = self.jobs.registry.describe()
-        pictures: list[str] | None = None
-        for node in described:
-            names = INPUT_FILE_INPUTS.get(node["type"], ())
-            for spec in node["inputs"]:
-                if spec["name"] in names:
-                    pictures = list_images(self._input_dirs()) if pictures is None else pictures
-                    spec["choices"] = list(pictures)
-                    spec["file_list"] = True
-        return described
-
-    def models(self) -> dict[str, Any]:
-        return self.model_catalog.answer(self.jobs.registry.services)
-
     # -- previews -------------------------------------------------------------------------
 
     def preview(
@@ -475,120 +340,6 @@ class StudioApi:
             "X-Preview-Count": str(len(pngs)),
         }
         return Response(pngs[index], media_type="image/png", headers=headers)
-
-    # -- checking and importing workflows ------------------------------------------------------
-
-    async def validate(self, request: Request) -> dict[str, Any]:
-        body = _only_keys(await self._json_body(request), ("workflow",), (), '{"workflow": {...} or "text"}')
-        checked = await run_in_threadpool(validate, body["workflow"], self.jobs.registry)
-        return {"valid": checked.ok, "issues": [issue.to_dict() for issue in checked.issues]}
-
-    async def import_(
-        self, request: Request, name: str = Query("", max_length=1024, description="the file's name, shown")
-    ) -> dict[str, Any]:
-        raw = await self._raw_body(request)
-        try:
-            imported = await run_in_threadpool(import_file, raw, name)
-        except ImportRefused as exc:
-            raise ApiError(400, str(exc)) from None
-        return imported.to_dict()
-
-    # -- the input folder -----------------------------------------------------------------
-
-    def _input_dirs(self) -> list[Path]:
-        """Where LoadImage finds pictures: the input folder first, then the run settings' input
-        folders (the studio adds the examples', whose workflows load ``assets/...``)."""
-        folders = [self.folders.input_dir] if self.folders is not None else []
-        folders += [Path(folder) for folder in self.jobs.settings_factory().input_dirs]
-        unique: dict[Path, Path] = {}
-        for folder in folders:
-            unique.setdefault(folder.resolve(), folder)
-        return list(unique.values())
-
-    def _input_dir(self) -> Path:
-        if self.folders is None:
-            raise ApiError(404, "this server has no input folder")
-        return self.folders.input_dir
-
-    def inputs(self) -> dict[str, Any]:
-        self._input_dir()
-        return {"files": list_images(self._input_dirs())}
-
-    async def upload(
-        self, request: Request, name: str = Query(..., max_length=255, description="the picture's file name")
-    ) -> JSONResponse:
-        folder = self._input_dir()
-        raw = await self._raw_body(request, MAX_UPLOAD_BYTES)
-        try:
-            saved = await run_in_threadpool(save_bytes, folder, raw, name)
-        except InputRefused as exc:
-            raise ApiError(400, str(exc)) from None
-        return SafeJSONResponse({"name": saved.name}, status_code=201)
-
-    def input_file(self, path: str) -> FileResponse:
-        """A picture LoadImage would read: from the first input folder that has it."""
-        missing = FileRefused(404, f"there is no picture {path[:200]!r} in the input folder")
-        for folder in [self._input_dir(), *self._input_dirs()[1:]]:
-            try:
-                return FileResponse(input_picture(folder, path), headers=SERVED_HEADERS)
-            except FileRefused as exc:
-                if exc.status != 404:
-                    raise ApiError(exc.status, exc.message) from None
-        raise ApiError(missing.status, missing.message)
-
-    # -- the workflow library and the examples ---------------------------------------------------
-
-    def _library(self) -> Library:
-        if self.library is None:
-            raise ApiError(404, "this server has no workflow library folder")
-        return self.library
-
-    async def _in_library(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await run_in_threadpool(call, *args, **kwargs)
-        except LibraryError as exc:
-            raise ApiError(exc.status, exc.message) from None
-
-    async def library_list(self) -> dict[str, Any]:
-        library = self._library()
-        workflows = await self._in_library(library.list)
-        examples = await self._in_library(library.list_examples)
-        return {"workflows": workflows, "examples": examples}
-
-    async def library_get(self, name: str) -> Any:
-        return await self._in_library(self._library().read, name)
-
-    async def library_put(self, name: str, request: Request) -> JSONResponse:
-        library = self._library()
-        body = _only_keys(
-            await self._json_body(request),
-            ("workflow",),
-            ("overwrite",),
-            '{"workflow": {...} or "text", "overwrite": false}',
-        )
-        overwrite = body.get("overwrite", False)
-        if not isinstance(overwrite, bool):
-            raise ApiError(400, "overwrite must be true or false")
-        saved = await self._in_library(library.save, name, body["workflow"], overwrite=overwrite)
-        return SafeJSONResponse(
-            {"name": saved.name, "replaced": saved.replaced}, status_code=200 if saved.replaced else 201
-        )
-
-    async def library_rename(self, name: str, request: Request) -> dict[str, Any]:
-        library = self._library()
-        body = _only_keys(await self._json_body(request), ("to",), (), '{"to": "new name"}')
-        if not isinstance(body["to"], str):
-            raise ApiError(400, "to must be the new name, as text")
-        return {"name": await self._in_library(library.rename, name, body["to"])}
-
-    async def library_delete(self, name: str) -> dict[str, Any]:
-        await self._in_library(self._library().delete, name)
-        return {"name": name, "deleted": True}
-
-    async def example(self, name: str) -> Any:
-        if self.folders is None:
-            raise ApiError(404, "this server has no examples folder")
-        return await self._in_library(self._library().read_example, name)
 
     @staticmethod
     def no_route(request: Request) -> None:
@@ -619,6 +370,7 @@ def api_router(
     route; these checks keep the routes safe when served alone.
     """
     api = StudioApi(jobs, token, session_user, local_only, bound_host, folders)
+    page = PageApi(jobs, folders)
     router = APIRouter(
         prefix="/api",
         route_class=_JsonErrorRoute,
@@ -635,19 +387,7 @@ def api_router(
     router.add_api_route("/history", api.history, methods=["GET"])
     router.add_api_route("/jobs/{job_id}/preview", api.preview, methods=["GET"], response_model=None)
     router.add_api_route("/files/{path:path}", api.file, methods=["GET"], response_model=None)
-    router.add_api_route("/nodes", api.nodes, methods=["GET"])
-    router.add_api_route("/models", api.models, methods=["GET"])
-    router.add_api_route("/validate", api.validate, methods=["POST"])
-    router.add_api_route("/import", api.import_, methods=["POST"])
-    router.add_api_route("/inputs", api.inputs, methods=["GET"])
-    router.add_api_route("/inputs", api.upload, methods=["POST"], status_code=201, response_model=None)
-    router.add_api_route("/inputs/{path:path}", api.input_file, methods=["GET"], response_model=None)
-    router.add_api_route("/library", api.library_list, methods=["GET"])
-    router.add_api_route("/library/{name}", api.library_get, methods=["GET"])
-    router.add_api_route("/library/{name}", api.library_put, methods=["PUT"], response_model=None)
-    router.add_api_route("/library/{name}", api.library_delete, methods=["DELETE"])
-    router.add_api_route("/library/{name}/rename", api.library_rename, methods=["POST"])
-    router.add_api_route("/examples/{name}", api.example, methods=["GET"])
+    add_page_routes(router, page)
     # last: any other path under /api answers in the same JSON as the rest
     router.add_api_route(
         "/{rest:path}",

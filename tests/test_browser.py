@@ -8,8 +8,9 @@ Playwright drives Debian's chromium (never a downloaded browser). Skipped when p
 environment variable set, as .ci/run does), where that is a failure. Screenshots of each
 journey go to test-artifacts/studio-<journey>-<size>.png.
 
-The page is found by its test ids (docs: ui/web/README.md's contract): ``node-<id>``,
-``widget-<id>-<input>``, ``run-button``, ``queue-item``, ``history-item`` ...
+The page is found by its test ids (``data-testid``): ``node-<id>``, ``widget-<id>-<input>``,
+``run-button``, ``queue-item``, ``history-item`` ... and its store, ``window.studioStore``.
+The studio's jobs run on one torch thread here (see the ``studio`` fixture).
 """
 
 from __future__ import annotations

@@ -188,7 +188,7 @@ def test_uploads_that_are_not_pictures_are_refused(
     for name in (".hidden.png", "a/b.png", "..", "x.exe", "x.svg", " "):
         error_of(client.post("/api/inputs", params={"name": name}, content=png_bytes()), 400)
     error_of(client.post("/api/inputs", content=png_bytes()), 400)  # no name
-    monkeypatch.setattr("server.api.MAX_UPLOAD_BYTES", 100)
+    monkeypatch.setattr("server.page_api.MAX_UPLOAD_BYTES", 100)
     assert "larger than" in error_of(
         client.post("/api/inputs?name=big.png", content=png_bytes((64, 64))), 413
     )
@@ -399,7 +399,7 @@ def test_import_refuses_what_holds_no_workflow(client: TestClient, monkeypatch: 
     assert "ComfyUI workflow that cannot be read" in error_of(
         client.post("/api/import?name=b.png", content=broken), 400
     )
-    monkeypatch.setattr("server.api.MAX_BODY_BYTES", 10)
+    monkeypatch.setattr("server.answers.MAX_BODY_BYTES", 10)
     error_of(client.post("/api/import?name=big.json", content=b"{" + b" " * 100 + b"}"), 413)
 
 

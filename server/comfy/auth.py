@@ -15,7 +15,8 @@ import secrets
 
 from fastapi import Request, WebSocket
 
-from server.api import ApiError, StudioApi
+from server.answers import ApiError
+from server.api import StudioApi
 from server.guard import origin_matches
 
 #: The user name of HTTP Basic access (the page's login name); the password is the token.

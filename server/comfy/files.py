@@ -22,7 +22,7 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from server.api import ApiError
+from server.answers import ApiError
 from server.files import FileRefused, output_file
 from server.jobs import JobQueue
 

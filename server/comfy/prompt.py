@@ -19,7 +19,8 @@ from starlette.concurrency import run_in_threadpool
 
 from graph.events import Event, NodePreview
 from graph.issues import InvalidWorkflow
-from server.api import SafeJSONResponse, StudioApi
+from server.answers import SafeJSONResponse, read_json
+from server.api import StudioApi
 from server.comfy.errors import (
     PromptRefused,
     conversion_errors,
@@ -64,7 +65,7 @@ class PromptIntake:
         self.hub = hub
 
     async def post_prompt(self, request: Request) -> Response:
-        body = await self.checks._json_body(request)
+        body = await read_json(request)
         if not isinstance(body, dict) or not isinstance(body.get("prompt"), dict):
             answer = error_body("invalid_prompt", 'send {"prompt": {node id: {"class_type", "inputs"}}, ...}')
             return SafeJSONResponse(answer, status_code=400)

@@ -13,7 +13,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from server.api import SafeJSONResponse, SessionUser, StudioApi, _JsonErrorRoute
+from server.answers import SafeJSONResponse, _JsonErrorRoute
+from server.api import SessionUser, StudioApi
 from server.comfy import system
 from server.comfy.auth import ComfyAccess
 from server.comfy.files import ComfyFiles

@@ -13,7 +13,8 @@ from typing import Any
 
 from fastapi import Query, Request, Response
 
-from server.api import ApiError, StudioApi
+from server.answers import ApiError, read_json
+from server.api import StudioApi
 from server.comfy.info import ComfyJobs
 from server.comfy.outputs import files_by_prefix, outputs_by_node
 from server.history import FINAL_STATUSES
@@ -47,7 +48,7 @@ class QueueViews:
 
     async def post_queue(self, request: Request) -> Response:
         """``{"delete": [prompt ids]}`` takes waiting jobs out, ``{"clear": true}`` all of them."""
-        body = await self.checks._json_body(request)
+        body = await read_json(request)
         if not isinstance(body, dict):
             raise ApiError(400, 'send {"delete": [prompt ids]} or {"clear": true}')
         targets: list[str] = []
@@ -66,7 +67,7 @@ class QueueViews:
 
     async def interrupt(self, request: Request) -> Response:
         """Stop the running job (only the one named by ``prompt_id`` when the body names one)."""
-        body = await self.checks._json_body(request)  # an empty body is None; the size limit holds
+        body = await read_json(request)  # an empty body is None; the size limit holds
         prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
         for job in self.jobs.list_queue():
             if job.status == "running" and (prompt_id is None or job.id == prompt_id):
