@@ -47,7 +47,7 @@ def studio_command(args: argparse.Namespace) -> int:
         packs = tuple(getattr(args, "pack", []) or ())
         spec = engine_spec(services, output_dir, input_dirs, packs)
         try:
-            made = make_workers(spec, workers, ray, "studio-")
+            made = make_workers(spec, workers, ray, "studio-", spare_cores=1)
         except WorkersUnavailable as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -51,19 +51,27 @@ def engine_spec(
 
 
 def make_workers(
-    spec: EngineSpec, count: int | None, ray: str | None, prefix: str, most: int | None = None
+    spec: EngineSpec,
+    count: int | None,
+    ray: str | None,
+    prefix: str,
+    most: int | None = None,
+    spare_cores: int = 0,
 ) -> Workers:
     """``count`` local worker processes (default 1), or with ``ray`` (an address, or ``auto``)
     that many Ray actors (default: one per GPU of the cluster, else one per CPU slot); never more
-    than ``most``. Local workers share the machine's cores out (Ray gives each actor its CPUs).
-    Raises :class:`WorkersUnavailable`."""
+    than ``most``. Local workers share the machine's cores out, less ``spare_cores`` kept for
+    others (the studio keeps one for its server and the browser watching the run: torch's
+    threads wait on each other when one of their cores is busy elsewhere). Ray gives each
+    actor its CPUs. Raises :class:`WorkersUnavailable`."""
     if ray is None:
         from server.worker import ProcessRunner
 
         workers = max(1, count or 1)
         workers = min(workers, most) if most else workers
-        if workers > 1 and spec.cpu_threads is None:  # the machine's cores, shared out
-            spec = replace(spec, cpu_threads=max(1, (os.cpu_count() or 1) // workers))
+        cores = os.cpu_count() or 1
+        if (workers > 1 or spare_cores) and spec.cpu_threads is None:  # the machine's cores, shared out
+            spec = replace(spec, cpu_threads=max(1, max(1, cores - spare_cores) // workers))
         names = [f"{prefix}worker-{n}" for n in range(workers)]
         runners: list[Runner] = [ProcessRunner(spec.for_slot(n), name=name) for n, name in enumerate(names)]
         return Workers(runners, names, f"{workers} local worker process{'es' if workers != 1 else ''}")

@@ -341,7 +341,7 @@ def test_inpaint_with_a_painted_mask(studio_page: StudioPage, studio: Studio, tm
     editor = sp.testid("mask-editor")
     expect(editor).to_be_visible()
     sp.page.wait_for_timeout(300)  # the picture loads into the editor
-    stage = editor.locator("canvas").last
+    stage = sp.testid("mask-canvas")
     box = stage.bounding_box()
     assert box is not None and box["width"] > 50, f"the mask canvas is {box}"
     # a stroke across the middle third (the toy scene's centre cell), then one more below it

@@ -1,4 +1,4 @@
-// The mask editor of a LoadImage node: its picture scaled to fit, a translucent white mask
+// The mask editor of a LoadImage node: its picture scaled to fit, a translucent pink mask
 // painted over it with a round brush sized in image pixels. Save writes a new file in the
 // input folder (the picture, transparent where painted; the server never overwrites) and
 // points the node at it. Esc or Cancel closes without saving.
@@ -9,6 +9,11 @@ import { applyMask, defaultBrush, maskFileName, maskFromAlpha, maxBrush } from "
 import { encodePng } from "./png.js";
 import "../panels/panels.css";
 import "./mask.css";
+
+// The paint is only shown (its alpha is the mask): a strong pink that stands out on
+// light and dark pictures alike.
+const MASK_RGB = [255, 64, 160];
+const MASK_PAINT = `rgb(${MASK_RGB.join(", ")})`;
 
 function loadPicture(path) {
   return new Promise((resolve, reject) => {
@@ -72,7 +77,7 @@ function Editor({ tabId, nodeId }) {
     const coverage = maskFromAlpha(rgba);
     const pixels = new Uint8ClampedArray(width * height * 4);
     for (let i = 0; i < coverage.length; i += 1) {
-      pixels.fill(255, i * 4, i * 4 + 3);
+      pixels.set(MASK_RGB, i * 4);
       pixels[i * 4 + 3] = coverage[i];
     }
     maskRef.current.getContext("2d").putImageData(new ImageData(pixels, width, height), 0, 0);
@@ -103,8 +108,8 @@ function Editor({ tabId, nodeId }) {
     const ctx = maskRef.current.getContext("2d");
     ctx.save();
     ctx.globalCompositeOperation = erase ? "destination-out" : "source-over";
-    ctx.fillStyle = "#fff";
-    ctx.strokeStyle = "#fff";
+    ctx.fillStyle = MASK_PAINT;
+    ctx.strokeStyle = MASK_PAINT;
     ctx.lineWidth = brush;
     ctx.lineCap = "round";
     ctx.lineJoin = "round";
@@ -206,6 +211,7 @@ function Editor({ tabId, nodeId }) {
               <canvas
                 ref={maskRef}
                 className="mask-layer"
+                data-testid="mask-canvas"
                 width={picture.width}
                 height={picture.height}
                 style={display}

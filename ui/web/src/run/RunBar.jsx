@@ -34,6 +34,8 @@ function describe(state, run) {
   } else if ((state.queue.running || []).length) {
     parts.push("running a job from elsewhere");
   } else {
+    const last = state.lastEndedRun();
+    if (last) parts.push(last.status === "done" ? "done" : last.status);
     parts.push(queued ? "waiting" : "idle");
   }
   if (queued) parts.push(`${queued} queued`);
@@ -73,7 +75,9 @@ export default function RunBar() {
   const run = useStudio((s) => s.currentRun());
   const text = useStudio((s) => describe(s, s.currentRun()));
   const anyRunning = useStudio((s) => (s.queue.running || []).length > 0);
-  const fraction = run ? runFraction(run.planned.length, run.done, run.step, run.total) : 0;
+  const last = useStudio((s) => (s.currentRun() || (s.queue.running || []).length ? null : s.lastEndedRun()));
+  let fraction = run ? runFraction(run.planned.length, run.done, run.step, run.total) : 0;
+  if (!run && last) fraction = last.status === "done" ? 1 : runFraction(last.planned.length, last.done, 0, 0);
   const busy = Boolean(run) || anyRunning;
 
   return (
@@ -89,7 +93,7 @@ export default function RunBar() {
       </button>
       <BatchCount />
       <div
-        className={`run-progress${busy ? " busy" : ""}${run ? "" : " idle"}`}
+        className={`run-progress${busy ? " busy" : ""}${run ? "" : " idle"}${last ? ` ended ${last.status}` : ""}`}
         data-testid="run-progress"
         role="progressbar"
         aria-valuemin={0}

@@ -59,26 +59,50 @@ export const runSlice = (set, get) => {
     return def ? Boolean(def.output_node) : type === "PreviewImage";
   };
 
-  // Feed one event of a followed job into the store; quiet = a replay (no toasts).
-  const applyEvent = (jobId, event, quiet = false) => {
+  // Feed events of a followed job into the store, in one update; quiet = a replay (no toasts).
+  const applyEvents = (jobId, events, quiet = false) => {
     const state = get();
-    const run = state.runs[jobId];
-    if (!run) return;
-    const tabNodes = state.nodeState[run.tabId] || {};
+    let run = state.runs[jobId];
+    if (!run || !events.length) return;
+    const tabId = run.tabId;
+    const before = state.nodeState[tabId] || {};
+    let nodes = before;
+    const notices = [];
     // A replay is not timed (its events come at once): no rate, no time left.
-    const ctx = { now: quiet ? 0 : Date.now(), urls, isOutputNode, title: (id) => nodeLabel(run.tabId, id) };
-    const result = applyJobEvent(run, tabNodes, event, ctx);
-    const tabOpen = (state.tabs || []).some((t) => t.id === run.tabId); // a closed tab draws nothing
+    const ctx = { now: quiet ? 0 : Date.now(), urls, isOutputNode, title: (id) => nodeLabel(tabId, id) };
+    for (const event of events) {
+      const result = applyJobEvent(run, nodes, event, ctx);
+      run = result.run;
+      nodes = result.nodes;
+      notices.push(...result.notices);
+    }
+    const tabOpen = (state.tabs || []).some((t) => t.id === tabId); // a closed tab draws nothing
     set((s) => ({
-      runs: { ...s.runs, [jobId]: result.run },
-      nodeState:
-        result.nodes === tabNodes || !tabOpen ? s.nodeState : { ...s.nodeState, [run.tabId]: result.nodes },
+      runs: { ...s.runs, [jobId]: run },
+      nodeState: nodes === before || !tabOpen ? s.nodeState : { ...s.nodeState, [tabId]: nodes },
     }));
-    for (const notice of result.notices) {
+    for (const notice of notices) {
       if (notice.kind === "toast" && !quiet && get().toast) get().toast(notice.message, notice.level);
       if (notice.kind === "history" && !quiet) get().refreshHistory();
-      if (notice.kind === "results") showResults(jobId, run.tabId);
+      if (notice.kind === "results") showResults(jobId, tabId);
     }
+  };
+
+  // Live events are drawn at most every FLUSH_MS: a fast sampler sends a step (and a preview)
+  // many times a second, and redrawing each one would take CPU from the run itself.
+  const FLUSH_MS = 60;
+  const pending = new Map(); // jobId -> [event]
+  let flushTimer = null;
+  const flush = () => {
+    flushTimer = null;
+    const batches = [...pending.entries()];
+    pending.clear();
+    for (const [jobId, events] of batches) applyEvents(jobId, events);
+  };
+  const queueEvent = (jobId, event) => {
+    if (!pending.has(jobId)) pending.set(jobId, []);
+    pending.get(jobId).push(event);
+    if (flushTimer === null) flushTimer = setTimeout(flush, FLUSH_MS);
   };
 
   // ShowValue and other text outputs, from the finished job's record.
@@ -178,11 +202,20 @@ export const runSlice = (set, get) => {
       remember(jobId, tabId);
       set((s) => ({ runs: { ...s.runs, [jobId]: s.runs[jobId] || newRun(jobId, tabId) } }));
       const close = openJobStream(jobId, 0, {
-        onEvent: (event) => applyEvent(jobId, event),
+        onEvent: (event) => queueEvent(jobId, event),
         onEnd: () => {
           streams.delete(jobId);
+          flush(); // everything the job sent is drawn before it counts as ended
           const run = get().runs[jobId];
           if (run && !run.ended) set((s) => ({ runs: { ...s.runs, [jobId]: { ...run, ended: true } } }));
+          // it no longer runs: drop it from the queue at once rather than at the next poll
+          set((s) => ({
+            queue: {
+              running: s.queue.running.filter((job) => job.id !== jobId),
+              queued: s.queue.queued.filter((job) => job.id !== jobId),
+            },
+          }));
+          get().pollQueue();
           get().refreshHistory();
         },
       });
@@ -203,6 +236,13 @@ export const runSlice = (set, get) => {
       const { runs, activeTabId } = get();
       const live = Object.values(runs).filter((r) => !r.ended && r.status === "running");
       return live.find((r) => r.tabId === activeTabId) || live[live.length - 1] || null;
+    },
+
+    // The active tab's latest ended run (the run bar shows how it ended until the next one).
+    lastEndedRun() {
+      const { runs, activeTabId } = get();
+      const ended = Object.values(runs).filter((r) => r.ended && r.tabId === activeTabId && r.planned.length);
+      return ended.length ? ended[ended.length - 1] : null;
     },
 
     cancelCurrent() {
@@ -279,7 +319,7 @@ export const runSlice = (set, get) => {
       for (const [jobId, tabId] of Object.entries(kept)) {
         if (activeSet.has(jobId)) continue;
         set((s) => ({ runs: { ...s.runs, [jobId]: newRun(jobId, tabId) } }));
-        for (const event of await jobEvents(jobId)) applyEvent(jobId, event, true);
+        applyEvents(jobId, await jobEvents(jobId), true);
       }
       for (const [jobId, tabId] of Object.entries(kept)) if (activeSet.has(jobId)) get().followJob(jobId, tabId);
     },
