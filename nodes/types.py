@@ -40,6 +40,10 @@ GUIDER: Final = "GUIDER"
 UPSCALE_MODEL: Final = "UPSCALE_MODEL"
 CLIP_VISION: Final = "CLIP_VISION"
 CLIP_VISION_OUTPUT: Final = "CLIP_VISION_OUTPUT"
+#: A loaded captioning model (with its processor) in the model manager.
+CAPTIONER: Final = "CAPTIONER"
+#: A loaded CLIP model (both towers, with its processor) in the model manager.
+CLIP_SCORER: Final = "CLIP_SCORER"
 STRING: Final = "STRING"
 INT: Final = "INT"
 FLOAT: Final = "FLOAT"
@@ -66,6 +70,8 @@ COLORS: Final = {
     UPSCALE_MODEL: "#8d6e63",
     CLIP_VISION: "#a1887f",
     CLIP_VISION_OUTPUT: "#ad7452",
+    CAPTIONER: "#7986cb",
+    CLIP_SCORER: "#4dd0e1",
     STRING: "#aed581",
     INT: "#4fc3f7",
     FLOAT: "#9575cd",

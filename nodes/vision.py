@@ -20,10 +20,8 @@ from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
 from nodes.support import file_state, find_model, manager_of, model_fingerprint, model_input
 
-#: A loaded captioning model (with its processor) in the model manager.
-CAPTIONER = "CAPTIONER"
-#: A loaded CLIP model (both towers, with its processor) in the model manager.
-CLIP_SCORER = "CLIP_SCORER"
+CAPTIONER = T.CAPTIONER
+CLIP_SCORER = T.CLIP_SCORER
 
 #: Captioner kinds by the config's ``model_type``: what the Captioner node can run.
 CAPTION_MODEL_TYPES: dict[str, str] = {

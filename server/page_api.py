@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from graph.validate import validate
+from nodes import types as T
 from server.answers import SERVED_HEADERS, ApiError, SafeJSONResponse, only_keys, read_body, read_json
 from server.files import FileRefused
 from server.folders import StudioFolders
@@ -55,6 +56,11 @@ class PageApi:
                     spec["choices"] = list(pictures)
                     spec["file_list"] = True
         return described
+
+    @staticmethod
+    def sockets() -> dict[str, Any]:
+        """The socket types' colours (nodes/types.py), so the page draws links as declared."""
+        return {"colors": dict(T.COLORS)}
 
     def models(self) -> dict[str, Any]:
         return self.model_catalog.answer(self.jobs.registry.services)
@@ -178,6 +184,7 @@ def add_page_routes(router: APIRouter, page: PageApi) -> None:
     """The page's routes on the ``/api`` router."""
     router.add_api_route("/nodes", page.nodes, methods=["GET"])
     router.add_api_route("/models", page.models, methods=["GET"])
+    router.add_api_route("/sockets", page.sockets, methods=["GET"])
     router.add_api_route("/validate", page.validate, methods=["POST"])
     router.add_api_route("/import", page.import_, methods=["POST"])
     router.add_api_route("/inputs", page.inputs, methods=["GET"])

@@ -167,6 +167,7 @@ def api_requests(draw: st.DrawFn, known: str) -> tuple[str, str, bytes | None]:
                 ("GET", f"/api/files/{file_path}", None),
                 ("GET", "/api/nodes", None),
                 ("GET", "/api/models", None),
+                ("GET", "/api/sockets", None),
                 ("GET", "/api/inputs", None),
                 ("GET", f"/api/inputs/{file_path}", None),
                 ("POST", f"/api/inputs?name={query}", draw(st.binary(max_size=64))),

@@ -131,6 +131,16 @@ def test_nodes_carry_the_names_comfyui_users_search_for(client: TestClient) -> N
     assert nodes["Sleep"]["display_name"] == "Sleep" and nodes["Sleep"]["aliases"] == []
 
 
+def test_sockets_carry_the_declared_colours(client: TestClient) -> None:
+    from nodes import types as T
+
+    colors = client.get("/api/sockets").json()["colors"]
+    assert colors == T.COLORS
+    nodes = client.get("/api/nodes").json()
+    used = {spec["type"] for node in nodes for spec in node["inputs"] + node["outputs"]}
+    assert used - {"*"} <= set(colors), "a socket type the page would draw grey"
+
+
 @pytest.mark.parametrize(
     ("type_name", "words"),
     [

@@ -41,6 +41,7 @@ const encPath = (path) => path.split("/").map(enc).join("/");
 export const api = {
   nodes: () => request("GET", "/api/nodes"),
   models: () => request("GET", "/api/models"),
+  sockets: () => request("GET", "/api/sockets"),
   submit: (workflow, seed, extra = {}) =>
     request("POST", "/api/jobs", { json: { workflow, seed, source: "ui", ...extra } }),
   job: (id) => request("GET", `/api/jobs/${enc(id)}`),

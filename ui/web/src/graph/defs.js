@@ -3,29 +3,7 @@
 // a node added on the canvas starts with. Pure functions (no React, no DOM): node's test
 // runner imports this module.
 
-/** Socket colours, as nodes/types.py COLORS (the server may send its own `colors`). */
-export const SOCKET_COLORS = {
-  IMAGE: "#64b5f6",
-  MASK: "#81c784",
-  LATENT: "#ff80ab",
-  MODEL: "#b39ddb",
-  CLIP: "#ffd54f",
-  VAE: "#ff7043",
-  CONDITIONING: "#ffa726",
-  CONTROL_NET: "#4db6ac",
-  SIGMAS: "#cddc39",
-  SAMPLER: "#ec407a",
-  NOISE: "#90a4ae",
-  GUIDER: "#66bb6a",
-  UPSCALE_MODEL: "#8d6e63",
-  CLIP_VISION: "#a1887f",
-  CLIP_VISION_OUTPUT: "#ad7452",
-  STRING: "#aed581",
-  INT: "#4fc3f7",
-  FLOAT: "#9575cd",
-  BOOLEAN: "#f06292",
-  "*": "#bdbdbd",
-};
+/** The colour of a socket type the server named none for (GET /api/sockets gives them). */
 export const FALLBACK_COLOR = "#9e9e9e";
 export const ANY = "*";
 
@@ -63,15 +41,15 @@ export function compatible(from, to) {
 }
 
 export function socketColor(type, colors) {
-  return (colors && colors[type]) || SOCKET_COLORS[type] || FALLBACK_COLOR;
+  return (colors && colors[type]) || FALLBACK_COLOR;
 }
 
 /** The definitions as the store keeps them: {types: {TYPE: def}, list, colors}. */
-export function indexDefs(answer) {
+export function indexDefs(answer, socketColors = {}) {
   const list = Array.isArray(answer) ? answer : answer && Array.isArray(answer.nodes) ? answer.nodes : [];
   const types = {};
   for (const def of list) if (isObject(def) && typeof def.type === "string") types[def.type] = def;
-  const colors = { ...SOCKET_COLORS, ...(answer && isObject(answer.colors) ? answer.colors : {}) };
+  const colors = { ...(isObject(socketColors) ? socketColors : {}) };
   return { types, list: Object.values(types), colors };
 }
 

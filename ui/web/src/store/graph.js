@@ -19,7 +19,7 @@ import {
   rerouteNodeId,
   workflowToFlow,
 } from "../graph/convert.js";
-import { compatible, freshId, indexDefs, isObject, isSeedInput, newNodeInputs, SOCKET_COLORS } from "../graph/defs.js";
+import { compatible, freshId, indexDefs, isObject, isSeedInput, newNodeInputs } from "../graph/defs.js";
 import { copyNodes, pasteNodes } from "../graph/clipboard.js";
 import { readSaved, startAutosave } from "../tabs/autosave.js";
 
@@ -157,7 +157,7 @@ export const graphSlice = (set, get, storeApi) => {
   };
 
   return {
-    defs: { types: {}, list: [], colors: { ...SOCKET_COLORS } },
+    defs: { types: {}, list: [], colors: {} },
     defsLoaded: false,
     defsError: null,
     models: { checkpoints: [], defaults: {} },
@@ -174,8 +174,12 @@ export const graphSlice = (set, get, storeApi) => {
       if (defsPromise) return defsPromise;
       defsPromise = (async () => {
         try {
-          const [nodes, models] = await Promise.all([api.nodes(), api.models().catch(() => null)]);
-          const defs = indexDefs(nodes);
+          const [nodes, models, sockets] = await Promise.all([
+            api.nodes(),
+            api.models().catch(() => null),
+            api.sockets().catch(() => null),
+          ]);
+          const defs = indexDefs(nodes, sockets && sockets.colors);
           set({ defs, defsLoaded: true, defsError: null, ...(models ? { models } : {}) });
           // node types that came since a tab was opened (a node pack installed): draw them now
           for (const tab of get().tabs) {
