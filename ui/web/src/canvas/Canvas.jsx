@@ -240,6 +240,13 @@ function Flow({ tab }) {
         "-",
         { label: "Fit view", run: () => rf.fitView(FIT) },
         { label: "Undo", keys: "Ctrl+Z", disabled: !s.canUndo(tabId), run: () => s.undo(tabId) },
+        "-",
+        {
+          label: "Clear canvas…",
+          run: () => {
+            if (window.confirm("Remove every node, group and note from this tab? Ctrl+Z brings them back.")) s.clearCanvas(tabId);
+          },
+        },
       ],
     });
   };
