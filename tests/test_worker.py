@@ -293,3 +293,34 @@ def test_one_worker_per_gpu_by_default(tmp_path: Path) -> None:
     assert default_workers({"CUDA_VISIBLE_DEVICES": "1,2"}, gpus) == 2
     assert default_workers({"CUDA_VISIBLE_DEVICES": ""}, gpus) == 1
     assert default_workers({"CUDA_VISIBLE_DEVICES": "-1"}, gpus) == 1
+
+
+def test_local_workers_share_the_cores_and_the_studio_keeps_one_free(
+    monkeypatch: pytest.MonkeyPatch, out: Path
+) -> None:
+    """Local workers split the machine's cores; the studio (spare_cores=1) leaves one to its
+    server and the browser watching the run, so torch's threads never wait for a busy core."""
+    import server.worker as worker_module
+    from cli import workers as workers_module
+
+    made: list[EngineSpec] = []
+
+    class Recorded:
+        def __init__(self, spec: EngineSpec, name: str = "") -> None:
+            made.append(spec)
+
+    monkeypatch.setattr(worker_module, "ProcessRunner", Recorded)
+    spec = EngineSpec(output_dir=out)
+
+    def threads(cores: int, count: int, spare: int = 0) -> list[int | None]:
+        monkeypatch.setattr(workers_module.os, "cpu_count", lambda: cores)
+        made.clear()
+        workers_module.make_workers(spec, count, None, "t-", spare_cores=spare)
+        return [s.cpu_threads for s in made]
+
+    assert threads(8, 1) == [None]  # one worker alone: torch's own default (every core)
+    assert threads(8, 2) == [4, 4]
+    assert threads(8, 1, spare=1) == [7]
+    assert threads(8, 2, spare=1) == [3, 3]
+    assert threads(2, 1, spare=1) == [1]  # this machine: one core for the run, one for the rest
+    assert threads(1, 1, spare=1) == [1]  # never none
