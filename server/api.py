@@ -231,6 +231,8 @@ class StudioApi:
             "job_id": job_id,
             "status": found["status"],
             "error": found.get("error"),
+            "outputs": found.get("outputs") or [],
+            "results": found.get("results") or {},
         }
         return [end] if after < 1 else []
 

@@ -454,7 +454,8 @@ class JobQueue:
         job.status = status
         job.error = error
         job.finished = time.time()
-        self._append(job, {"event": "job_finished", "job_id": job.id, "status": status, "error": error})
+        entry = {"event": "job_finished", "job_id": job.id, "status": status, "error": error}
+        self._append(job, {**entry, "outputs": list(job.outputs), "results": dict(job.results)})
         self._store(self._record, job, True)
         self._forget_old()
         self._cond.notify_all()
