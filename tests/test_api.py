@@ -310,7 +310,15 @@ def test_history_pages_and_survives_a_restart(registry: Registry, out: Path) -> 
             old = client.get(f"/api/jobs/{ids[0]}").json()
             assert old["status"] == "done" and old["outputs"] == ["h0_00001.png"] and old["seed"] == 0
             assert client.get(f"/api/jobs/{ids[0]}/events").json() == [
-                {"seq": 1, "event": "job_finished", "job_id": ids[0], "status": "done", "error": None}
+                {
+                    "seq": 1,
+                    "event": "job_finished",
+                    "job_id": ids[0],
+                    "status": "done",
+                    "error": None,
+                    "outputs": ["h0_00001.png"],
+                    "results": {},
+                }
             ]
             assert client.get("/api/history", params={"status": "failed"}).json()["total"] == 0
     finally:
