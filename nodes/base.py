@@ -55,7 +55,8 @@ class Input:
     types (STRING, INT, FLOAT, BOOLEAN) and ``link`` for the rest. An input is
     required unless it has a default or is ``optional`` (then it is ``None``
     when not given). A ``lazy`` input is evaluated only when the node asks for
-    it (see :meth:`Node.lazy_inputs_needed`). ``choices`` may be a function of the
+    it (see :meth:`Node.lazy_inputs_needed`). An ``input_file`` input names a picture in the
+    input folder. ``choices`` may be a function of the
     services (:class:`models.services.Services`), so a list that changes (model files on
     disk) is read afresh each time, from the model folders of whoever asks.
     """
@@ -72,6 +73,9 @@ class Input:
     accepts: Accepts | None = None
     lazy: bool = False
     description: str = ""
+    #: The value names a picture in the input folder: the studio page offers the pictures
+    #: there (``input_file`` in :meth:`describe`; the API fills ``choices`` with them).
+    input_file: bool = False
 
     @property
     def accepts_link(self) -> bool:
@@ -133,6 +137,8 @@ class Input:
             lazy=self.lazy,
             description=self.description,
         )
+        if self.input_file:
+            out["input_file"] = True
         return out
 
 

@@ -49,6 +49,7 @@ class LoadImage(Node):
             default="",
             accepts="constant",
             description="File name inside the input folder (or an absolute path when running headless).",
+            input_file=True,
         ),
     )
     outputs = (

@@ -29,9 +29,6 @@ from server.model_info import ModelCatalog
 
 #: Largest picture taken by ``POST /api/inputs``.
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
-#: Inputs that name a picture in the input folder: ``/api/nodes`` lists the pictures there as
-#: their ``choices`` (with ``"file_list": true``: a list to pick from, not a limit).
-INPUT_FILE_INPUTS: dict[str, tuple[str, ...]] = {"LoadImage": ("path",)}
 
 
 class PageApi:
@@ -49,9 +46,8 @@ class PageApi:
         described = self.jobs.registry.describe()
         pictures: list[str] | None = None
         for node in described:
-            names = INPUT_FILE_INPUTS.get(node["type"], ())
             for spec in node["inputs"]:
-                if spec["name"] in names:
+                if spec.get("input_file"):
                     pictures = list_images(self._input_dirs()) if pictures is None else pictures
                     spec["choices"] = list(pictures)
                     spec["file_list"] = True
