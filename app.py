@@ -8,6 +8,7 @@
     python app.py schema               print the JSON Schema of the workflow format
     python app.py import-comfy FILE    convert a ComfyUI workflow into a studio one
     python app.py sweep WORKFLOW ...   run every combination of inputs and seeds, locally or on Ray
+    python app.py eval --images DIR    measure pictures: FID, KID, CMMD, precision/recall, CLIP score
 
 Only the standard library is imported here, so --help, validate, nodes and schema
 start fast; torch, diffusers and gradio are loaded only by what needs them.
@@ -159,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--json", action="store_true", help="print one JSON line per finished item")
 
+    from cli.evaluate import add_eval_parser
+
+    add_eval_parser(commands)
+
     validate = commands.add_parser("validate", help="report every problem in a workflow")
     validate.add_argument("workflow")
     validate.add_argument("--json", action="store_true", help="print the issues as JSON")
@@ -249,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         from cli.sweep import sweep_command
 
         return sweep_command(args)
+    if command == "eval":
+        from cli.evaluate import eval_command
+
+        return eval_command(args)
     if command == "validate":
         from cli.info import validate_command
 

@@ -33,6 +33,7 @@ BUILTIN_PACKS: tuple[str, ...] = (
     "nodes.control",
     "nodes.edit",
     "nodes.vision",
+    "nodes.evaluation",
 )
 
 
