@@ -3,8 +3,9 @@ what the studio's page needs besides: the input folder, the workflow library, va
 importing files, the checkpoints and the previews of running jobs.
 
 :func:`api_router` returns a FastAPI ``APIRouter`` over a :class:`JobQueue`; the
-studio serves it on the same server as the page (see ``ui/serve.py``). The page's
-routes work on the folders it is given (:class:`server.folders.StudioFolders`). Every
+studio serves it on the same server as the page (see ``ui/serve.py``). The page's own
+routes (server/page_api.py) work on the folders it is given
+(:class:`server.folders.StudioFolders`). Every
 answer is JSON; errors are ``{"error": "plain words"}`` with a fitting status
 (``422 {"issues": [...]}`` for an invalid workflow); an unexpected failure is a
 ``500 {"error": ...}`` whose traceback goes to the server's log only. With a token,
@@ -99,7 +100,7 @@ def _sse(entry: dict[str, Any]) -> str:
 
 
 class StudioApi:
-    """The route handlers, over one job queue."""
+    """The job routes' handlers (and the checks every route runs), over one job queue."""
 
     def __init__(
         self,
@@ -108,14 +109,12 @@ class StudioApi:
         session_user: SessionUser | None = None,
         local_only: bool = False,
         bound_host: str | None = None,
-        folders: StudioFolders | None = None,
     ) -> None:
         self.jobs = jobs
         self.token = token or None
         self.session_user = session_user
         self.local_only = local_only
         self.bound_host = bound_host
-        self.folders = folders
 
     # -- checks run before every route ---------------------------------------------
 
@@ -371,7 +370,7 @@ def api_router(
     DNS rebinding. The studio's server also puts ``server.guard`` in front of every
     route; these checks keep the routes safe when served alone.
     """
-    api = StudioApi(jobs, token, session_user, local_only, bound_host, folders)
+    api = StudioApi(jobs, token, session_user, local_only, bound_host)
     page = PageApi(jobs, folders)
     router = APIRouter(
         prefix="/api",
