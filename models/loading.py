@@ -53,7 +53,9 @@ class CheckpointError(Exception):
 class Checkpoint:
     """The parts of a Stable Diffusion checkpoint, as diffusers and transformers modules."""
 
-    family: str  # "sd1" | "sd2" | "sdxl"
+    family: str  # "sd1" | "sd2" | "sdxl" | "sd3" | "flux" (see DIT_FAMILIES) | "svd"
+    #: The denoiser: a UNet, or for the DiT families the transformer (SD3Transformer2DModel,
+    #: FluxTransformer2DModel); the field keeps its name so every node handles both alike.
     unet: Any
     vae: Any
     text_encoders: list[Any]
@@ -106,7 +108,29 @@ def load_checkpoint(
     return checkpoint
 
 
+#: diffusers pipeline class (model_index.json's ``_class_name``) -> family, for the transformer
+#: (DiT) families whose denoiser is ``transformer`` rather than ``unet``.
+DIT_PIPELINES: dict[str, str] = {
+    "StableDiffusion3Pipeline": "sd3",
+    "StableDiffusion3Img2ImgPipeline": "sd3",
+    "StableDiffusion3InpaintPipeline": "sd3",
+    "FluxPipeline": "flux",
+    "FluxImg2ImgPipeline": "flux",
+    "FluxInpaintPipeline": "flux",
+}
+
+#: Families whose denoiser is a transformer over patches (flow matching), sampled by
+#: :mod:`models.flow_sampling` instead of the UNet loop.
+DIT_FAMILIES = ("sd3", "flux")
+
+
 def _family_of_folder(path: Path, components: dict[str, Any]) -> str:
+    try:
+        class_name = json.loads((path / "model_index.json").read_text()).get("_class_name", "")
+    except (OSError, json.JSONDecodeError):
+        class_name = ""
+    if class_name in DIT_PIPELINES:
+        return DIT_PIPELINES[class_name]
     if components.get("text_encoder_2") is not None:
         return "sdxl"
     encoder = components.get("text_encoder")
@@ -140,13 +164,17 @@ def _load_folder(path: Path, dtype: torch.dtype, allow_pickle: bool) -> Checkpoi
 
 
 def _from_components(components: dict[str, Any], family: str, source: str) -> Checkpoint:
-    encoders = [components[k] for k in ("text_encoder", "text_encoder_2") if components.get(k) is not None]
-    tokenizers = [components[k] for k in ("tokenizer", "tokenizer_2") if components.get(k) is not None]
-    if components.get("unet") is None or components.get("vae") is None or not encoders:
-        raise CheckpointError(f"{source} lacks a UNet, a VAE or a text encoder")
+    names = ("text_encoder", "text_encoder_2", "text_encoder_3")
+    encoders = [components[k] for k in names if components.get(k) is not None]
+    tokenizer_names = ("tokenizer", "tokenizer_2", "tokenizer_3")
+    tokenizers = [components[k] for k in tokenizer_names if components.get(k) is not None]
+    denoiser = components.get("transformer") if family in DIT_FAMILIES else components.get("unet")
+    if denoiser is None or components.get("vae") is None or not encoders:
+        what = "transformer" if family in DIT_FAMILIES else "UNet"
+        raise CheckpointError(f"{source} lacks a {what}, a VAE or a text encoder")
     return Checkpoint(
         family=family,
-        unet=components["unet"],
+        unet=denoiser,
         vae=components["vae"],
         text_encoders=encoders,
         tokenizers=tokenizers,

@@ -197,6 +197,14 @@ def sample(job: SampleJob, check_cancelled: Callable[[], None] = lambda: None) -
     """
     import torch
 
+    if job.family in ("sd3", "flux"):  # transformer (DiT) models, flow matching
+        from models.flow_sampling import sample_flow
+
+        return sample_flow(job, check_cancelled)
+    if job.family == "svd":  # image to video
+        from models.video_sampling import sample_video
+
+        return sample_video(job, check_cancelled)
     device, dtype = job.device, job.dtype or torch.float32
     scheduler = make_scheduler(job.sampler, job.scheduler_config)
     first, last, force_clean = _window(job, scheduler, device)
