@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/unet.py [--models sd15,sdxl] [--steps 20] [--runs 5] [--compile]
 
-Needs a CUDA GPU and Triton; elsewhere it prints one ``skipped`` line and exits 0.
+Needs a CUDA GPU and Triton; elsewhere it prints one ``skipped`` line and exits 0. The DiT
+models (SD3, SD3.5, Flux) have their own bench, ``bench/transformer.py``.
 
 Full-size SD1.5 (512 px, 64x64 latents) and SDXL (1024 px, 128x128 latents) UNets are
 built from the config-only folders in ``models/configs/*/unet`` with random weights (speed

@@ -247,6 +247,15 @@ def _attention_fwd(
 
 
 def _autotune_configs() -> list[triton.Config]:
+    """The tiles autotuning may try; ``_prune_configs`` drops those that cannot fit a call.
+
+    Head dims 64 (SDXL, SD3, SD3.5) and 128 (Flux) were compiled ahead of time for sm_90 at
+    SD3's and Flux's 1024 px shapes (``python -m kernels.aot``), fp16 and bf16. Kept at head
+    dim 128 (shared memory, registers per thread, no spills): 128x64 8 warps 3 stages
+    (128 KiB, 177), 4 stages (160 KiB, 177), 128x128 8 warps 2 stages (160 KiB, 250) and
+    3 stages (224 KiB, 248), 64x128 4 warps (144 / 208 KiB, 254), 64x64 and 128x32 4 warps.
+    At head dim 64 every tile fits (at most 112 KiB) and 128x128 needs 8 warps.
+    """
     shapes = [
         # BLOCK_M, BLOCK_N, num_warps, num_stages
         (128, 64, 4, 3),
@@ -255,8 +264,10 @@ def _autotune_configs() -> list[triton.Config]:
         (128, 128, 8, 2),
         (128, 32, 4, 3),
         (128, 64, 4, 4),
+        (128, 64, 8, 4),
         (64, 64, 4, 3),
         (64, 128, 4, 3),
+        (64, 128, 4, 2),
         (64, 32, 4, 2),
         (64, 16, 4, 2),
         (128, 16, 4, 2),
@@ -267,7 +278,18 @@ def _autotune_configs() -> list[triton.Config]:
     ]
 
 
-SHARED_MEMORY_BUDGET = 220 * 1024  # bytes; an H100 block may use up to 227 KiB
+# Bytes: what one block may opt in to on sm_90 (H100, H200: 227 KiB). The estimate below is
+# exactly what Triton allocates, so a tile that fits here launches.
+SHARED_MEMORY_BUDGET = 227 * 1024
+# fp32 accumulator plus score values each thread holds: BLOCK_M * (head width + BLOCK_N)
+# spread over the block's threads. Above this, sm_90 compiles spill registers (checked at
+# head dims 40 to 128: 128x64 with 4 warps at 128 wide spills, 64x128 does not).
+FP32_VALUES_PER_THREAD = 160
+
+
+def fp32_values_per_thread(block_m: int, block_n: int, num_warps: int, width: int) -> float:
+    """The output accumulator (BLOCK_M x width) and scores (BLOCK_M x BLOCK_N) per thread."""
+    return block_m * (width + block_n) / (32 * num_warps)
 
 
 def shared_memory_estimate(block_m: int, block_n: int, num_stages: int, width: int, elem_bytes: int) -> int:
@@ -297,7 +319,7 @@ def _prune_configs(
             continue  # tiny key tiles only pay off for short (text) key sequences
         if shared_memory_estimate(bm, bn, config.num_stages, width, elem_bytes) > SHARED_MEMORY_BUDGET:
             continue
-        if width >= 128 and config.num_warps == 4 and bm * bn >= 64 * 128:
+        if fp32_values_per_thread(bm, bn, config.num_warps, width) > FP32_VALUES_PER_THREAD:
             continue
         if width > 128 and (bm * bn >= 128 * 128 or (bm == 128 and config.num_warps < 8)):
             continue

@@ -155,7 +155,8 @@ def default_shapes() -> list[Shape]:
         Shape(2, 8, 1024, 1024, 80),
         Shape(2, 8, 256, 256, 160),
         Shape(2, 10, 4096, 4096, 64),
-        Shape(1, 24, 4608, 4608, 128),
+        Shape(2, 24, 4429, 4429, 64),  # SD3 medium, 1024 px: 4096 image + 333 text tokens
+        Shape(1, 24, 4608, 4608, 128),  # Flux, 1024 px: 4096 image + 512 text tokens
     ]
 
 

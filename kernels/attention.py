@@ -95,6 +95,23 @@ def unsupported_reason(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str
     return None
 
 
+def kernel_preferred(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> bool:
+    """Whether an attention processor should call ``attention`` here rather than SDPA.
+
+    Yes when the kernel can take the inputs (``unsupported_reason``), there is no mask, and
+    they are not fp32 on the GPU: SDPA's fp32 paths beat IEEE fp32 dots there, so fp32 goes
+    through the kernel only under the interpreter (tests). Every processor in ``kernels`` asks
+    this one question, so the rule lives in one place.
+    """
+    if attention_mask is not None:
+        return False
+    if q.dtype == torch.float32 and not interpreted():
+        return False
+    return unsupported_reason(q, k, v) is None
+
+
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -1,8 +1,9 @@
 """The diffusers attention processor that runs our Triton kernel, and how it is installed.
 
-``install_attention(model, backend)`` walks a diffusers model (a UNet, a VAE, anything with
-diffusers ``Attention`` layers) and sets ``TritonAttnProcessor`` or diffusers' SDPA
-processor on its attention layers. Backends:
+``install_attention(model, backend)`` walks a diffusers model (a UNet, a VAE, an SD3 or Flux
+transformer, anything with diffusers attention layers) and sets our processors or
+diffusers' stock SDPA ones on its attention layers; ``swap_attention`` does the same and
+reports, per processor class, what it swapped and what it left alone. Backends:
 
 - ``"auto"`` (the default): ``"triton"`` when Triton is installed and CUDA is present,
   otherwise ``"sdpa"``. Under ``TRITON_INTERPRET=1`` "auto" still means sdpa: the
@@ -12,10 +13,13 @@ processor on its attention layers. Backends:
 - ``"sdpa"``: diffusers' stock processors.
 
 The rule that keeps other processors working: ``install_attention`` replaces a layer's
-processor only when its class is one it knows, diffusers' stock ``AttnProcessor`` and
-``AttnProcessor2_0`` or our ``TritonAttnProcessor``. Any other processor (prompt-to-prompt's
-attention-map controllers, IP-Adapter, fused-QKV or added-KV processors, newer models' own
-processors) is left where it is, whether it was set before or after. A tool that needs
+processor only when its class is one it knows (``KNOWN_PROCESSORS``): diffusers' stock
+``AttnProcessor`` and ``AttnProcessor2_0`` (UNets, VAEs; ours: ``TritonAttnProcessor``),
+``JointAttnProcessor2_0`` (SD3 / SD3.5; ours: ``kernels.joint.TritonJointAttnProcessor``)
+and ``FluxAttnProcessor`` (Flux; ours: ``kernels.joint.TritonFluxAttnProcessor``), and our
+own classes, which "sdpa" turns back into the stock ones. Any other processor (prompt-to-prompt's
+attention-map controllers, IP-Adapter, fused-QKV or added-KV processors, PAG, other models'
+own processors) is left where it is, whether it was set before or after. A tool that needs
 attention maps should save ``model.attn_processors``, set its own, and restore the saved dict
 afterwards; that puts our processor back where it was.
 
@@ -30,13 +34,16 @@ every SD/SDXL layer).
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
 
-from kernels.attention import attention, interpreted, triton_available, unsupported_reason
+from kernels.attention import attention, interpreted, kernel_preferred, triton_available
+from kernels.joint import JOINT_PROCESSORS, STOCK_CLASS
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +57,7 @@ class TritonAttnProcessor:
     def use_kernel(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None
     ) -> bool:
-        if attention_mask is not None:
-            return False
-        if query.dtype == torch.float32 and not interpreted():
-            return False  # SDPA's fp32 paths beat IEEE fp32 dots on the GPU
-        return unsupported_reason(query, key, value) is None
+        return kernel_preferred(query, key, value, attention_mask)
 
     def __call__(
         self,
@@ -127,7 +130,39 @@ class TritonAttnProcessor:
         return hidden_states / attn.rescale_output_factor
 
 
-KNOWN_PROCESSORS: tuple[type, ...] = (AttnProcessor, AttnProcessor2_0, TritonAttnProcessor)
+KNOWN_PROCESSORS: tuple[type, ...] = (
+    AttnProcessor,
+    AttnProcessor2_0,
+    TritonAttnProcessor,
+    *JOINT_PROCESSORS,
+    *STOCK_CLASS,
+)
+# diffusers' attention-backend hooks a processor may carry; kept across a swap.
+_BACKEND_ATTRIBUTES = ("_attention_backend", "_parallel_config")
+
+
+@dataclass
+class AttentionSwap:
+    """What ``swap_attention`` did to a model's attention layers.
+
+    ``swapped`` counts layers by "Old -> New" processor class names; ``unchanged`` counts
+    known layers already on the chosen backend; ``kept`` counts layers whose processor is not
+    one of ``KNOWN_PROCESSORS`` (left alone), by class name.
+    """
+
+    backend: str
+    swapped: Counter[str] = field(default_factory=Counter)
+    unchanged: Counter[str] = field(default_factory=Counter)
+    kept: Counter[str] = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        def listed(counts: Counter[str]) -> str:
+            return ", ".join(f"{n} x{c}" for n, c in sorted(counts.items())) or "none"
+
+        return (
+            f"attention {self.backend}: swapped {listed(self.swapped)}; "
+            f"unchanged {listed(self.unchanged)}; custom kept {listed(self.kept)}"
+        )
 
 
 def resolve_backend(backend: str = "auto") -> str:
@@ -151,26 +186,55 @@ def _stock_processor(attn: torch.nn.Module) -> AttnProcessor | AttnProcessor2_0:
     return AttnProcessor2_0() if getattr(attn, "scale_qk", True) else AttnProcessor()
 
 
-def install_attention(unet_or_model: torch.nn.Module, backend: str = "auto") -> str:
-    """Set our attention processor (or SDPA's) on the model's attention layers.
+def _replacement(module: torch.nn.Module, current: Any, chosen: str, shared: dict[type, Any]) -> Any | None:
+    """The processor a known layer should get for ``chosen``, or None when it already has it."""
+    kind = type(current)
+    if chosen == "triton":
+        unet_stock = kind in (AttnProcessor, AttnProcessor2_0)
+        target = TritonAttnProcessor if unet_stock else JOINT_PROCESSORS.get(kind)
+        if target is None:
+            return None  # already ours
+    elif kind is TritonAttnProcessor:
+        return _stock_processor(module)
+    else:
+        target = STOCK_CLASS.get(kind)
+        if target is None:
+            return None  # already stock
+    carried = {a: vars(current)[a] for a in _BACKEND_ATTRIBUTES if a in vars(current)}
+    if not carried:  # stateless: one instance serves every layer
+        return shared.setdefault(target, target())
+    processor = target()
+    for name, value in carried.items():
+        setattr(processor, name, value)
+    return processor
+
+
+def swap_attention(unet_or_model: torch.nn.Module, backend: str = "auto") -> AttentionSwap:
+    """Set our attention processors (or diffusers' stock ones) on the model's attention layers.
 
     Only processors of the classes in ``KNOWN_PROCESSORS`` are replaced; see the module
-    docstring for the rule. Returns the backend actually installed: "triton" or "sdpa".
+    docstring for the rule. Returns what was done, layer counts by processor class.
     """
-    chosen = resolve_backend(backend)
-    ours = TritonAttnProcessor()
-    replaced = kept = 0
+    report = AttentionSwap(resolve_backend(backend))
+    shared: dict[type, Any] = {}
     for module in unet_or_model.modules():
         if not (hasattr(module, "set_processor") and hasattr(module, "processor")):
             continue
         current = module.processor
+        name = type(current).__name__
         if type(current) not in KNOWN_PROCESSORS:
-            kept += 1
+            report.kept[name] += 1
             continue
-        if chosen == "triton":
-            module.set_processor(ours)
-        elif isinstance(current, TritonAttnProcessor):
-            module.set_processor(_stock_processor(module))
-        replaced += 1
-    logger.info("attention: %s on %d layers, %d custom processors kept", chosen, replaced, kept)
-    return chosen
+        new = _replacement(module, current, report.backend, shared)
+        if new is None:
+            report.unchanged[name] += 1
+            continue
+        module.set_processor(new)
+        report.swapped[f"{name} -> {type(new).__name__}"] += 1
+    logger.info(report.summary())
+    return report
+
+
+def install_attention(unet_or_model: torch.nn.Module, backend: str = "auto") -> str:
+    """``swap_attention`` for callers that only need the backend installed: "triton" or "sdpa"."""
+    return swap_attention(unet_or_model, backend).backend
