@@ -28,7 +28,16 @@ ROW_SPACING = 250
 
 #: Studio node types sized in pixels whose latent size depends on the VAE: they get a
 #: ``vae`` link when the ComfyUI graph has one to give.
-VAE_SIZED = frozenset({"EmptyLatent", "LatentUpscale", "LatentUpscaleBy", "LatentComposite", "LatentCrop"})
+VAE_SIZED = frozenset(
+    {
+        "EmptyLatent",
+        "EmptySD3LatentImage",
+        "LatentUpscale",
+        "LatentUpscaleBy",
+        "LatentComposite",
+        "LatentCrop",
+    }
+)
 
 
 @dataclass
@@ -93,7 +102,7 @@ def natural(text: str) -> tuple[Any, ...]:
 def reason_for(class_type: str, node: Mapping[str, Any]) -> str:
     """Why a node type is not converted, and what to do about it."""
     if class_type in NOT_YET:
-        return f"no equivalent for {class_type!r}: SD3/Flux/video models are not supported yet (issue 11)"
+        return f"no equivalent for {class_type!r}: the studio does not run this model family or node type yet"
     pack = node.get("pack")
     if isinstance(pack, str):
         return (

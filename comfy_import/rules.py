@@ -477,11 +477,34 @@ def _block_merge(type_: str, blocks: tuple[tuple[str, str], ...]) -> Rule:
     )
 
 
+#: UNETLoader's weight_dtype choices the studio honours (fp8 storage, upcast per layer).
+UNET_WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
+
+
 def unet_weight_dtype(value: Any, warn: Warn) -> str:
-    """UNETLoader's weight_dtype: the studio keeps weights in its own type (no fp8 storage)."""
-    if value != "default":
-        warn(f"weight_dtype {short(value)} is not supported; the UNet loads in the studio's own type")
-    return "default"
+    """UNETLoader's weight_dtype: ComfyUI's fp8 choices are kept (models/dit_files.py stores the
+    weights in fp8); anything else loads in the studio's own type."""
+    if value not in UNET_WEIGHT_DTYPES:
+        warn(f"weight_dtype {short(value)} is not supported; the model loads in the studio's own type")
+        return "default"
+    return str(value)
+
+
+def ipadapter_weight_type(value: Any, warn: Warn) -> str:
+    """IPAdapterAdvanced's weight_type: the studio weighs the pictures the same in every layer."""
+    if value != "linear":
+        warn(
+            f"weight_type {short(value)} (a per-layer weight curve) is not supported; linear used "
+            "(the same weight in every layer)"
+        )
+    return "linear"
+
+
+def ipadapter_simple_weight_type(value: Any, warn: Warn) -> str:
+    """IPAdapter's weight_type: only "standard" (linear) is supported."""
+    if value != "standard":
+        warn(f"weight_type {short(value)} is not supported; standard used (the same weight in every layer)")
+    return "standard"
 
 
 RULES: dict[str, Rule] = {
@@ -525,6 +548,124 @@ RULES: dict[str, Rule] = {
         same("width", "height", "batch_size"),
         ("latent",),
         widgets=("width", "height", "batch_size"),
+    ),
+    "DualCLIPLoader": one(
+        "DualCLIPLoader",
+        same("clip_name1", "clip_name2", "type"),
+        ("clip",),
+        consumed=("device",),
+        widgets=("clip_name1", "clip_name2", "type", "device"),
+    ),
+    "TripleCLIPLoader": one(
+        "TripleCLIPLoader",
+        same("clip_name1", "clip_name2", "clip_name3"),
+        ("clip",),
+        widgets=("clip_name1", "clip_name2", "clip_name3"),
+    ),
+    "EmptySD3LatentImage": one(
+        "EmptySD3LatentImage",
+        same("width", "height", "batch_size"),
+        ("latent",),
+        widgets=("width", "height", "batch_size"),
+    ),
+    "ModelSamplingSD3": one("ModelSamplingSD3", same("model", "shift"), ("model",), widgets=("shift",)),
+    "ModelSamplingFlux": one(
+        "ModelSamplingFlux",
+        same("model", "max_shift", "base_shift", "width", "height"),
+        ("model",),
+        widgets=("max_shift", "base_shift", "width", "height"),
+    ),
+    "FluxGuidance": one(
+        "FluxGuidance", same("conditioning", "guidance"), ("conditioning",), widgets=("guidance",)
+    ),
+    "CLIPTextEncodeSD3": one(
+        "CLIPTextEncodeSD3",
+        same("clip", "clip_l", "clip_g", "t5xxl", "empty_padding"),
+        ("conditioning",),
+        widgets=("clip_l", "clip_g", "t5xxl", "empty_padding"),
+    ),
+    "CLIPTextEncodeFlux": one(
+        "CLIPTextEncodeFlux",
+        same("clip", "clip_l", "t5xxl", "guidance"),
+        ("conditioning",),
+        widgets=("clip_l", "t5xxl", "guidance"),
+    ),
+    "SkipLayerGuidanceSD3": one(
+        "SkipLayerGuidanceSD3",
+        same("model", "layers", "scale", "start_percent", "end_percent"),
+        ("model",),
+        widgets=("layers", "scale", "start_percent", "end_percent"),
+    ),
+    "ImageOnlyCheckpointLoader": one(
+        "ImageOnlyCheckpointLoader",
+        same("ckpt_name"),
+        ("model", "clip_vision", "vae"),
+        widgets=("ckpt_name",),
+    ),
+    "SVD_img2vid_Conditioning": one(
+        "SVD_img2vid_Conditioning",
+        same(
+            "clip_vision",
+            "init_image",
+            "vae",
+            "width",
+            "height",
+            "video_frames",
+            "motion_bucket_id",
+            "fps",
+            "augmentation_level",
+        ),
+        ("positive", "negative", "latent"),
+        widgets=("width", "height", "video_frames", "motion_bucket_id", "fps", "augmentation_level"),
+    ),
+    "VideoLinearCFGGuidance": one(
+        "VideoLinearCFGGuidance", same("model", "min_cfg"), ("model",), widgets=("min_cfg",)
+    ),
+    "VideoTriangleCFGGuidance": one(
+        "VideoTriangleCFGGuidance", same("model", "min_cfg"), ("model",), widgets=("min_cfg",)
+    ),
+    "SaveAnimatedWEBP": one(
+        "SaveAnimatedWEBP",
+        same("images", "filename_prefix", "fps", "lossless", "quality", "method"),
+        (),
+        values={"filename_prefix": clean_prefix},
+        widgets=("filename_prefix", "fps", "lossless", "quality", "method"),
+    ),
+    "SaveAnimatedPNG": one(
+        "SaveAnimatedPNG",
+        same("images", "filename_prefix", "fps", "compress_level"),
+        (),
+        values={"filename_prefix": clean_prefix},
+        widgets=("filename_prefix", "fps", "compress_level"),
+    ),
+    "IPAdapterModelLoader": one(
+        "IPAdapterModelLoader", same("ipadapter_file"), ("ipadapter",), widgets=("ipadapter_file",)
+    ),
+    "IPAdapter": one(
+        "IPAdapter",
+        same("model", "ipadapter", "image", "weight", "start_at", "end_at", "weight_type"),
+        ("model",),
+        values={"weight_type": ipadapter_simple_weight_type},
+        widgets=("weight", "start_at", "end_at", "weight_type"),
+    ),
+    "IPAdapterAdvanced": one(
+        "IPAdapterAdvanced",
+        same(
+            "model",
+            "ipadapter",
+            "image",
+            "weight",
+            "weight_type",
+            "combine_embeds",
+            "start_at",
+            "end_at",
+            "embeds_scaling",
+            "image_negative",
+            "clip_vision",
+        ),
+        ("model",),
+        values={"weight_type": ipadapter_weight_type},
+        widgets=("weight", "weight_type", "combine_embeds", "start_at", "end_at", "embeds_scaling"),
     ),
     "KSampler": _KSAMPLER,
     "KSamplerAdvanced": _KSAMPLER_ADVANCED,
@@ -815,24 +956,12 @@ PRIMITIVES = frozenset(
     {"PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline", "PrimitiveBoolean"}
 )
 
-#: Node types of model families the studio does not run yet (issue 11).
+#: Node types of model families (and ComfyUI VIDEO/audio nodes) the studio does not run yet.
 NOT_YET = frozenset(
     {
-        "EmptySD3LatentImage",
-        "FluxGuidance",
-        "DualCLIPLoader",
-        "TripleCLIPLoader",
         "QuadrupleCLIPLoader",
-        "CLIPTextEncodeFlux",
-        "CLIPTextEncodeSD3",
         "CLIPTextEncodeHunyuanDiT",
-        "ModelSamplingSD3",
-        "ModelSamplingFlux",
         "ModelSamplingAuraFlow",
-        "ImageOnlyCheckpointLoader",
-        "SVD_img2vid_Conditioning",
-        "VideoLinearCFGGuidance",
-        "VideoTriangleCFGGuidance",
         "EmptyHunyuanLatentVideo",
         "EmptyLTXVLatentVideo",
         "EmptyMochiLatentVideo",
@@ -847,8 +976,6 @@ NOT_YET = frozenset(
         "StableCascade_EmptyLatentImage",
         "StableCascade_StageB_Conditioning",
         "StableZero123_Conditioning",
-        "SaveAnimatedWEBP",
-        "SaveAnimatedPNG",
         "SaveWEBM",
         "SaveVideo",
         "CreateVideo",

@@ -254,12 +254,25 @@ def preprocess(images: np.ndarray, size: int, crop: bool = True) -> torch.Tensor
 
 def encode_images(model: Any, images: np.ndarray, crop: str = "center") -> VisionEncoding:
     """Encode IMAGE pictures with a CLIP vision tower (:func:`preprocess`, then the tower)."""
-    import torch
-
     if crop not in CROPS:
         raise ValueError(f"crop must be one of {', '.join(CROPS)}, not {crop!r}")
     size = int(model.config.image_size)
-    pixels = preprocess(images, size, crop == "center")
+    return encode_pixels(model, preprocess(images, size, crop == "center"))
+
+
+def encode_blank(model: Any, count: int = 1) -> VisionEncoding:
+    """The tower's features of ``count`` all-zero *normalised* pictures (CLIP's mean colour): the
+    unconditional picture diffusers' IP-Adapter pipelines use for adapters that read hidden states."""
+    import torch
+
+    size = int(model.config.image_size)
+    return encode_pixels(model, torch.zeros(count, 3, size, size))
+
+
+def encode_pixels(model: Any, pixels: torch.Tensor) -> VisionEncoding:
+    """Run the tower on preprocessed pixels (batch, 3, size, size)."""
+    import torch
+
     parameter = next(model.parameters())
     with torch.no_grad():
         out = model(pixel_values=pixels.to(parameter.device, parameter.dtype), output_hidden_states=True)

@@ -147,10 +147,18 @@ def _load_folder(path: Path, dtype: torch.dtype, allow_pickle: bool) -> Checkpoi
         raise CheckpointError(f"{path.name} is a folder without model_index.json: not a diffusers model")
     try:
         spec = json.loads(index.read_text())
+        if spec.get("_class_name") == "StableVideoDiffusionPipeline":
+            raise CheckpointError(
+                f"{path.name} is a Stable Video Diffusion checkpoint: "
+                "load it with Image Only Checkpoint Loader"
+            )
         extra: dict[str, Any] = {}
         for optional in ("safety_checker", "feature_extractor", "image_encoder"):
             if optional in spec:
                 extra[optional] = None
+        for name, value in spec.items():  # saved without a part ([null, null]: an SD3 without T5)
+            if isinstance(value, list) and value == [None, None]:
+                extra[name] = None
         use_safetensors = check_weights_folder(path, allow_pickle, skip=extra)  # parts not loaded
         pipe = DiffusionPipeline.from_pretrained(
             str(path), local_files_only=True, dtype=dtype, use_safetensors=use_safetensors, **extra
@@ -180,7 +188,15 @@ def _from_components(components: dict[str, Any], family: str, source: str) -> Ch
         tokenizers=tokenizers,
         scheduler_config=dict(components["scheduler"].config),
         source=source,
+        extra={"encoders": _encoder_roles(components, family)} if family in DIT_FAMILIES else {},
     )
+
+
+def _encoder_roles(components: dict[str, Any], family: str) -> tuple[str, ...]:
+    """The role of each text encoder a DiT folder holds, in ``text_encoders`` order (H2 reads it)."""
+    roles = {"sd3": ("clip_l", "clip_g", "t5"), "flux": ("clip_l", "t5")}[family]
+    names = ("text_encoder", "text_encoder_2", "text_encoder_3")
+    return tuple(role for name, role in zip(names, roles, strict=False) if components.get(name) is not None)
 
 
 def detect_family(state_dict: dict[str, Any]) -> tuple[str, str, int]:
@@ -188,6 +204,13 @@ def detect_family(state_dict: dict[str, Any]) -> tuple[str, str, int]:
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 
     kind = infer_diffusers_model_type(state_dict)
+    if "model.diffusion_model.input_blocks.0.0.weight" not in state_dict and kind in ("v1", "inpainting"):
+        # diffusers answers "v1" for anything it does not know: say what the file holds instead
+        keys = sorted(state_dict)[:3]
+        raise CheckpointError(
+            "this file is not a checkpoint of a family the studio knows (SD 1.x, 2.x, XL, SD3, Flux): "
+            f"it has no UNet and its keys begin {', '.join(keys) or 'nowhere (it is empty)'}"
+        )
     if kind not in SINGLE_FILE_FAMILIES:
         raise CheckpointError(
             f"this file looks like a {kind!r} model; the studio loads SD 1.x, SD 2.x and SDXL checkpoints"
@@ -223,6 +246,10 @@ def _load_single_file(path: Path, dtype: torch.dtype, allow_pickle: bool) -> Che
 
     check_weights_file(path, allow_pickle)
     state = load_state_dict(path, allow_pickle=allow_pickle)
+    from models.dit_files import is_dit, load_dit_checkpoint
+
+    if is_dit(state):  # SD3 / SD3.5 / Flux all-in-one (models/dit_files.py)
+        return load_dit_checkpoint(path, state, dtype=dtype)
     family, folder_name, in_channels = detect_family(state)
     del state
     sidecar = path.with_name(path.stem + ".config")
@@ -264,12 +291,58 @@ def load_controlnet(
 def load_vae(
     path: Path, *, device: str = "cpu", dtype: torch.dtype | None = None, allow_pickle: bool = False
 ) -> Any:
-    """A VAE from a diffusers folder or a single file (the original layout)."""
+    """A VAE from a diffusers folder or a single file (the original layout). A 16-channel file
+    (Flux's ``ae.safetensors``, SD3's VAE) loads with its family's config (models/dit_files.py)."""
     from diffusers import AutoencoderKL
 
+    path = Path(path)
+    sidecar = path.with_name(path.stem + ".config")
+    if (
+        path.is_file()
+        and not (sidecar / "config.json").is_file()
+        and latent_channels_of(path, allow_pickle) == 16
+    ):
+        import torch
+
+        from models.dit_files import load_vae_file
+
+        try:
+            vae = load_vae_file(
+                path, load_state_dict(path, allow_pickle=allow_pickle), dtype or torch.float32
+            )
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"cannot load the VAE {path.name}: {plain_load_error(exc)}") from None
+        return vae.to(device).eval().requires_grad_(False)
     return _load_model(
         AutoencoderKL, "VAE", path, lambda _: CONFIGS / "sd15" / "vae", device, dtype, allow_pickle
     )
+
+
+#: Where a single VAE file keeps its decoder's input (its latent channels), by layout.
+DECODER_INPUTS = (
+    "decoder.conv_in.weight",
+    "first_stage_model.decoder.conv_in.weight",
+    "vae.decoder.conv_in.weight",
+)
+
+
+def latent_channels_of(path: Path, allow_pickle: bool) -> int | None:
+    """A single VAE file's latent channels, read from its decoder's first convolution (only that
+    tensor's shape is read from a safetensors file); None when the file has none."""
+    check_weights_file(path, allow_pickle)
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                keys = set(handle.keys())
+                key = next((k for k in DECODER_INPUTS if k in keys), None)
+                return int(handle.get_slice(key).get_shape()[1]) if key else None
+        except (OSError, ValueError, RuntimeError, StopIteration):
+            return None  # unreadable: the normal loader says why
+    state = load_state_dict(path, allow_pickle=allow_pickle)
+    key = next((k for k in DECODER_INPUTS if k in state), None)
+    return int(state[key].shape[1]) if key else None
 
 
 def _load_model(

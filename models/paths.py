@@ -26,6 +26,7 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
     "text_encoders": ("text_encoders", "clip"),
     "upscale_models": ("upscale_models", "ESRGAN", "RealESRGAN", "SwinIR"),
     "unet": ("unet", "diffusion_models"),
+    "ipadapter": ("ipadapter", "ip_adapter"),
 }
 
 #: File suffixes of weights; a folder holding model_index.json or config.json counts too.

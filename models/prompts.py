@@ -219,16 +219,24 @@ def encode_texts(
     *,
     layer: int | None = None,
     device: str = "cpu",
+    roles: Sequence[str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(embeds, pooled) of a model's text encoders, ``texts[i]`` for encoder ``i``.
 
     SDXL's encoders' hidden states are joined along the vector axis (CLIP-L's then CLIP-G's),
     the pooled embedding is CLIP-G's; when one text needs more chunks of 75 tokens than the
     other, the shorter is padded with chunks of the empty prompt, as ComfyUI pads its tokens.
+    SD3 and Flux (CLIP-L, CLIP-G, T5 by ``roles``) follow their pipelines: :mod:`models.dit_prompts`.
     Other families use their one encoder.
     """
     import torch
 
+    if family in ("sd3", "flux"):
+        from models.dit_prompts import encode_dit
+
+        clips = [e for e in encoders if "T5" not in type(e).__name__]
+        check_layer("sdxl", layer, clips)
+        return encode_dit(family, tokenizers, encoders, texts, layer=layer, device=device, roles=roles)
     check_layer(family, layer, encoders)
     hidden_layer, norm = layer_choice(family, layer)
     if family != "sdxl":

@@ -24,6 +24,11 @@ from models.values import Cond, Latent
 if TYPE_CHECKING:
     import torch
 
+#: ``SampleJob.extra`` keys GuidedModel reads: callables (step index, step count) run before each
+#: model call, and IP-Adapter image prompts (a sequence of models.ip_adapter.ImagePrompt).
+STEP_HOOKS = "step_hooks"
+IMAGE_PROMPTS = "image_prompts"
+
 #: Sampler name -> (diffusers scheduler class, config overrides).
 SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "euler": ("EulerDiscreteScheduler", {}),
@@ -44,6 +49,8 @@ SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
 def make_scheduler(name: str, config: dict[str, Any]) -> Any:
     import diffusers
 
+    if name == "heun":
+        raise ValueError("heun runs SD3 and Flux models; for this model choose euler, dpmpp_2m or another")
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
     class_name, overrides = SAMPLERS[name]
@@ -242,10 +249,16 @@ def sample_custom(
     ``noise_seed`` None adds no noise (the latent is taken as already noisy at ``sigmas[0]``);
     otherwise noise drawn from the seed on the CPU is scaled to ``sigmas[0]`` (by
     ``sqrt(1 + sigma^2)`` when that is the model's highest level, as txt2img starts).
+    SD3 and Flux models sample in flow's own noising (``models.flow_sampling.sample_flow_custom``).
     """
     import torch
 
     from models.schedules import KStepper, model_levels
+
+    if job.family in ("sd3", "flux"):
+        from models.flow_sampling import sample_flow_custom
+
+        return sample_flow_custom(job, sampler, sigmas, noise_seed, check_cancelled)
 
     device, dtype = job.device, job.dtype or torch.float32
     levels = [float(s) for s in sigmas]
@@ -378,6 +391,24 @@ class GuidedModel:
         #: an SD 2.x unCLIP UNet's image embeddings (unCLIPConditioning), None for other UNets
         self.class_labels = unclip_class_labels(job.unet, self.conds, self.batch, job.seed, device, dtype)
         self.extra_inputs: torch.Tensor | None = None
+        #: The per-step hook: callables (step index, step count) run before each model call, from
+        #: ``job.extra[STEP_HOOKS]`` and the image prompts below.
+        self.step_hooks: list[Callable[[int, int], None]] = list(job.extra.get(STEP_HOOKS, ()))
+        #: The UNet to call and its added inputs: IP-Adapter image prompts (``job.extra[IMAGE_PROMPTS]``)
+        #: run on a view of ``job.unet`` that shares its weights (models/ip_adapter.py), with
+        #: their image embeddings beside SDXL's added inputs.
+        self.unet, self.unet_added = job.unet, self.added
+        prompts = job.extra.get(IMAGE_PROMPTS, ())
+        if prompts:
+            from models.ip_adapter import adapt_unet
+
+            rows = [i >= len(self.conds) - len(job.positive) for i in range(len(self.conds))]
+            adapted = adapt_unet(
+                job.unet, prompts, [r for r in rows for _ in range(self.batch)], device, dtype
+            )
+            self.unet = adapted.unet
+            self.unet_added = {**(self.added or {}), "image_embeds": adapted.image_embeds}
+            self.step_hooks.append(adapted.at_step)
 
     def initial(self, generator: Any, draw: bool) -> torch.Tensor:
         """The clean latents to start from: an encoded image is drawn from its distribution
@@ -413,13 +444,15 @@ class GuidedModel:
         model_input = torch.cat([model_input] * len(conds))
         if self.extra_inputs is not None:
             model_input = torch.cat([model_input, self.extra_inputs.repeat(len(conds), 1, 1, 1)], dim=1)
+        for hook in self.step_hooks:
+            hook(index, total)
         down, mid = _control_residuals(job, conds, model_input, t, self.embeds, self.added, index, total)
         with torch.no_grad():
-            pred = job.unet(
+            pred = self.unet(
                 model_input,
                 t,
                 encoder_hidden_states=self.embeds,
-                added_cond_kwargs=self.added,
+                added_cond_kwargs=self.unet_added,
                 class_labels=self.class_labels,
                 cross_attention_kwargs=job.cross_attention_kwargs,
                 down_block_additional_residuals=down,

@@ -10,6 +10,11 @@ The stepping rules (:data:`K_SAMPLERS`) are the small sigma-space solvers of k-d
 written from their published update rules; each is tested against the diffusers scheduler
 that implements the same method (Euler, Euler ancestral, Heun, KDPM2, DPM-Solver++ 2M, LCM)
 or against its defining property (LMS integrates polynomials exactly).
+
+Flow-matching models (SD3, Flux: ComfyUI's CONST models) have levels in [0, 1]
+(:class:`FlowLevels`): a noisy latent is ``(1 - sigma) * x0 + sigma * noise``. The ODE solvers
+step them unchanged (their derivative ``(x - x0) / sigma`` is the model's velocity); the rules
+that add noise take ComfyUI's flow variants (``KStepper(..., flow=True)``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -134,14 +140,116 @@ class ModelLevels:
         log_sigmas = self.sigmas.double().log().numpy()
         return float(np.interp(math.log(max(float(sigma), 1e-10)), log_sigmas, np.arange(len(log_sigmas))))
 
+    def schedule_time(self, sigma: float) -> float:
+        """ComfyUI's ``model_sampling.timestep``, the axis "normal" spaces its steps along:
+        the nearest training timestep."""
+        return float(self.nearest_timestep(sigma))
 
-def model_levels(config: dict[str, Any]) -> ModelLevels:
-    """The noise levels of a scheduler config (beta schedule, zero terminal SNR and all)."""
+
+#: Table sizes of ComfyUI's flow samplings: ModelSamplingDiscreteFlow (SD3, Flux schnell) and
+#: ModelSamplingFlux (Flux dev, and any model after the ModelSamplingFlux node).
+FLOW_TABLE = 1000
+FLUX_TABLE = 10000
+
+
+def time_shift(shift: float, t: float) -> float:
+    """A flow model's level at time ``t`` in [0, 1]: ``shift * t / (1 + (shift - 1) * t)``
+    (ComfyUI's time_snr_shift; Flux's ``exp(mu) / (exp(mu) + 1 / t - 1)`` is this with
+    ``shift = exp(mu)``)."""
+    if shift == 1.0:
+        return t
+    return shift * t / (1 + (shift - 1) * t)
+
+
+@dataclass(frozen=True, eq=False)
+class FlowLevels:
+    """A flow-matching model's noise levels, as ComfyUI's ModelSamplingDiscreteFlow and
+    ModelSamplingFlux hold them: ``sigma(t) = time_shift(shift, t / multiplier)`` over a table of
+    ``count`` times ``1/count ... 1``. ``multiplier`` is ComfyUI's timestep per unit of time
+    (1000 for SD3, 1 for Flux), the axis the "normal" schedule spaces its steps along."""
+
+    shift: float
+    count: int = FLOW_TABLE
+    multiplier: float = 1000.0
+
+    @cached_property
+    def sigmas(self) -> torch.Tensor:
+        """The table, ascending: float32 as ComfyUI keeps it."""
+        import torch
+
+        times = torch.arange(1, self.count + 1, dtype=torch.float64) / self.count
+        if self.shift != 1.0:
+            times = self.shift * times / (1 + (self.shift - 1) * times)
+        return times.float()
+
+    @property
+    def sigma_min(self) -> float:
+        return float(self.sigmas[0])
+
+    @property
+    def sigma_max(self) -> float:
+        return float(self.sigmas[-1])
+
+    def sigma(self, t: float) -> float:
+        return time_shift(self.shift, float(t) / self.multiplier)
+
+    def schedule_time(self, sigma: float) -> float:
+        """ComfyUI's ``timestep(sigma) = sigma * multiplier`` (which ``sigma`` shifts once more)."""
+        return float(sigma) * self.multiplier
+
+    def timestep(self, sigma: torch.Tensor | float) -> float:
+        """The transformer's timestep for a level, as the diffusers pipelines give it: sigma * 1000."""
+        return float(sigma) * 1000.0
+
+    def percent_to_sigma(self, percent: float) -> float:
+        """The level ``percent`` of the way into sampling (ComfyUI's percent_to_sigma)."""
+        if percent <= 0.0:
+            return 1.0
+        if percent >= 1.0:
+            return 0.0
+        return time_shift(self.shift, 1.0 - percent)
+
+
+def flow_levels(config: dict[str, Any], family: str) -> FlowLevels:
+    """ComfyUI's levels for an SD3 or Flux model with this FlowMatchEulerDiscreteScheduler config.
+
+    - SD3: ModelSamplingDiscreteFlow with the config's ``shift`` (ModelSamplingSD3 overrides it).
+    - Flux dev (``use_dynamic_shifting``): ModelSamplingFlux at its fixed default ``mu`` of
+      ``max_shift`` (1.15): ComfyUI does not follow the resolution unless ModelSamplingFlux says so,
+      and a schedule is made before the latent is known.
+    - Flux schnell (no shift): ModelSamplingDiscreteFlow, 1000 levels, no shift.
+    - Flux after ModelSamplingFlux (a fixed ``shift`` = exp(mu)): ModelSamplingFlux's 10000 levels.
+    """
+    if family == "sd3":
+        return FlowLevels(float(config.get("shift", 1.0)), FLOW_TABLE, 1000.0)
+    if config.get("use_dynamic_shifting"):
+        return FlowLevels(math.exp(float(config.get("max_shift", 1.15))), FLUX_TABLE, 1.0)
+    shift = float(config.get("shift", 1.0))
+    return FlowLevels(shift, FLOW_TABLE if shift == 1.0 else FLUX_TABLE, 1.0)
+
+
+#: The model families whose levels are flow matching's.
+FLOW_FAMILIES = ("sd3", "flux")
+
+
+def model_levels(config: dict[str, Any], family: str | None = None) -> ModelLevels | FlowLevels:
+    """The noise levels of a scheduler config (beta schedule, zero terminal SNR and all); for
+    the flow families (SD3, Flux), :func:`flow_levels`."""
     import diffusers
 
+    if family in FLOW_FAMILIES:
+        return flow_levels(config, family)
     scheduler = diffusers.EulerDiscreteScheduler.from_config(config)
     alphas = scheduler.alphas_cumprod.double()
     return ModelLevels((((1 - alphas) / alphas) ** 0.5).float())
+
+
+def offset_first_sigma(sigmas: list[float], levels: FlowLevels) -> list[float]:
+    """ComfyUI's offset_first_sigma_for_snr: a flow schedule starting at 1 (where the log-SNR
+    is infinite) starts instead at the level 0.01 % of the way in, for the SDE solvers."""
+    if len(sigmas) > 1 and sigmas[0] >= 1.0:
+        return [levels.percent_to_sigma(1e-4), *sigmas[1:]]
+    return list(sigmas)
 
 
 # --------------------------------------------------------------------------- schedules (SIGMAS)
@@ -172,11 +280,11 @@ def exponential(steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     )
 
 
-def _normal(levels: ModelLevels, steps: int, sgm: bool = False) -> torch.Tensor:
+def _normal(levels: ModelLevels | FlowLevels, steps: int, sgm: bool = False) -> torch.Tensor:
     import torch
 
-    start = levels.nearest_timestep(levels.sigma_max)
-    end = levels.nearest_timestep(levels.sigma_min)
+    start = levels.schedule_time(levels.sigma_max)
+    end = levels.schedule_time(levels.sigma_min)
     append_zero = True
     if sgm:
         timesteps = torch.linspace(start, end, steps + 1)[:-1]
@@ -188,12 +296,12 @@ def _normal(levels: ModelLevels, steps: int, sgm: bool = False) -> torch.Tensor:
     return _append_zero(values) if append_zero else torch.tensor(values, dtype=torch.float32)
 
 
-def _simple(levels: ModelLevels, steps: int) -> torch.Tensor:
+def _simple(levels: ModelLevels | FlowLevels, steps: int) -> torch.Tensor:
     stride = len(levels.sigmas) / steps
     return _append_zero([float(levels.sigmas[-(1 + int(i * stride))]) for i in range(steps)])
 
 
-def _ddim_uniform(levels: ModelLevels, steps: int) -> torch.Tensor:
+def _ddim_uniform(levels: ModelLevels | FlowLevels, steps: int) -> torch.Tensor:
     import torch
 
     values: list[float] = [0.0]
@@ -222,7 +330,9 @@ def beta_ppf(q: Any, a: float, b: float) -> Any:
     return np.interp(q, cdf, x)
 
 
-def _beta(levels: ModelLevels, steps: int, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
+def _beta(
+    levels: ModelLevels | FlowLevels, steps: int, alpha: float = 0.6, beta: float = 0.6
+) -> torch.Tensor:
     import numpy as np
 
     last = len(levels.sigmas) - 1
@@ -237,7 +347,7 @@ def _beta(levels: ModelLevels, steps: int, alpha: float = 0.6, beta: float = 0.6
     return _append_zero(values)
 
 
-def model_schedule(levels: ModelLevels, scheduler: str, steps: int) -> torch.Tensor:
+def model_schedule(levels: ModelLevels | FlowLevels, scheduler: str, steps: int) -> torch.Tensor:
     """ComfyUI's named schedules over a model's levels (``steps`` + 1 values, ending at 0)."""
     if scheduler == "normal":
         return _normal(levels, steps)
@@ -256,7 +366,9 @@ def model_schedule(levels: ModelLevels, scheduler: str, steps: int) -> torch.Ten
     raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
 
 
-def basic_schedule(levels: ModelLevels, scheduler: str, steps: int, denoise: float) -> torch.Tensor:
+def basic_schedule(
+    levels: ModelLevels | FlowLevels, scheduler: str, steps: int, denoise: float
+) -> torch.Tensor:
     """BasicScheduler: the last ``steps`` levels of a ``steps / denoise`` schedule."""
     import torch
 
@@ -294,6 +406,16 @@ def ancestral_levels(sigma: float, sigma_next: float) -> tuple[float, float]:
     return math.sqrt(sigma_next**2 - up**2), up
 
 
+def flow_ancestral_levels(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[float, float, float]:
+    """A flow model's ancestral step (ComfyUI's RF rule): (sigma_down, renoise, fade). Step to
+    sigma_down, scale by fade = (1 - sigma_next) / (1 - sigma_down), add renoise of fresh noise:
+    the result is at sigma_next with the right mix of signal and noise."""
+    down = sigma_next * (1 + (sigma_next / sigma - 1) * eta)
+    fade = (1 - sigma_next) / (1 - down)
+    renoise = math.sqrt(max(sigma_next**2 - down**2 * fade**2, 0.0))
+    return down, renoise, fade
+
+
 def lms_coefficient(order: int, sigmas: list[float], i: int, j: int) -> float:
     """The weight of the derivative ``j`` steps back in a linear multistep step from ``i`` to ``i+1``:
     the integral of its Lagrange basis polynomial over [sigma_i, sigma_i+1] (exact, via numpy)."""
@@ -313,12 +435,19 @@ class KStepper:
 
     Multistep rules (LMS, DPM++ 2M) keep their history here, so a new stepper starts afresh,
     as ComfyUI's do when a schedule is split across two sampler nodes.
+
+    ``flow``: the latents are a flow model's, ``(1 - sigma) * x0 + sigma * noise`` with sigma in
+    [0, 1]; the rules that add noise then use ComfyUI's flow (CONST) variants: the RF ancestral
+    steps, LCM's re-noising and DPM++ 2M SDE in flow's log-SNR.
     """
 
-    def __init__(self, name: str, sigmas: list[float], denoise: Denoiser, noise: NoiseSource) -> None:
+    def __init__(
+        self, name: str, sigmas: list[float], denoise: Denoiser, noise: NoiseSource, flow: bool = False
+    ) -> None:
         if name not in K_SAMPLERS:
             raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(K_SAMPLERS)}")
         self.name, self.sigmas, self.denoise, self.noise = name, sigmas, denoise, noise
+        self.flow = flow
         self.history: list[torch.Tensor] = []
         self.denoised: torch.Tensor | None = None
         self.solver: Any = None  # uni_pc: diffusers' UniPC, given these levels
@@ -340,6 +469,13 @@ class KStepper:
 
     def _euler_ancestral(self, i: int, x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
         self.denoised, d = self._d(x, sigma)
+        if self.flow:  # ComfyUI's sample_euler_ancestral_RF
+            if sigma_next == 0:
+                return self.denoised
+            down, renoise, fade = flow_ancestral_levels(sigma, sigma_next)
+            ratio = down / sigma
+            x = ratio * x + (1 - ratio) * self.denoised
+            return fade * x + self.noise(x) * renoise
         down, up = ancestral_levels(sigma, sigma_next)
         x = x + d * (down - sigma)
         return x + self.noise(x) * up if sigma_next > 0 else x
@@ -367,11 +503,14 @@ class KStepper:
 
     def _dpm_2_ancestral(self, i: int, x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
         self.denoised, d = self._d(x, sigma)
-        down, up = ancestral_levels(sigma, sigma_next)
+        if self.flow:  # ComfyUI's sample_dpm_2_ancestral_RF
+            down, renoise, fade = flow_ancestral_levels(sigma, sigma_next) if sigma_next else (0.0, 0.0, 1.0)
+        else:
+            (down, renoise), fade = ancestral_levels(sigma, sigma_next), 1.0
         if down == 0:
             return x + d * (down - sigma)
         x = self._midpoint(x, d, sigma, down)
-        return x + self.noise(x) * up
+        return fade * x + self.noise(x) * renoise
 
     def _lms(self, i: int, x: torch.Tensor, sigma: float, sigma_next: float, order: int = 4) -> torch.Tensor:
         self.denoised, d = self._d(x, sigma)
@@ -394,28 +533,37 @@ class KStepper:
             denoised = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * previous
         return (sigma_next / sigma) * x - math.expm1(-h) * denoised
 
+    def _half_log_snr(self, sigma: float) -> float:
+        """log(alpha / sigma): ``-log sigma``, or ``log((1 - sigma) / sigma)`` for a flow model."""
+        return math.log((1 - sigma) / sigma) if self.flow else -math.log(sigma)
+
     def _dpmpp_2m_sde(self, i: int, x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
         """DPM-Solver++(2M) SDE (eta 1, midpoint): the 2M step with half its way made by fresh noise.
 
         ComfyUI draws this noise from a Brownian tree; over the disjoint intervals of one run its
-        increments are independent standard normals, which is what is drawn here.
+        increments are independent standard normals, which is what is drawn here. In flow's
+        log-SNR the clean estimate is weighted by ``alpha = 1 - sigma_next`` (1 otherwise);
+        a flow schedule must not start at 1 (see :func:`offset_first_sigma`).
         """
         denoised = self.denoise(x, sigma)
         previous, self.denoised = self.denoised, denoised
         if sigma_next == 0:
             return denoised
-        h = math.log(sigma) - math.log(sigma_next)
+        h = self._half_log_snr(sigma_next) - self._half_log_snr(sigma)
+        alpha = 1 - sigma_next if self.flow else 1.0
         fade = -math.expm1(-2 * h)  # 1 - exp(-2h)
-        out = (sigma_next / sigma) * math.exp(-h) * x + fade * denoised
+        out = (sigma_next / sigma) * math.exp(-h) * x + alpha * fade * denoised
         if previous is not None and i > 0:
-            r = (math.log(self.sigmas[i - 1]) - math.log(sigma)) / h
-            out = out + 0.5 * fade / r * (denoised - previous)
+            r = (self._half_log_snr(sigma) - self._half_log_snr(self.sigmas[i - 1])) / h
+            out = out + 0.5 * alpha * fade / r * (denoised - previous)
         return out + self.noise(x) * sigma_next * math.sqrt(fade)
 
     def _lcm(self, i: int, x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
         self.denoised = self.denoise(x, sigma)
         if sigma_next == 0:
             return self.denoised
+        if self.flow:  # the model's own noising (ComfyUI's noise_scaling)
+            return (1 - sigma_next) * self.denoised + self.noise(x) * sigma_next
         return self.denoised + self.noise(x) * sigma_next
 
     def _uni_pc(self, i: int, x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:

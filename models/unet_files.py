@@ -15,8 +15,11 @@ folder) for models whose shapes differ; the scheduler config comes from the same
 SD 2.x UNets take that folder's prediction type (v-prediction for the shipped one); use
 ModelSamplingDiscrete for an epsilon model.
 
-Issue 11 extends this loader to the diffusion transformers (SD3, Flux, ...) kept in the same
-folders.
+The diffusion transformers ComfyUI users keep in the same folders (SD3 / SD3.5 ``joint_blocks.*``,
+Flux ``double_blocks.*`` / ``single_blocks.*``) are recognised by their keys and loaded by
+models/dit_files.py. ``weight_dtype`` (ComfyUI's choices) keeps the weights in fp8 in memory,
+upcast layer by layer when they run; "default" keeps an fp8 file in fp8 and anything else in the
+studio's dtype.
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ def read_layout(state: dict[str, Any]) -> UnetLayout:
         layout, conv_in, pattern, sized = "diffusers", "conv_in.weight", _DIFFUSERS_CROSS, DIFFUSERS_SIZED
     else:
         raise CheckpointError(
-            "holds no UNet weights (no input_blocks.0.0.weight or conv_in.weight); "
+            "holds no UNet or diffusion transformer weights (no input_blocks.0.0.weight, conv_in.weight, "
+            f"joint_blocks or double_blocks; its keys begin {', '.join(sorted(state)[:3])}); "
             "a whole checkpoint goes in models/checkpoints and loads with CheckpointLoader"
         )
     in_channels = int(state[conv_in].shape[1])
@@ -153,11 +157,18 @@ def _build(config: dict[str, Any], weights: dict[str, Any], dtype: torch.dtype, 
 
 
 def load_unet_file(
-    path: Path, *, device: str = "cpu", dtype: torch.dtype | None = None, allow_pickle: bool = False
+    path: Path,
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+    allow_pickle: bool = False,
+    weight_dtype: str = "default",
 ) -> Checkpoint:
-    """A :class:`~models.loading.Checkpoint` holding only a UNet (no VAE, no text encoders: those
-    come from other loaders) and its family's scheduler config."""
+    """A :class:`~models.loading.Checkpoint` holding only a UNet or a diffusion transformer (no
+    VAE, no text encoders: those come from other loaders) and its family's scheduler config."""
     import torch
+
+    from models.dit_files import is_dit, load_dit_transformer_file, storage_dtype_of
 
     dtype = dtype or torch.float32
     path = Path(path)
@@ -165,9 +176,13 @@ def load_unet_file(
         return _load_folder(path, device, dtype, allow_pickle)
     check_weights_file(path, allow_pickle)
     try:
-        state = strip_prefix(load_state_dict(path, allow_pickle=allow_pickle))
+        state = load_state_dict(path, allow_pickle=allow_pickle)
     except (OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"cannot read {path.name}: {plain_load_error(exc)}") from None
+    if is_dit(state):
+        return load_dit_transformer_file(path, state, device=device, dtype=dtype, weight_dtype=weight_dtype)
+    state = strip_prefix(state)
+    storage = storage_dtype_of(weight_dtype, state)
     try:
         found = read_layout(state)
     except CheckpointError as exc:
@@ -184,8 +199,8 @@ def load_unet_file(
         family = found.family
     else:
         raise CheckpointError(
-            f"{path.name} is not an SD 1.x, SD 2.x or SDXL UNet (its cross-attention is "
-            f"{found.cross_width} wide); other model families come with issue 11"
+            f"{path.name} is not an SD 1.x, SD 2.x, SDXL UNet, SD3 or Flux transformer (its cross-attention "
+            f"is {found.cross_width} wide); put a diffusers UNet config in {path.stem}.config next to it"
         )
     default = CONFIGS / {"sd1": "sd15", "sd2": "sd2", "sdxl": "sdxl"}[family]
     weights = state
@@ -195,6 +210,8 @@ def load_unet_file(
         prefixed = {LDM_PREFIX + k: v for k, v in state.items()}
         weights = convert_ldm_unet_checkpoint(prefixed, config)
     unet = _build(config, weights, dtype, path.name)
+    if storage is not None:  # fp8 storage, upcast per layer when it runs
+        unet.enable_layerwise_casting(storage_dtype=storage, compute_dtype=dtype)
     return _checkpoint(
         family,
         unet,

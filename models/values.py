@@ -49,6 +49,11 @@ class ModelRef:
     #: Scheduler config overrides (ModelSamplingDiscrete): (key, value) pairs, e.g.
     #: ("prediction_type", "v_prediction").
     sampling: tuple[tuple[str, Any], ...] = ()
+    #: SD3.5 skip-layer guidance (SkipLayerGuidanceSD3): a models.flow_sampling.SkipLayers, or None.
+    skip_layers: Any = None
+    #: IP-Adapter image prompts applied while sampling (models.ip_adapter.ImagePrompt), in order;
+    #: the sampler installs them on a view of the UNet for the run (models/ip_adapter.py).
+    image_prompts: tuple[Any, ...] = ()
 
     def with_(self, **changes: Any) -> ModelRef:
         return replace(self, **changes)

@@ -310,7 +310,7 @@ class ConditioningConcat(Node):
 
 
 #: CLIPLoader's types (ComfyUI's names) the studio loads.
-CLIP_TYPES = ("stable_diffusion",)
+CLIP_TYPES = ("stable_diffusion", "sd3")
 
 
 class CLIPLoader(Node):
@@ -318,7 +318,8 @@ class CLIPLoader(Node):
     category = "loaders"
     description = (
         "Load a CLIP-L text encoder file (SD 1.x) from models/text_encoders or models/clip, to "
-        "encode prompts with it instead of a checkpoint's own."
+        "encode prompts with it instead of a checkpoint's own; type sd3 takes one of SD3's encoders "
+        "(CLIP-L, CLIP-G or T5-XXL; the missing ones give zeros)."
     )
     inputs = (
         model_input(

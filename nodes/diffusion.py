@@ -217,6 +217,7 @@ class CLIPTextEncode(Node):
                 [text] * len(encoders),
                 layer=clip.layer,
                 device=manager_of(ctx).device,
+                roles=checkpoint.extra.get("encoders"),
             )
         except LayerError as exc:
             raise NodeInputError("clip", f"its stop_at_clip_layer {exc}") from None
@@ -375,7 +376,9 @@ def encode_image(vae: Any, image: np.ndarray, input_name: str, scaled: bool = Tr
     with torch.no_grad():
         dist = model.encode(pixels).latent_dist
     factor = float(model.config.scaling_factor) if scaled else 1.0
-    mean = (dist.mean * factor).to("cpu", torch.float32)
+    # SD3 / Flux VAEs centre their latents: (x - shift_factor) * scaling_factor
+    shift = float(getattr(model.config, "shift_factor", None) or 0.0) if scaled else 0.0
+    mean = ((dist.mean - shift) * factor).to("cpu", torch.float32)
     std = (dist.std * factor).to("cpu", torch.float32)
     return Latent(mean, std=std)
 
@@ -388,6 +391,8 @@ class VAEDecode(Node):
     outputs = (Output("image", T.IMAGE),)
 
     def run(self, ctx: Context, vae: Any, latent: Any) -> dict[str, Any]:
+        import inspect
+
         import torch
 
         from nodes.limits import check_pixel_budget
@@ -397,11 +402,17 @@ class VAEDecode(Node):
         batch, _, height, width = latent.samples.shape
         check_pixel_budget("latent", batch, height * scale, width * scale)
         latents = latent.samples.to(model.device, model.dtype) / float(model.config.scaling_factor)
+        shift = getattr(model.config, "shift_factor", None)  # SD3 / Flux VAEs: x / scale + shift
+        if shift:
+            latents = latents + float(shift)
         images = []
         with torch.no_grad():
-            for row in latents.split(1):
-                ctx.check_cancelled()
-                images.append(model.decode(row, return_dict=False)[0])
+            if "num_frames" in inspect.signature(model.decode).parameters:  # a video VAE: frames together
+                images.append(model.decode(latents, num_frames=batch, return_dict=False)[0])
+            else:
+                for row in latents.split(1):
+                    ctx.check_cancelled()
+                    images.append(model.decode(row, return_dict=False)[0])
         return {"image": tensor_to_image(torch.cat(images))}
 
 
@@ -538,8 +549,8 @@ class Sampler(Node):
         )
         try:
             samples = sample(job, ctx.check_cancelled)
-        except ValueError as exc:
-            raise NodeInputError("latent", str(exc)) from None
+        except ValueError as exc:  # the flow sampler names the input to blame (sampler, model...)
+            raise NodeInputError(getattr(exc, "input_name", "latent"), str(exc)) from None
         return {"latent": latent.with_(samples=samples, std=None)}
 
 

@@ -285,20 +285,27 @@ class UNETLoader(Node):
     display_name = "Load Diffusion Model"
     category = "advanced/loaders"
     description = (
-        "Load a UNet alone (SD 1.x, 2.x or XL) from models/unet or models/diffusion_models; "
-        "its text encoder and VAE come from other loaders."
+        "Load a denoiser alone from models/unet or models/diffusion_models: a UNet (SD 1.x, 2.x, XL) "
+        "or a diffusion transformer (SD3 / SD3.5, FLUX.1 dev and schnell, fp8 files too); its text "
+        "encoders (DualCLIPLoader, TripleCLIPLoader) and VAE (VAELoader) come from other loaders."
     )
     inputs = (
         model_input(
-            "unet_name", "unet", "A UNet file (original or diffusers names) or diffusers UNet folder."
+            "unet_name",
+            "unet",
+            "A UNet or SD3 / Flux transformer file (original or diffusers names), or a UNet folder.",
         ),
         Input(
             "weight_dtype",
             T.STRING,
             default="default",
-            choices=("default",),
+            choices=("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"),
             accepts="constant",
-            description="The weights' type: the studio's own (fp8 storage is not supported).",
+            description=(
+                "How the weights are kept in memory: default keeps an fp8 file in fp8 and anything "
+                "else in the studio's type; the fp8 choices store any file in fp8 (half the memory of "
+                "fp16), each layer upcast when it runs. fp8_e4m3fn_fast is fp8_e4m3fn here."
+            ),
         ),
     )
     outputs = (Output("model", T.MODEL),)
@@ -314,11 +321,15 @@ class UNETLoader(Node):
 
         path = find_model(ctx, "unet", "unet_name", unet_name, "models/unet or models/diffusion_models", "it")
         manager = manager_of(ctx)
-        key = ("unet", str(path.resolve()), file_state(path))
+        key = ("unet", str(path.resolve()), file_state(path), weight_dtype)
 
         def load() -> Any:
             loaded = load_unet_file(
-                path, device=manager.device, dtype=manager.dtype, allow_pickle=manager.allow_pickle
+                path,
+                device=manager.device,
+                dtype=manager.dtype,
+                allow_pickle=manager.allow_pickle,
+                weight_dtype=weight_dtype,
             )
             manager.install_attention(loaded.unet)
             return loaded
@@ -333,7 +344,7 @@ class UNETLoader(Node):
 def _checkpoint_folder(settings: RunSettings, filename_prefix: str) -> tuple[Path, str]:
     """(folder, prefix) under OUTPUT/checkpoints, the prefix cleaned as SaveImage's is. A prefix
     starting with 'checkpoints/' (ComfyUI's default, 'checkpoints/ComfyUI') lands in the same place."""
-    from nodes.image_io import output_folder
+    from nodes.saving import output_folder
 
     prefix = filename_prefix.strip()
     if prefix.startswith(CHECKPOINTS_FOLDER + "/"):
@@ -345,7 +356,7 @@ def _checkpoint_folder(settings: RunSettings, filename_prefix: str) -> tuple[Pat
 def _claim_name(hidden: Path, folder: Path, prefix: str) -> Path:
     """Give the written file its name, ``<prefix>_00001_.safetensors`` or the next free one;
     never replaces a file (a hard link fails if another save took the name meanwhile)."""
-    from nodes.image_io import next_free_path
+    from nodes.saving import next_free_path
 
     try:
         for _ in range(MAX_NAME_TRIES):

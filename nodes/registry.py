@@ -26,13 +26,17 @@ BUILTIN_PACKS: tuple[str, ...] = (
     "nodes.mask",
     "nodes.diffusion",
     "nodes.conditioning",
+    "nodes.text_encoder_loaders",
     "nodes.latent",
     "nodes.sampling_custom",
     "nodes.model_ops",
     "nodes.clip_vision",
+    "nodes.dit",
+    "nodes.ip_adapter",
     "nodes.control",
     "nodes.edit",
     "nodes.vision",
+    "nodes.video",
     "nodes.evaluation",
 )
 

@@ -34,10 +34,12 @@ SIGMAS_STEPS = Input("steps", T.INT, default=20, min=1, max=10000)
 
 
 def _levels(ctx: Context, model: Any) -> Any:
+    """The MODEL's noise levels: its scheduler config with ModelSampling* overrides; flow
+    matching's levels for SD3 and Flux (ComfyUI's ModelSamplingDiscreteFlow / ModelSamplingFlux)."""
     from models.schedules import model_levels, scheduler_config
 
     checkpoint = checkpoint_for(model, ctx)
-    return model_levels(scheduler_config(checkpoint.scheduler_config, model.sampling))
+    return model_levels(scheduler_config(checkpoint.scheduler_config, model.sampling), checkpoint.family)
 
 
 class SamplerAdvanced(Node):
@@ -122,7 +124,7 @@ class SamplerAdvanced(Node):
             samples = sample(job, ctx.check_cancelled)
         except ValueError as exc:
             name = "sampler" if "cannot run part" in str(exc) else "latent"
-            raise NodeInputError(name, str(exc)) from None
+            raise NodeInputError(getattr(exc, "input_name", name), str(exc)) from None
         return {"latent": latent.with_(samples=samples, std=None)}
 
 
@@ -218,9 +220,15 @@ class SDTurboScheduler(Node):
     outputs = (Output("sigmas", T.SIGMAS),)
 
     def run(self, ctx: Context, model: Any, steps: int, denoise: float) -> dict[str, Any]:
-        from models.schedules import sd_turbo_schedule
+        from models.schedules import ModelLevels, sd_turbo_schedule
 
-        return {"sigmas": sd_turbo_schedule(_levels(ctx, model), steps, denoise)}
+        levels = _levels(ctx, model)
+        if not isinstance(levels, ModelLevels):
+            raise NodeInputError(
+                "model",
+                "SD-Turbo's schedule is for SD-Turbo and SDXL-Turbo; use BasicScheduler on this model",
+            )
+        return {"sigmas": sd_turbo_schedule(levels, steps, denoise)}
 
 
 class SplitSigmas(Node):
@@ -296,7 +304,14 @@ CUSTOM_OUTPUTS = (
 
 
 def _sample_custom(
-    ctx: Context, guider: Any, sampler: Any, sigmas: Any, latent: Any, noise: Any, preview: bool
+    ctx: Context,
+    guider: Any,
+    sampler: Any,
+    sigmas: Any,
+    latent: Any,
+    noise: Any,
+    preview: bool,
+    model_input: str = "guider",
 ) -> dict[str, Any]:
     import torch
 
@@ -306,6 +321,13 @@ def _sample_custom(
         raise NodeInputError("sigmas", "expects a 1-D list of noise levels (from a scheduler node)")
     if len(sigmas) > 1 and bool((sigmas[1:] > sigmas[:-1]).any()):
         raise NodeInputError("sigmas", "must go down from step to step; use a scheduler node's output")
+    family = getattr(getattr(guider.model, "checkpoint", None), "family", None)
+    if family == "svd":
+        raise NodeInputError(
+            model_input,
+            "custom sampling (sigma schedules and samplers as nodes) runs image models; "
+            "this is a video (svd) model: sample it with KSampler",
+        )
     job = sampling_job(
         ctx,
         guider.model,
@@ -321,7 +343,13 @@ def _sample_custom(
     try:
         result = sample_custom(job, sampler.name, sigmas, noise.seed, ctx.check_cancelled)
     except ValueError as exc:
-        raise NodeInputError("latent", str(exc)) from None
+        name = getattr(exc, "input_name", "latent")  # models.flow_sampling.FlowSamplingError names one
+        own = ("latent", "sigmas", "sampler") + (
+            ("model", "positive", "negative") if model_input == "model" else ()
+        )
+        if name not in own:
+            name = model_input  # the guider carries the model and its prompts
+        raise NodeInputError(name, str(exc)) from None
     return {
         "output": latent.with_(samples=result.samples, std=None),
         "denoised_output": latent.with_(samples=result.denoised, std=None),
@@ -363,7 +391,7 @@ class SamplerCustom(Node):
 
         guider = GuiderSpec(model, tuple(positive), tuple(negative), float(cfg))
         noise = NoiseSpec(noise_seed if add_noise else None)
-        return _sample_custom(ctx, guider, sampler, sigmas, latent, noise, preview)
+        return _sample_custom(ctx, guider, sampler, sigmas, latent, noise, preview, model_input="model")
 
 
 class SamplerCustomAdvanced(Node):

@@ -25,6 +25,7 @@ from nodes.base import Context, Input, NodeInputError, RunSettings
 #: The samplers the Sampler nodes offer (models/sampling.py runs them).
 SAMPLER_NAMES = (
     "euler",
+    "heun",
     "euler_ancestral",
     "ddim",
     "ddpm",
@@ -180,6 +181,10 @@ def sampling_job(ctx: Context, model: Any, positive: Any, negative: Any, latent:
     checkpoint = checkpoint_for(model, ctx)
     manager = manager_of(ctx)
     preview = settings.pop("preview", False)
+    if getattr(model, "skip_layers", None) is not None:  # SD3.5 skip-layer guidance (nodes/dit.py)
+        settings["extra"] = {**settings.get("extra", {}), "skip_layers": model.skip_layers}
+    if getattr(model, "image_prompts", ()):  # IP-Adapter image prompts (nodes/ip_adapter.py)
+        settings["extra"] = {**settings.get("extra", {}), "image_prompts": model.image_prompts}
     return SampleJob(
         unet=checkpoint.unet,
         scheduler_config=scheduler_config(checkpoint.scheduler_config, model.sampling),

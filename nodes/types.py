@@ -40,6 +40,9 @@ GUIDER: Final = "GUIDER"
 UPSCALE_MODEL: Final = "UPSCALE_MODEL"
 CLIP_VISION: Final = "CLIP_VISION"
 CLIP_VISION_OUTPUT: Final = "CLIP_VISION_OUTPUT"
+#: An IP-Adapter (models.ip_adapter.IPAdapterWeights in the manager), with the CLIP vision model
+#: bundled with it, if any (nodes/ip_adapter.py's IPAdapterHandle).
+IPADAPTER: Final = "IPADAPTER"
 #: A loaded captioning model (with its processor) in the model manager.
 CAPTIONER: Final = "CAPTIONER"
 #: A loaded CLIP model (both towers, with its processor) in the model manager.
@@ -70,6 +73,7 @@ COLORS: Final = {
     UPSCALE_MODEL: "#8d6e63",
     CLIP_VISION: "#a1887f",
     CLIP_VISION_OUTPUT: "#ad7452",
+    IPADAPTER: "#f48fb1",
     CAPTIONER: "#7986cb",
     CLIP_SCORER: "#4dd0e1",
     STRING: "#aed581",

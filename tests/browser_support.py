@@ -118,9 +118,12 @@ class Studio:
         return {entry["id"] for entry in self.get("/api/history?limit=500")["jobs"]}
 
 
-def start_studio(root: Path, *, packs: tuple[str, ...] = ("tests.packs.testing",)) -> Studio:
+def start_studio(
+    root: Path, *, packs: tuple[str, ...] = ("tests.packs.testing",), models: Path | None = None
+) -> Studio:
     """Serve the studio on 127.0.0.1 and a free port, its folders under ``root``; jobs run in
-    the server's threads (``runners=None``). Close it with :meth:`Studio.close`."""
+    the server's threads (``runners=None``). ``models``: a models folder searched after the
+    repository's. Close it with :meth:`Studio.close`."""
     from graph.executor import Executor
     from nodes.base import RunSettings
     from nodes.registry import default_registry
@@ -132,7 +135,12 @@ def start_studio(root: Path, *, packs: tuple[str, ...] = ("tests.packs.testing",
     )
     for folder in (output_dir, input_dir, state_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    registry = default_registry()
+    if models is not None:
+        from tests.fixtures.services import services_over
+
+        registry = default_registry(services=services_over(models))
+    else:
+        registry = default_registry()
     for pack in packs:
         registry.add_pack(pack)
     services = registry.services

@@ -303,12 +303,12 @@ def test_reroute_chain_and_new_primitive_nodes_are_resolved():
 def test_reasons_name_the_model_family_or_the_custom_node_pack():
     data = load("default_ui.json")
     data["nodes"] += [
-        {"id": 40, "type": "FluxGuidance", "widgets_values": [3.5]},
+        {"id": 40, "type": "ModelSamplingAuraFlow", "widgets_values": [1.73]},
         {"id": 41, "type": "FaceDetailer", "properties": {"cnr_id": "comfyui-impact-pack", "ver": "8.8.1"}},
         {"id": 42, "type": "Image Comparer (rgthree)", "properties": {"aux_id": "rgthree/rgthree-comfy"}},
     ]
     reasons = {n.comfy_id: n.reason for n in converted(data).not_converted}
-    assert "SD3/Flux/video models are not supported yet (issue 11)" in reasons["40"]
+    assert "does not run this model family or node type yet" in reasons["40"]
     assert "custom node pack 'comfyui-impact-pack'" in reasons["41"]
     assert "custom node pack 'rgthree/rgthree-comfy'" in reasons["42"]
 

@@ -27,8 +27,8 @@ from cli.comfy import (
     read_prompt,
 )
 from graph.validate import validate
-from nodes.image_io import _PREFIX
 from nodes.registry import default_registry
+from nodes.saving import _PREFIX
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data" / "comfy"

@@ -679,6 +679,10 @@ def test_unet_loader_names_the_input_for_a_missing_or_foreign_file(root: Path, m
     save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(2, 2)}, str(folder / "dit.safetensors"))
     with pytest.raises(NodeInputError) as raised:
         call(root, manager, "UNETLoader", unet_name="dit.safetensors")
+    assert raised.value.input_name == "unet_name" and "not a whole SD3 or Flux model" in str(raised.value)
+    save_file({"some.other.weight": torch.zeros(2, 2)}, str(folder / "other.safetensors"))
+    with pytest.raises(NodeInputError) as raised:
+        call(root, manager, "UNETLoader", unet_name="other.safetensors")
     assert raised.value.input_name == "unet_name" and "no UNet weights" in str(raised.value)
 
 
@@ -771,8 +775,8 @@ def test_loaders_of_comfyui_files_convert() -> None:
     }
     result = convert(read_prompt(api))
     nodes = result.workflow["nodes"]
-    assert nodes["1"]["inputs"] == {"unet_name": "x.safetensors", "weight_dtype": "default"}
-    assert any("fp8_e4m3fn" in warning for warning in result.warnings)
+    assert nodes["1"]["inputs"] == {"unet_name": "x.safetensors", "weight_dtype": "fp8_e4m3fn"}
+    assert not any("fp8_e4m3fn" in warning for warning in result.warnings)
     assert nodes["2"]["inputs"] == {
         "model": link("1", "model"),
         "lora_name": "l.safetensors",

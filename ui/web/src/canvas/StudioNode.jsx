@@ -4,6 +4,8 @@
 import { memo, useContext, useEffect, useRef, useState } from "react";
 import { Handle, NodeResizer, Position, useUpdateNodeInternals } from "@xyflow/react";
 import { api, urls } from "../api.js";
+import MediaItem from "../media/Media.jsx";
+import { isVideo } from "../media/media.js";
 import { displayName, hasSocket, hasWidget, isLink, isSeedInput, socketColor, typeDefault } from "../graph/defs.js";
 import { useStudio } from "../store/index.js";
 import { TabContext } from "./context.js";
@@ -115,14 +117,14 @@ function Media({ id, run, inputPicture }) {
       {broken === src ? (
         <div className="sn-media-missing">{inputPicture === src ? "picture not found in input/" : "picture not available"}</div>
       ) : (
-        <img
-          data-testid={`node-${id}-image`}
+        <MediaItem
+          data-testid={`node-${id}-${isVideo(src) ? "video" : "image"}`}
           src={src}
           alt=""
           draggable={false}
           onError={() => setBroken(src)}
           onLoad={(event) => {
-            const w = event.currentTarget.naturalWidth;
+            const w = event.currentTarget.naturalWidth || event.currentTarget.videoWidth;
             event.currentTarget.classList.toggle("tiny", w >= 24 && w < 96);
           }}
         />
@@ -130,8 +132,8 @@ function Media({ id, run, inputPicture }) {
       {many ? (
         <div className="sn-thumbs nodrag">
           {images.map((url, i) => (
-            <button type="button" key={url} className={i === index ? "active" : ""} onClick={() => setIndex(i)} title={`image ${i + 1} of ${images.length}`}>
-              <img src={url} alt="" draggable={false} />
+            <button type="button" key={url} className={i === index ? "active" : ""} onClick={() => setIndex(i)} title={`${isVideo(url) ? "video" : "image"} ${i + 1} of ${images.length}`}>
+              <MediaItem src={url} alt="" controls={false} draggable={false} />
             </button>
           ))}
         </div>

@@ -4,7 +4,8 @@
 import { useEffect, useState } from "react";
 import { api } from "../api.js";
 import { useStudio } from "../store/index.js";
-import { clockTime, entryImages, entryName, entryPreview, entrySeeds, runLength, STATUS_WORDS } from "./entries.js";
+import MediaItem from "../media/Media.jsx";
+import { clockTime, entryFiles, entryImages, entryName, entryPreview, entrySeeds, runLength, STATUS_WORDS } from "./entries.js";
 import "./panels.css";
 
 export default function ImageViewer() {
@@ -48,14 +49,15 @@ export default function ImageViewer() {
   };
 
   const src = images[index];
-  const file = (entry.outputs || []).filter((f) => /\.(png|jpe?g|webp|gif|bmp)$/i.test(f))[index] || "";
+  const file = entryFiles(entry)[index] || "";
   const seeds = entrySeeds(entry);
   return (
     <div className="modal-backdrop" onMouseDown={(e) => e.target === e.currentTarget && closeViewer()}>
       <div className="viewer" data-testid="viewer" role="dialog" aria-label={`Output of ${entryName(entry)}`}>
         <div className="viewer-stage">
           {src ? (
-            <img
+            <MediaItem
+              data-testid="viewer-media"
               src={src}
               alt={entry.prompt || entryName(entry)}
               draggable={false}

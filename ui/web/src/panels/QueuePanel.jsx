@@ -1,6 +1,7 @@
 // The queue and gallery (right side): what runs and waits on the server, each with its own
 // cancel, and below it the history as thumbnails; a click opens the large view.
 import { useState } from "react";
+import MediaItem from "../media/Media.jsx";
 import { useStudio } from "../store/index.js";
 import { runFraction } from "../run/progress.js";
 import { clockTime, entryImages, entryName, entryPreview, entrySeedText, runLength, STATUS_WORDS } from "./entries.js";
@@ -67,9 +68,10 @@ function HistoryItem({ entry }) {
     >
       <div className="history-thumb">
         {thumb ? (
-          <img
+          <MediaItem
             src={thumb}
             alt={entry.prompt || entryName(entry)}
+            controls={false}
             loading="lazy"
             draggable={false}
             onError={images.length ? undefined : () => setPreviewGone(true)}

@@ -1,10 +1,11 @@
 // What the queue panel and the viewer say about a job summary (GET /api/queue, /api/history,
 // /api/jobs/{id}): its pictures, seeds, name and times in plain words.
 import { urls } from "../api.js";
+import { isMedia } from "../media/media.js";
 
-const PICTURE = /\.(png|jpe?g|webp|gif|bmp)$/i;
-
-export const entryImages = (entry) => (entry.outputs || []).filter((f) => PICTURE.test(f)).map((f) => urls.file(f));
+// The job's saved pictures and videos (MP4 plays in the viewer), as URLs.
+export const entryFiles = (entry) => (entry.outputs || []).filter(isMedia);
+export const entryImages = (entry) => entryFiles(entry).map((f) => urls.file(f));
 
 // A picture for a job that saved none (a PreviewImage workflow): the job's latest preview,
 // while the server still keeps it; only for finished runs (a failed run's would be a
