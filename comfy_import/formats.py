@@ -670,6 +670,7 @@ _MODEL_NAME_INPUTS = {
     "clip": "clip_name",
     "unet": "unet_name",
     "diffusion_models": "unet_name",
+    "ipadapter": "ipadapter_file",
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,20 +53,16 @@ def create_temporary(folder: Path, suffix: str = ".png") -> tuple[int, Path]:
     raise FileExistsError(f"no free temporary name in {folder}")
 
 
-def write_png_exclusive(folder: Path, prefix: str, pixels: np.ndarray, text: dict[str, str]) -> Path:
-    """Write a PNG under the next free name; never replaces an existing file."""
-    from PIL import Image, PngImagePlugin
-
+def write_exclusive(folder: Path, prefix: str, suffix: str, write: Callable[[Path], None]) -> Path:
+    """Write a file through ``write(temporary path)``, then give it the next free
+    ``prefix_00001<suffix>`` name in ``folder``; never replaces an existing file."""
     folder.mkdir(parents=True, exist_ok=True)
-    info = PngImagePlugin.PngInfo()
-    for key, value in text.items():
-        info.add_text(key, value)
-    fd, tmp = create_temporary(folder)
+    fd, tmp = create_temporary(folder, suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            Image.fromarray(pixels).save(handle, format="PNG", pnginfo=info, compress_level=4)
+        write(tmp)
         for _ in range(MAX_NAME_TRIES):
-            target, _ = next_free_path(folder, prefix)
+            target, _ = next_free_path(folder, prefix, suffix)
             try:
                 os.link(tmp, target)  # atomic, and fails if the name was taken meanwhile
                 return target
@@ -74,6 +71,20 @@ def write_png_exclusive(folder: Path, prefix: str, pixels: np.ndarray, text: dic
         raise FileExistsError(f"no free name for {Path(prefix).name!r} in {folder}")
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_png_exclusive(folder: Path, prefix: str, pixels: np.ndarray, text: dict[str, str]) -> Path:
+    """Write a PNG under the next free name; never replaces an existing file."""
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)
+
+    def write(path: Path) -> None:
+        Image.fromarray(pixels).save(path, format="PNG", pnginfo=info, compress_level=4)
+
+    return write_exclusive(folder, prefix, ".png", write)
 
 
 def output_folder(settings: RunSettings, filename_prefix: str) -> tuple[Path, str]:

@@ -12,7 +12,6 @@ pictures (the next free ``prefix_00001.ext``, never overwriting), and report it 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
 from nodes.image import as_image
-from nodes.saving import MAX_NAME_TRIES, create_temporary, next_free_path, output_folder, to_uint8
+from nodes.saving import output_folder, to_uint8, write_exclusive
 from nodes.support import file_state, find_model, manager_of, model_fingerprint, model_input
 
 # --------------------------------------------------------------------------- the model
@@ -241,31 +240,28 @@ class VideoTriangleCFGGuidance(Node):
 # --------------------------------------------------------------------------- saving
 
 
-def write_exclusive(folder: Path, prefix: str, suffix: str, write: Callable[[Path], None]) -> Path:
-    """Write a file through ``write(temporary path)``, then give it the next free
-    ``prefix_00001<suffix>`` name in ``folder``; never replaces an existing file."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = create_temporary(folder, suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        for _ in range(MAX_NAME_TRIES):
-            target, _ = next_free_path(folder, prefix, suffix)
-            try:
-                os.link(tmp, target)  # atomic, and fails if the name was taken meanwhile
-                return target
-            except FileExistsError:
-                continue
-        raise FileExistsError(f"no free name for {Path(prefix).name!r} in {folder}")
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def frame_pictures(images: np.ndarray) -> list[Any]:
     """IMAGE frames as Pillow RGB pictures."""
     from PIL import Image
 
     return [Image.fromarray(pixels) for pixels in to_uint8(as_image("images", images))]
+
+
+def save_animation(
+    ctx: Context, images: np.ndarray, filename_prefix: str, fps: float, suffix: str, **options: Any
+) -> dict[str, Any]:
+    """Save the frames as one animated picture (Pillow's ``format`` and ``options``) under the next
+    free name in the output folder, and report the file."""
+    frames = frame_pictures(images)
+    folder, prefix = output_folder(ctx.settings, filename_prefix)
+
+    def write(path: Path) -> None:
+        frames[0].save(
+            path, save_all=True, append_images=frames[1:], duration=frame_duration(fps), loop=0, **options
+        )
+
+    ctx.add_file(write_exclusive(folder, prefix, suffix, write))
+    return {}
 
 
 def frame_duration(fps: float) -> int:
@@ -314,25 +310,18 @@ class SaveAnimatedWEBP(Node):
         quality: int,
         method: str,
     ) -> dict[str, Any]:
-        frames = frame_pictures(images)
-        folder, prefix = output_folder(ctx.settings, filename_prefix)
         effort = {"default": 4, "fastest": 0, "slowest": 6}[method]
-
-        def write(path: Path) -> None:
-            frames[0].save(
-                path,
-                format="WEBP",
-                save_all=True,
-                append_images=frames[1:],
-                duration=frame_duration(fps),
-                loop=0,
-                lossless=lossless,
-                quality=quality,
-                method=effort,
-            )
-
-        ctx.add_file(write_exclusive(folder, prefix, ".webp", write))
-        return {}
+        return save_animation(
+            ctx,
+            images,
+            filename_prefix,
+            fps,
+            ".webp",
+            format="WEBP",
+            lossless=lossless,
+            quality=quality,
+            method=effort,
+        )
 
 
 class SaveAnimatedPNG(Node):
@@ -355,27 +344,20 @@ class SaveAnimatedPNG(Node):
 
         from graph.workflow import PNG_SEED_KEY, PNG_WORKFLOW_KEY
 
-        frames = frame_pictures(images)
-        folder, prefix = output_folder(ctx.settings, filename_prefix)
         info = PngImagePlugin.PngInfo()
         info.add_text(PNG_SEED_KEY, str(ctx.seed))
         if ctx.settings.workflow_json is not None:
             info.add_text(PNG_WORKFLOW_KEY, ctx.settings.workflow_json)
-
-        def write(path: Path) -> None:
-            frames[0].save(
-                path,
-                format="PNG",
-                save_all=True,
-                append_images=frames[1:],
-                duration=frame_duration(fps),
-                loop=0,
-                compress_level=compress_level,
-                pnginfo=info,
-            )
-
-        ctx.add_file(write_exclusive(folder, prefix, ".png", write))
-        return {}
+        return save_animation(
+            ctx,
+            images,
+            filename_prefix,
+            fps,
+            ".png",
+            format="PNG",
+            compress_level=compress_level,
+            pnginfo=info,
+        )
 
 
 class SaveAnimatedGIF(Node):
@@ -390,21 +372,7 @@ class SaveAnimatedGIF(Node):
     outputs = ()
 
     def run(self, ctx: Context, images: np.ndarray, filename_prefix: str, fps: float) -> dict[str, Any]:
-        frames = frame_pictures(images)
-        folder, prefix = output_folder(ctx.settings, filename_prefix)
-
-        def write(path: Path) -> None:
-            frames[0].save(
-                path,
-                format="GIF",
-                save_all=True,
-                append_images=frames[1:],
-                duration=frame_duration(fps),
-                loop=0,
-            )
-
-        ctx.add_file(write_exclusive(folder, prefix, ".gif", write))
-        return {}
+        return save_animation(ctx, images, filename_prefix, fps, ".gif", format="GIF")
 
 
 class SaveVideo(Node):

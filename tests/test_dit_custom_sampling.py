@@ -460,3 +460,41 @@ def test_comfyuis_flux_template_converts_and_runs(root: Path, manager: ModelMana
         "tiny-flux-dev", cfg=None, positive=flux_guidance(3.5), model=flux_sampling(), seed=7
     )
     assert_same(ours, image_of(run_graph(expected, root, manager)))
+
+
+@pytest.mark.slow
+def test_ksampler_advanced_hands_over_to_custom_sampling_as_comfyui_does(root: Path) -> None:
+    """KSamplerAdvanced's leftover-noise latent (divided by 1 - sigma, as ComfyUI hands it on) taken
+    up by SamplerCustom without noise over the remaining levels finishes the same picture as one
+    KSampler run."""
+    from models.flow_sampling import _set_timesteps, make_flow_scheduler
+    from models.loading import load_checkpoint
+    from models.sampling import SampleJob, sample, sample_custom
+    from models.values import Cond, Latent
+
+    checkpoint = load_checkpoint(root / "checkpoints" / "tiny-sd3")
+    embeds, pooled = torch.randn(1, 77, 96), torch.randn(1, 96)
+
+    def job(latent: torch.Tensor, **window: Any) -> SampleJob:
+        return SampleJob(
+            unet=checkpoint.unet,
+            scheduler_config=checkpoint.scheduler_config,
+            positive=[Cond(embeds, pooled=pooled)],
+            negative=[Cond(embeds * 0, pooled=pooled * 0)],
+            latent=Latent(latent),
+            seed=3,
+            steps=4,
+            cfg=3.0,
+            sampler="euler",
+            family="sd3",
+            **window,
+        )
+
+    empty = torch.zeros(1, 4, 8, 8)
+    whole = sample(job(empty))
+    handed = sample(job(empty, end_step=2, leftover_noise=True))
+    scheduler, kwargs = make_flow_scheduler("euler", checkpoint.scheduler_config, "sd3", 64)
+    _set_timesteps(scheduler, 4, "sd3", kwargs, "cpu")
+    rest = scheduler.sigmas[2:].to(torch.float32)
+    finished = sample_custom(job(handed), "euler", rest, None)
+    assert torch.allclose(finished.samples, whole, atol=1e-4)

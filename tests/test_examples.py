@@ -60,6 +60,7 @@ def test_example_runs_headless(path, tmp_path, models_root):
 #: What the toy world's analyzer reads in the pictures the toy-model examples save (file prefix -> text).
 SHOWS = {
     "txt2img": {"txt2img": "a red circle at the top left and a blue square in the center"},
+    "txt2img-sd3": {"txt2img-sd3": "a red circle at the top left and a blue square in the center"},
     "img2img": {"img2img": "a green circle at the top left and a blue square in the center"},
     "inpaint": {"inpaint": "a red circle at the top left and a yellow triangle in the center"},
     "colorize": {"colorized": "a yellow triangle at the top right and a green circle at the bottom left"},
