@@ -683,7 +683,7 @@ def test_unet_loader_names_the_input_for_a_missing_or_foreign_file(root: Path, m
     save_file({"some.other.weight": torch.zeros(2, 2)}, str(folder / "other.safetensors"))
     with pytest.raises(NodeInputError) as raised:
         call(root, manager, "UNETLoader", unet_name="other.safetensors")
-    assert raised.value.input_name == "unet_name" and "no UNet weights" in str(raised.value)
+    assert raised.value.input_name == "unet_name" and "holds no UNet" in str(raised.value)
 
 
 # --------------------------------------------------------------------------- RepeatLatentBatch
