@@ -39,7 +39,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from models.loading import CONFIGS, Checkpoint, CheckpointError
+from models.loading import CONFIGS, Checkpoint, CheckpointError, weight_mismatch
 
 if TYPE_CHECKING:
     import torch
@@ -430,14 +430,10 @@ def build_model(
     if storage is not None:
         model.enable_layerwise_casting(storage_dtype=storage, compute_dtype=dtype)
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    extra = sorted(set(weights) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape)
-    if missing or extra or wrong:
-        shown = (missing or extra or wrong)[0]
-        what = "lacks" if missing else ("has an unknown weight" if extra else "has a wrong shape for")
+    mismatch = weight_mismatch(expected, weights)
+    if mismatch:
         raise CheckpointError(
-            f"{name} {what} {shown} ({len(missing)} missing, {len(extra)} unknown, {len(wrong)} misshapen): "
+            f"{name} {mismatch}: "
             f"its shapes do not fit the {cls.__name__} config; put the model's diffusers config in a "
             f"folder named {Path(name).stem}.config next to it"
         )

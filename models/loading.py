@@ -275,6 +275,20 @@ def _load_single_file(path: Path, dtype: torch.dtype, allow_pickle: bool) -> Che
     return _from_components(pipe.components, family, str(path))
 
 
+def weight_mismatch(expected: dict[str, Any], weights: dict[str, Any]) -> str | None:
+    """Why ``weights`` do not fill a model whose state dict is ``expected`` exactly ("lacks X (1
+    missing, 0 unknown, 0 misshapen)"), or None when they do. Used where models are built on the meta
+    device and given the file's weights, so nothing is left randomly initialised."""
+    missing = sorted(set(expected) - set(weights))
+    extra = sorted(set(weights) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape)
+    if not (missing or extra or wrong):
+        return None
+    shown = (missing or extra or wrong)[0]
+    what = "lacks" if missing else ("has an unknown weight" if extra else "has a wrong shape for")
+    return f"{what} {shown} ({len(missing)} missing, {len(extra)} unknown, {len(wrong)} misshapen)"
+
+
 def load_controlnet(
     path: Path, *, device: str = "cpu", dtype: torch.dtype | None = None, allow_pickle: bool = False
 ) -> Any:

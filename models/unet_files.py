@@ -31,7 +31,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from models.loading import CONFIGS, Checkpoint, CheckpointError, config_folder
+from models.loading import CONFIGS, Checkpoint, CheckpointError, config_folder, weight_mismatch
 from models.safety import check_weights_file, check_weights_folder, load_state_dict, plain_load_error
 
 if TYPE_CHECKING:
@@ -137,16 +137,10 @@ def _build(config: dict[str, Any], weights: dict[str, Any], dtype: torch.dtype, 
 
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(config)
-    expected = unet.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    extra = sorted(set(weights) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape)
-    if missing or extra or wrong:
-        shown = (missing or extra or wrong)[0]
-        what = "lacks" if missing else ("has an unknown weight" if extra else "has a wrong shape for")
+    mismatch = weight_mismatch(unet.state_dict(), weights)
+    if mismatch:
         raise CheckpointError(
-            f"{name} {what} {shown} ({len(missing)} missing, {len(extra)} unknown, {len(wrong)} "
-            "misshapen): its shapes are not the detected family's; put a diffusers UNet config "
+            f"{name} {mismatch}: its shapes are not the detected family's; put a diffusers UNet config "
             f"in a folder named {Path(name).stem}.config next to it"
         )
     unet.load_state_dict({k: v.to(dtype) for k, v in weights.items()}, strict=True, assign=True)

@@ -22,6 +22,7 @@ from nodes.support import (
     SEED,
     STEPS,
     checkpoint_for,
+    empty_latent,
     file_state,
     find_model,
     lora_entry,
@@ -317,22 +318,7 @@ class EmptyLatent(Node):
     outputs = (Output("latent", T.LATENT),)
 
     def run(self, ctx: Context, width: int, height: int, batch_size: int, vae: Any) -> dict[str, Any]:
-        import torch
-
-        from models.values import Latent
-        from nodes.limits import check_pixel_budget
-
-        check_pixel_budget("batch_size", batch_size, height, width)  # what VAEDecode will make of it
-        scale, channels = 8, 4
-        if vae is not None:
-            model = vae.get()
-            scale = 2 ** (len(model.config.block_out_channels) - 1)
-            channels = int(model.config.latent_channels)
-        if width % scale or height % scale:
-            raise NodeInputError(
-                "width" if width % scale else "height", f"must be a multiple of {scale} for this VAE"
-            )
-        return {"latent": Latent(torch.zeros(batch_size, channels, height // scale, width // scale))}
+        return {"latent": empty_latent(width, height, batch_size, vae, channels=4)}
 
 
 def image_to_tensor(image: np.ndarray) -> Any:

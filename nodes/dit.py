@@ -16,7 +16,7 @@ from typing import Any
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
 from nodes.diffusion import CLIPTextEncode
-from nodes.support import manager_of
+from nodes.support import empty_latent, manager_of
 
 #: Largest size in pixels ComfyUI's size inputs take.
 MAX_RESOLUTION = 16384
@@ -85,22 +85,7 @@ class EmptySD3LatentImage(Node):
     outputs = (Output("latent", T.LATENT),)
 
     def run(self, ctx: Context, width: int, height: int, batch_size: int, vae: Any) -> dict[str, Any]:
-        import torch
-
-        from models.values import Latent
-        from nodes.limits import check_pixel_budget
-
-        check_pixel_budget("batch_size", batch_size, height, width)
-        scale, channels = 8, 16
-        if vae is not None:
-            model = vae.get()
-            scale = 2 ** (len(model.config.block_out_channels) - 1)
-            channels = int(model.config.latent_channels)
-        if width % scale or height % scale:
-            raise NodeInputError(
-                "width" if width % scale else "height", f"must be a multiple of {scale} for this VAE"
-            )
-        return {"latent": Latent(torch.zeros(batch_size, channels, height // scale, width // scale))}
+        return {"latent": empty_latent(width, height, batch_size, vae, channels=16)}
 
 
 class ModelSamplingSD3(Node):

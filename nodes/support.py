@@ -198,3 +198,24 @@ def sampling_job(ctx: Context, model: Any, positive: Any, negative: Any, latent:
         on_step=step_reporter(ctx, preview),
         **settings,
     )
+
+
+def empty_latent(width: int, height: int, batch_size: int, vae: Any, channels: int) -> Any:
+    """A blank Latent for a picture of ``width`` x ``height``: ``channels`` at 1/8 of the size, or the
+    channels and scale of ``vae`` when one is connected (EmptyLatent, EmptySD3LatentImage)."""
+    import torch
+
+    from models.values import Latent
+    from nodes.limits import check_pixel_budget
+
+    check_pixel_budget("batch_size", batch_size, height, width)  # what VAEDecode will make of it
+    scale = 8
+    if vae is not None:
+        model = vae.get()
+        scale = 2 ** (len(model.config.block_out_channels) - 1)
+        channels = int(model.config.latent_channels)
+    if width % scale or height % scale:
+        raise NodeInputError(
+            "width" if width % scale else "height", f"must be a multiple of {scale} for this VAE"
+        )
+    return Latent(torch.zeros(batch_size, channels, height // scale, width // scale))
