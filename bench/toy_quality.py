@@ -48,15 +48,32 @@ def text_to_image_dit(studio: Any, n: int, seed: int = 1) -> dict[str, Any]:
     return {"task": "text_to_image_dit", "n": n, **attribute_scores(list(zip(scenes, pictures, strict=True)))}
 
 
+#: Tasks kept in modules of their own: task name -> ("module:function", {figure: goal}). Each function
+#: takes (studio, n) like training.quality's tasks and returns its figures with "task" and "n".
+MORE_TASKS: dict[str, tuple[str, dict[str, float]]] = {}
+
+
+def _load(target: str) -> Callable[..., dict[str, Any]]:
+    import importlib
+
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def all_tasks() -> tuple[dict[str, Callable[..., dict[str, Any]]], dict[str, dict[str, float]]]:
-    """(task name -> function, task name -> goals): training.quality's and the DiT's (same goals)."""
+    """(task name -> function, task name -> goals): training.quality's, the DiT's (same goals) and
+    ``MORE_TASKS``."""
     from training.quality import GOALS, TASKS
 
     tasks = dict(TASKS)
     at = list(tasks).index("text_to_image") + 1 if "text_to_image" in tasks else len(tasks)
     items = list(tasks.items())
     tasks = dict([*items[:at], ("text_to_image_dit", text_to_image_dit), *items[at:]])
-    return tasks, {**GOALS, "text_to_image_dit": GOALS["text_to_image"]}
+    goals = {**GOALS, "text_to_image_dit": GOALS["text_to_image"]}
+    for name, (target, task_goals) in MORE_TASKS.items():
+        tasks[name] = lambda studio, n, _target=target: _load(_target)(studio, n)
+        goals[name] = task_goals
+    return tasks, goals
 
 
 def main(argv: list[str] | None = None) -> int:
