@@ -91,12 +91,14 @@ class FeatureModel:
         arrays = [as_uint8(p) for p in pictures]
         for i, array in enumerate(arrays):
             by_shape.setdefault(array.shape, []).append(i)
+        # the model manager may have moved the model to the GPU
+        device = next(self.image.parameters()).device
         with torch.inference_mode():
             for indices in by_shape.values():
                 for start in range(0, len(indices), BATCH):
                     chunk = indices[start : start + BATCH]
                     batch = torch.from_numpy(np.stack([arrays[i] for i in chunk])).permute(0, 3, 1, 2)
-                    out[chunk] = self.image(batch).double().numpy()
+                    out[chunk] = self.image(batch.to(device)).double().cpu().numpy()
         return out
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:

@@ -202,7 +202,9 @@ def check_layer(family: str, layer: int | None, encoders: Sequence[Any]) -> None
     index, _ = layer_choice(family, layer)
     if index is None or layer is None:
         return
-    depth = min(int(e.config.num_hidden_layers) for e in encoders)
+    # SD3/Flux: the layer choice applies to the CLIP encoders only, never to T5 (as in ComfyUI)
+    clips = [e for e in encoders if str(getattr(e.config, "model_type", "")).startswith("clip")]
+    depth = min(int(e.config.num_hidden_layers) for e in clips or encoders)
     if -index > depth:
         shift = 1 if family == "sd2" else 0
         raise LayerError(

@@ -13,7 +13,7 @@ import numpy as np
 
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output
-from nodes.support import find_model, model_choices
+from nodes.support import file_state, find_model, manager_of, model_choices
 
 DEFAULT_FEATURES = "toy-clip"
 
@@ -49,8 +49,10 @@ def _embed(
     pictures = _check_batch("images", images, least)
     references = _check_batch("reference", reference, least)
     path = find_model(ctx, "clip", "features", features, what="a CLIP folder or CLIP vision file")
+    # kept in the run's model manager, so a second evaluation node (or run) does not load it again
+    key = ("evaluation-features", str(path.resolve()), file_state(path))
     try:
-        model = load_features(path)
+        model = manager_of(ctx).get(key, lambda: load_features(path))
     except EvaluationInputError as exc:
         raise NodeInputError("features", str(exc)) from None
     return model.embed(references), model.embed(pictures)

@@ -540,3 +540,20 @@ def test_refiner_prompts_match_the_img2img_pipeline_with_aesthetic_scores(models
         output_type="np",
     ).images
     assert_same(ours, as_uint8(theirs))
+
+
+def test_the_layer_check_counts_the_clip_encoders_of_sd3_and_flux_not_t5():
+    """An SD3/Flux CLIP with a 2-layer T5 beside a 5-layer CLIP still takes layers down to -5: clip
+    skip never reaches T5, as in ComfyUI."""
+    from types import SimpleNamespace
+
+    from models.prompts import LayerError, check_layer
+
+    def encoder(model_type: str, layers: int) -> SimpleNamespace:
+        return SimpleNamespace(config=SimpleNamespace(model_type=model_type, num_hidden_layers=layers))
+
+    clip_l, t5 = encoder("clip_text_model", 5), encoder("t5", 2)
+    for family in ("sd3", "flux"):
+        check_layer(family, -5, [clip_l, t5])
+        with pytest.raises(LayerError, match="-5"):
+            check_layer(family, -6, [clip_l, t5])

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from evaluation import metrics as M  # noqa: E402
 from evaluation.features import load_features  # noqa: E402
-from evaluation.images import from_arrays, load_folder, png_prompt  # noqa: E402
+from evaluation.images import load_folder, png_prompt  # noqa: E402
 from toyworld.world import caption, random_scene, render  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -235,61 +234,31 @@ def test_the_evaluation_nodes_give_floats():
 
 # --------------------------------------------------------------------------- a degraded model ranks lower
 
-PROMPTS = 8  # held-out toy prompts, each drawn as a batch of 2 pictures: 16 per model
-BATCH = 2
-STEPS = 8
-
-
-def generate(studio, prompts: list[str]) -> list[np.ndarray]:
-    from training.quality import txt2img_nodes
-
-    pictures = []
-    for i, prompt in enumerate(prompts):
-        nodes = txt2img_nodes(prompt, seed=100 + i)
-        nodes["s"]["inputs"]["steps"] = STEPS
-        nodes["lat"]["inputs"]["batch_size"] = BATCH
-        images = studio.run(nodes, seed=100 + i)["show"]["images"]
-        pictures += [(np.clip(im, 0, 1) * 255).round().astype(np.uint8) for im in images]
-    return pictures
-
-
-def degraded_models(folder: Path, noise: float = 0.5) -> Path:
-    """A models folder whose toy-sd UNet got Gaussian noise (``noise`` x each tensor's std)."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    target = folder / "checkpoints" / "toy-sd"
-    shutil.copytree(REPO / "models" / "checkpoints" / "toy-sd", target)
-    weights = target / "unet" / "diffusion_pytorch_model.safetensors"
-    state = load_file(str(weights))
-    generator = torch.Generator().manual_seed(0)
-    for key, tensor in state.items():
-        if tensor.is_floating_point() and tensor.numel() > 1:
-            t = tensor.float()
-            state[key] = (t + noise * t.std() * torch.randn(t.shape, generator=generator)).to(tensor.dtype)
-    save_file(state, str(weights))
-    return folder
-
 
 @pytest.mark.slow
 def test_the_metrics_rank_a_degraded_toy_model_below_the_bundled_one(tmp_path, model):
-    from evaluation.evaluate import evaluate
-    from training.quality import Studio, held_out_scenes
+    from training.quality_evaluation import compare
 
-    scenes = held_out_scenes(PROMPTS, seed=21)
-    prompts = [caption(s) for s in scenes]
-    prompt_of = {k * BATCH + j: p for k, p in enumerate(prompts) for j in range(BATCH)}
-    reference = from_arrays([render(s) for s in held_out_scenes(32, seed=22)])
-    results = {}
-    for name, models in (("bundled", None), ("degraded", degraded_models(tmp_path / "models"))):
-        studio = Studio(models=models, folder=tmp_path / name)
-        images = from_arrays(generate(studio, prompts), prompt_of)
-        results[name] = evaluate(
-            images, reference, ("fid", "kid", "cmmd", "precision_recall", "clip", "analyzer"), model
-        ).metrics
+    # 8 held-out prompts x 2 pictures per model, 8 steps, 32 rendered references (bench/evaluation.py
+    # measures the same at a larger size)
+    results = compare(tmp_path, prompts=8, batch=2, steps=8, references=32, features=model)
     good, bad = results["bundled"], results["degraded"]
     for lower_is_better in ("fid", "kid", "cmmd"):
         assert good[lower_is_better]["value"] < bad[lower_is_better]["value"], (lower_is_better, results)
     assert good["precision_recall"]["precision"] >= bad["precision_recall"]["precision"], results
     assert good["clip"]["value"] > bad["clip"]["value"], results
     assert good["analyzer"]["value"] > bad["analyzer"]["value"], results
+
+
+def test_the_evaluation_nodes_load_their_feature_model_once_per_manager():
+    from nodes.evaluation import CMMDScore, FIDScore
+    from tests.helpers import make_ctx
+
+    ctx = make_ctx()
+    manager = ctx.services.models()
+    batch = np.stack(toy_pictures(4, 21)).astype(np.float32) / 255.0
+    before = manager.loads
+    fid = FIDScore().run(ctx, images=batch, reference=batch, features="toy-clip")["fid"]
+    cmmd = CMMDScore().run(ctx, images=batch, reference=batch, features="toy-clip")["cmmd"]
+    assert manager.loads == before + 1
+    assert fid == pytest.approx(0.0, abs=1e-2) and isinstance(cmmd, float)
