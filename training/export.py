@@ -15,23 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from training.common import (
-    CONFIG,
-    count_parameters,
-    halve_weights,
-    load_module_weights,
-    read_state,
-    recent_loss,
-    staging,
-    swap_in,
-)
+from training.cards import load_trained, same_weights, score_table, shown, split_scores, weights_line
+from training.common import CONFIG, count_parameters, halve_weights, read_state, recent_loss, staging, swap_in
 from training.sd import SD_SCHEDULER_CONFIG, load_vae
 
 SCHEDULERS = {"dpmpp": "DPMSolverMultistepScheduler", "pndm": "PNDMScheduler"}
@@ -46,10 +37,7 @@ def trained_models(run: Path, use_ema: bool = True) -> tuple[Any, Any, dict[str,
     config = json.loads((run / CONFIG).read_text())
     unet = UNet2DConditionModel.from_config(config["models"]["unet"])
     text_encoder = CLIPTextModel(CLIPTextConfig.from_dict(config["models"]["text_encoder"]))
-    ema = use_ema and bool(config.get("ema"))
-    for name, module in (("unet", unet), ("text_encoder", text_encoder)):
-        module.load_state_dict(load_module_weights(run, f"ema_{name}" if ema else name))
-    config["exported_weights"] = "EMA" if ema else "raw"
+    load_trained(run, config, {"unet": unet, "text_encoder": text_encoder}, use_ema)
     return unet.eval(), text_encoder.eval(), config
 
 
@@ -77,14 +65,10 @@ def make_pipeline(unet: Any, text_encoder: Any, vae: Any, scheduler: str = "dpmp
 @torch.no_grad()
 def evaluate(pipe: Any, n: int, seed: int = 1234, steps: int = 20, cfg: float = 5.0, size: int = 32) -> dict:
     """Generate ``n`` pictures for captions of each split's scenes and score them with the analyzer."""
-    from toyworld import caption, random_scene, score
 
-    results: dict[str, Any] = {"n": n, "steps": steps, "cfg": cfg, "seed": seed}
-    for split in ("train", "test"):
-        scenes = [random_scene(np.random.default_rng([seed, i]), size=size, split=split) for i in range(n)]
-        captions = [caption(s) for s in scenes]
+    def draw(captions: list[str], seed: int) -> list[np.ndarray]:
         images = []
-        for i in range(0, n, 16):
+        for i in range(0, len(captions), 16):
             out = pipe(
                 captions[i : i + 16],
                 height=size,
@@ -95,21 +79,10 @@ def evaluate(pipe: Any, n: int, seed: int = 1234, steps: int = 20, cfg: float = 
                 output_type="np",
             ).images
             images.extend((np.clip(out, 0, 1) * 255).round().astype(np.uint8))
-        scores = [score(s, image) for s, image in zip(scenes, images, strict=True)]
-        results[split] = {
-            key: round(float(np.mean([s[key] for s in scores])), 3)
-            for key in ("kind", "color", "position", "all", "exact", "count")
-        }
-    return results
+        return images
 
-
-def shown(path: str | Path) -> str:
-    """A path as the commands in a model card show it: relative to the working folder when inside it."""
-    path = Path(path)
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+    splits = split_scores(n, seed, draw, ("train", "test"), size=size)
+    return {"n": n, "steps": steps, "cfg": cfg, "seed": seed, **splits}
 
 
 def vae_history(folder: Path) -> list[dict[str, Any]]:
@@ -196,9 +169,7 @@ def model_card(config: dict[str, Any], unet: Any, text_encoder: Any, vae: Any, r
         f"{state.step if state else 0} steps ({state.status if state else 'new'}) "
         f"in {state.elapsed / 60 if state else 0:.1f} minutes on {config['device']}; "
         + (f"mean loss over the last 100 steps {loss:.4f}." if loss is not None else "no loss logged."),
-        f"- **Weights**: {config['exported_weights']}"
-        + (f" (EMA decay {config['ema']})" if config["exported_weights"] == "EMA" else "")
-        + f", stored as float16; exported {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        weights_line(config),
         "",
         "## Using it",
         "",
@@ -227,13 +198,8 @@ def model_card(config: dict[str, Any], unet: Any, text_encoder: Any, vae: Any, r
             "and with the right number of shapes.",
             "`test` captions hold combinations never seen in training.",
             "",
-            "| split | kind | color | position | all | exact | count |",
-            "|---|---|---|---|---|---|---|",
+            *score_table(ev),
         ]
-        for split in ("train", "test"):
-            cells = [str(ev[split][k]) for k in ("kind", "color", "position", "all", "exact", "count")]
-            lines.append(f"| {split} | " + " | ".join(cells) + " |")
-        lines.append("")
     lines += [
         "## Reproducing it",
         "",
@@ -264,8 +230,7 @@ def check_loads(folder: Path, unet: Any) -> None:
     from models.loading import load_checkpoint
 
     checkpoint = load_checkpoint(folder)
-    ours, theirs = unet.state_dict(), checkpoint.unet.state_dict()
-    if ours.keys() != theirs.keys() or any(not torch.equal(ours[k].half().float(), theirs[k]) for k in ours):
+    if not same_weights(unet, checkpoint.unet):
         raise RuntimeError(f"{folder} does not load back as the trained model")
     if checkpoint.family != "sd1":
         raise RuntimeError(f"{folder} loads as {checkpoint.family}, not sd1")

@@ -23,24 +23,14 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from training.common import (
-    CONFIG,
-    count_parameters,
-    halve_weights,
-    load_module_weights,
-    read_state,
-    recent_loss,
-    staging,
-    swap_in,
-)
-from training.export import shown
+from training.cards import load_trained, same_weights, score_table, shown, split_scores, weights_line
+from training.common import CONFIG, count_parameters, halve_weights, read_state, recent_loss, staging, swap_in
 
 EVAL_STEPS = 20
 EVAL_CFG = 5.0
@@ -53,10 +43,8 @@ def trained_transformer(run: Path, use_ema: bool = True) -> tuple[Any, dict[str,
     run = Path(run)
     config = json.loads((run / CONFIG).read_text())
     transformer = SD3Transformer2DModel.from_config(config["models"]["transformer"])
-    ema = use_ema and bool(config.get("ema"))
-    transformer.load_state_dict(load_module_weights(run, "ema_transformer" if ema else "transformer"))
-    config["exported_weights"] = "EMA" if ema else "raw"
-    return transformer.eval(), config
+    load_trained(run, config, {"transformer": transformer}, use_ema)
+    return transformer, config
 
 
 def with_projection(sd: Path) -> Any:
@@ -160,19 +148,9 @@ def generate(
 
 def evaluate(pipe: Any, n: int, splits: tuple[str, ...] = ("train", "test"), seed: int = 1234) -> dict:
     """Pictures for captions of ``n`` scenes of each split, scored by the toy world's analyzer."""
-    from toyworld import caption, random_scene, score
-
     shift = float(pipe.scheduler.config.shift)
     results: dict[str, Any] = {"n": n, "steps": EVAL_STEPS, "cfg": EVAL_CFG, "seed": seed, "shift": shift}
-    for split in splits:
-        scenes = [random_scene(np.random.default_rng([seed, i]), size=32, split=split) for i in range(n)]
-        images = generate(pipe, [caption(s) for s in scenes], seed)
-        scores = [score(s, image) for s, image in zip(scenes, images, strict=True)]
-        results[split] = {
-            key: round(float(np.mean([s[key] for s in scores])), 3)
-            for key in ("kind", "color", "position", "all", "exact", "count")
-        }
-    return results
+    return {**results, **split_scores(n, seed, lambda prompts, s: generate(pipe, prompts, s), splits)}
 
 
 def pick_shift(pipe: Any, shifts: list[float], n: int) -> tuple[float, list[dict[str, Any]]]:
@@ -210,8 +188,7 @@ def check_loads(folder: Path, transformer: Any) -> None:
     checkpoint = load_checkpoint(folder)
     if checkpoint.family != "sd3":
         raise RuntimeError(f"{folder} loads as {checkpoint.family}, not sd3")
-    ours, theirs = transformer.state_dict(), checkpoint.unet.state_dict()
-    if ours.keys() != theirs.keys() or any(not torch.equal(ours[k].half().float(), theirs[k]) for k in ours):
+    if not same_weights(transformer, checkpoint.unet):
         raise RuntimeError(f"{folder} does not load back as the trained transformer")
     if len(checkpoint.text_encoders) != 2:
         raise RuntimeError(f"{folder} loads {len(checkpoint.text_encoders)} text encoders, not 2")
@@ -268,9 +245,7 @@ def model_card(config: dict[str, Any], transformer: Any, pipe: Any, run: Path, i
         f"({state.status if state else 'new'}) in {state.elapsed / 60 if state else 0:.1f} minutes on "
         f"{config['device']} ({config['threads']} threads, a machine shared with other jobs); "
         + (f"mean loss over the last 100 steps {loss:.4f}." if loss is not None else "no loss logged."),
-        f"- **Weights**: {config['exported_weights']}"
-        + (f" (EMA decay {config['ema']})" if config["exported_weights"] == "EMA" else "")
-        + f", stored as float16; exported {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        weights_line(config),
         "",
         "## Using it",
         "",
@@ -329,13 +304,8 @@ def model_card(config: dict[str, Any], transformer: Any, pipe: Any, run: Path, i
             "(the example workflow through the nodes) are in `docs/toy-models.md`",
             "(`bench/toy_quality.py --tasks text_to_image_dit`).",
             "",
-            "| split | kind | color | position | all | exact | count |",
-            "|---|---|---|---|---|---|---|",
+            *score_table(ev),
         ]
-        for split in ("train", "test"):
-            cells = [str(ev[split][k]) for k in ("kind", "color", "position", "all", "exact", "count")]
-            lines.append(f"| {split} | " + " | ".join(cells) + " |")
-        lines.append("")
     shifts = ",".join(str(t["shift"]) for t in info.get("shifts", [])) or str(shift)
     lines += [
         "## Reproducing it",
