@@ -43,6 +43,8 @@ class NodeStarted(Event):
     kind: ClassVar[str] = "node_started"
     node_id: str
     node_type: str
+    #: the node's extra seconds to stop after a cancel (Node.cancel_grace), read by the job runners
+    cancel_grace: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -334,7 +334,7 @@ class _Run:
 
     def call(self, node_id: str, node: Node, inputs: dict[str, Any], result: RunResult) -> dict[str, Any]:
         cls = type(node)
-        self.emit(NodeStarted(self.run_id, node_id, cls.type))
+        self.emit(NodeStarted(self.run_id, node_id, cls.type, float(cls.cancel_grace)))
         ctx = Context(
             node_id=node_id,
             node_type=cls.type,

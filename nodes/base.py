@@ -402,6 +402,9 @@ class Node:
     output_node: ClassVar[bool] = False
     #: ``{n: f}`` turns the inputs of a node saved at version ``n`` into those of version ``n + 1``.
     input_migrations: ClassVar[Mapping[int, Callable[[dict[str, Any]], dict[str, Any]]]] = {}
+    #: Seconds this node may take, after a cancel, to stop cleanly (a training node finishing its
+    #: step and saving what it learnt), on top of the worker's usual grace before it stops the process.
+    cancel_grace: ClassVar[float] = 0.0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

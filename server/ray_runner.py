@@ -28,7 +28,15 @@ from typing import Any
 
 from nodes.base import CancelToken
 from server.engine import EngineSpec, portable
-from server.worker import CANCEL_GRACE, START_TIMEOUT, Listener, RunOutcome, RunRequest, outcome_of
+from server.worker import (
+    CANCEL_GRACE,
+    START_TIMEOUT,
+    Listener,
+    RunOutcome,
+    RunRequest,
+    grace_after,
+    outcome_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -266,21 +274,18 @@ class RayRunner:
         done_ref = actor.run.remote(job_id, request.workflow_json, request.seed)
         seen = 0
         cancelled_at: float | None = None
+        grace = self.cancel_grace
         try:
             while True:
                 if cancel.cancelled and cancelled_at is None:
                     cancelled_at = time.monotonic()
                     actor.cancel.remote(job_id)
-                if cancelled_at is not None and time.monotonic() - cancelled_at > self.cancel_grace:
-                    log.warning(
-                        "job %s ignored its cancel for %.1f s: restarting its actor",
-                        job_id,
-                        self.cancel_grace,
-                    )
+                if cancelled_at is not None and time.monotonic() - cancelled_at > grace:
+                    log.warning("job %s ignored its cancel for %.1f s: restarting its actor", job_id, grace)
                     self._restart()
                     return RunOutcome(
                         "cancelled",
-                        f"cancelled: the node did not stop within {self.cancel_grace:g} s, so its Ray "
+                        f"cancelled: the node did not stop within {grace:g} s, so its Ray "
                         "worker was stopped (and a new one started)",
                     )
                 finished, _ = ray.wait([done_ref], timeout=_TICK)
@@ -289,6 +294,7 @@ class RayRunner:
                 except exceptions.GetTimeoutError:
                     events = []
                 for event in events:
+                    grace = grace_after(event, self.cancel_grace, grace)
                     listener(event)
                 seen += len(events)
                 if finished:

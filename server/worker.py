@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from graph.events import Event
+from graph.events import Event, NodeStarted
 from graph.executor import Executor, RunResult
 from graph.workflow import Workflow
 from nodes.base import CancelToken, RunSettings
@@ -124,6 +124,14 @@ class ThreadRunner:
 
 class WorkerLost(Exception):
     """The worker process ended while a job ran in it; the message says how."""
+
+
+def grace_after(event: Event, base: float, current: float) -> float:
+    """The seconds a job may take to stop after a cancel, once ``event`` has happened: a starting
+    node brings its own extra (Node.cancel_grace) on top of the runner's ``base``."""
+    if isinstance(event, NodeStarted):
+        return base + max(0.0, float(event.cancel_grace))
+    return current
 
 
 def exit_reason(exitcode: int | None) -> str:
@@ -271,20 +279,19 @@ class ProcessRunner:
         self, child: _Child, request: RunRequest, listener: Listener, cancel: CancelToken
     ) -> RunOutcome:
         cancelled_at: float | None = None
+        grace = self.cancel_grace
         while True:
             if cancel.cancelled and cancelled_at is None:
                 cancelled_at = time.monotonic()
                 _send(child.conn, ("cancel", request.job_id))
-            if cancelled_at is not None and time.monotonic() - cancelled_at > self.cancel_grace:
+            if cancelled_at is not None and time.monotonic() - cancelled_at > grace:
                 log.warning(
-                    "job %s ignored its cancel for %.1f s: restarting its worker",
-                    request.job_id,
-                    self.cancel_grace,
+                    "job %s ignored its cancel for %.1f s: restarting its worker", request.job_id, grace
                 )
                 self._restart()
                 return RunOutcome(
                     "cancelled",
-                    f"cancelled: the node did not stop within {self.cancel_grace:g} s, so its worker "
+                    f"cancelled: the node did not stop within {grace:g} s, so its worker "
                     "process was stopped (and a new one started)",
                 )
             message = self._receive(child, _TICK)
@@ -292,6 +299,7 @@ class ProcessRunner:
                 continue
             kind = message[0]
             if kind == "event" and message[1] == request.job_id:
+                grace = grace_after(message[2], self.cancel_grace, grace)
                 listener(message[2])
             elif kind == "done" and message[1] == request.job_id:
                 outcome = outcome_of(message[2])

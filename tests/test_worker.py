@@ -163,6 +163,21 @@ def test_a_cancel_the_node_heeds_keeps_the_worker(jobs: JobQueue, runner: Proces
     assert (runner.pid, runner.restarts) == (old_pid, restarts)
 
 
+def test_a_node_that_asks_for_time_to_stop_gets_it(jobs: JobQueue, runner: ProcessRunner) -> None:
+    """SlowToStop takes 2.5 s to stop after a cancel, beyond the runner's 1 s grace, but declares a
+    cancel_grace of 10 s (as the training nodes do, to save what they learnt): the worker waits."""
+    job = jobs.submit(flow("SlowToStop", stop_seconds=2.5))
+    deadline = time.monotonic() + WAIT
+    while not any(e["event"] == "node_progress" for e in job.events) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [e["cancel_grace"] for e in job.events if e["event"] == "node_started"] == [10.0]
+    old_pid, restarts = runner.pid, runner.restarts
+    jobs.cancel(job.id)
+    ended = finish(jobs, job)
+    assert ended.status == "cancelled" and "did not stop within" not in (ended.error or "")
+    assert (runner.pid, runner.restarts) == (old_pid, restarts)
+
+
 @pytest.mark.parametrize(
     ("how", "words"),
     [("SIGSEGV", "SIGSEGV (a crash in native code)"), ("SIGKILL", "out of memory"), ("exit", "code 3")],

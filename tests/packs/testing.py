@@ -28,6 +28,23 @@ class Sleep(Node):
         return {"value": value}
 
 
+class SlowToStop(Node):
+    category = "testing"
+    description = "Steps until cancelled, then takes `stop_seconds` to stop (a trainer saving its work)."
+    cancel_grace = 10.0
+    inputs = (Input("stop_seconds", T.FLOAT, default=2.5, min=0.0, max=60.0),)
+    outputs = (Output("value", T.INT),)
+
+    def run(self, ctx: Context, stop_seconds: float) -> dict[str, Any]:
+        for step in range(1, 100001):
+            if ctx.cancel_token.cancelled:
+                time.sleep(stop_seconds)
+                ctx.check_cancelled()
+            time.sleep(0.01)
+            ctx.progress(step, 100000)
+        return {"value": 0}
+
+
 class Fail(Node):
     category = "testing"
     description = "Always fails, with the given message."
@@ -133,4 +150,4 @@ class Crash(Node):
         return {"value": 0}
 
 
-NODES = (Sleep, Fail, RandomImage, NoiseFromSeed, BadOutputs, SlowPreview, HoldGil, Crash)
+NODES = (Sleep, SlowToStop, Fail, RandomImage, NoiseFromSeed, BadOutputs, SlowPreview, HoldGil, Crash)
