@@ -10,6 +10,12 @@ frozen (so the folder shares them with toy-sd), to denoise the edited picture gi
 instruction. Each training item is a toy-world training scene, one valid instruction whose result is
 also a training scene, and the two rendered pictures; 5% of items drop the instruction, 5% the source
 picture and 5% both, for the pipeline's two guidance scales.
+
+Options for a longer, cheaper run: ``--init FOLDER`` starts from an exported editor's UNet (to train one
+further); ``--pool N`` draws the items from a fixed pool of N edits whose VAE latents are computed once
+(saved in the run folder as ``pool.safetensors``; the frozen VAE otherwise costs a third of each step);
+``--edit-weight W`` weighs the loss (1 + W) on the latent cells the edit changes (and their neighbours),
+where all the instruction's work is, against the rest that is only copied from the source.
 """
 
 from __future__ import annotations
@@ -17,15 +23,18 @@ from __future__ import annotations
 import argparse
 import filecmp
 import json
+import math
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 from training.common import (
     add_common_args,
@@ -41,12 +50,16 @@ from training.common import (
     step_generator,
     swap_in,
     train,
+    warmup_lr,
     write_config,
 )
 from training.frozen import DEFAULT_SD, FrozenSD, load_frozen_sd, to_tensor
 
 DEFAULT_EXPORT = Path("models/checkpoints/toy-ip2p")
 DROP = 0.05  # share of items without the instruction, without the source, and without both
+INIT_CARD = "init-README.md"  # the card of the editor a run started from, kept in the run folder
+POOL_STEP = 1 << 40  # the "step" whose items make up the pool (training steps never reach it)
+CHANGED = 0.02  # a pixel differs between source and edit when a channel moves by more than this in [-1, 1]
 
 
 def edit_item(seed: int, step: int, index: int, size: int) -> tuple[np.ndarray, str, np.ndarray]:
@@ -75,27 +88,175 @@ def build_editor_unet(unet: Any) -> Any:
     return editor
 
 
-def ip2p_step(editor: Any, sd: FrozenSD, args: argparse.Namespace, device: torch.device) -> Any:
-    def step_fn(step: int) -> dict[str, float]:
-        items = [edit_item(args.seed, step, i, args.size) for i in range(args.batch)]
+def changed_cells(source: torch.Tensor, target: torch.Tensor, latent_size: int) -> torch.Tensor:
+    """(B, 1, h, w) 0/1 map of the latent cells where two picture batches in [-1, 1] differ, grown by
+    one cell (the VAE spreads a change a little)."""
+    differs = ((source - target).abs().amax(dim=1, keepdim=True) > CHANGED).float()
+    cells = F.adaptive_max_pool2d(differs, latent_size)
+    return F.max_pool2d(cells, 3, stride=1, padding=1)
+
+
+@dataclass
+class EditPool:
+    """A fixed pool of edits with their VAE latents computed once: the source's latent mode and the
+    edit's latent posterior (mean, std; unscaled), the instruction and the changed cells."""
+
+    source: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    changed: torch.Tensor
+    texts: list[str]
+
+    def in_layout(self) -> EditPool:
+        """The pool with its latents channels-last, as the VAE hands them over on a CPU, and its map
+        of changed cells plain: a pool read back from its file then computes, step for step, exactly as
+        the one built (a different memory layout changes the UNet's results in rounding)."""
+        last = torch.channels_last
+        return EditPool(
+            self.source.contiguous(memory_format=last),
+            self.mean.contiguous(memory_format=last),
+            self.std.contiguous(memory_format=last),
+            self.changed.contiguous(),
+            self.texts,
+        )
+
+    def save(self, path: Path) -> None:
+        tensors = {"source": self.source, "mean": self.mean, "std": self.std, "changed": self.changed}
+        save_file(
+            {k: v.cpu().contiguous() for k, v in tensors.items()},
+            str(path),
+            metadata={"texts": json.dumps(self.texts)},
+        )
+
+    @classmethod
+    def load(cls, path: Path, device: torch.device) -> EditPool:
+        from safetensors import safe_open
+
+        from models.safety import load_state_dict
+
+        tensors = load_state_dict(path, device=str(device))
+        with safe_open(str(path), framework="pt") as handle:
+            texts = json.loads((handle.metadata() or {})["texts"])
+        return cls(tensors["source"], tensors["mean"], tensors["std"], tensors["changed"], texts).in_layout()
+
+
+@torch.no_grad()
+def build_pool(sd: FrozenSD, n: int, seed: int, size: int, device: torch.device, chunk: int = 64) -> EditPool:
+    """``n`` edits (item i is ``edit_item(seed, POOL_STEP, i)``) encoded by the frozen VAE."""
+    parts: dict[str, list[torch.Tensor]] = {"source": [], "mean": [], "std": [], "changed": []}
+    texts: list[str] = []
+    for start in range(0, n, chunk):
+        items = [edit_item(seed, POOL_STEP, i, size) for i in range(start, min(n, start + chunk))]
         source = to_tensor([s for s, _, _ in items]).to(device)
         target = to_tensor([t for _, _, t in items]).to(device)
-        texts = [text for _, text, _ in items]
+        posterior = sd.vae.encode(target).latent_dist
+        parts["source"].append(sd.vae.encode(source).latent_dist.mode())
+        parts["mean"].append(posterior.mean)
+        parts["std"].append(posterior.std)
+        parts["changed"].append(changed_cells(source, target, posterior.mean.shape[-1]))
+        texts.extend(text for _, text, _ in items)
+    return EditPool(**{k: torch.cat(v) for k, v in parts.items()}, texts=texts).in_layout()
+
+
+def pool_for(run: Path, sd: FrozenSD, args: argparse.Namespace, device: torch.device) -> EditPool:
+    """The run's pool: read from ``run/pool.safetensors``, or built (deterministically) and saved there."""
+    path = Path(run) / "pool.safetensors"
+    if path.is_file():
+        return EditPool.load(path, device)
+    start = time.monotonic()
+    pool = build_pool(sd, args.pool, args.seed, args.size, device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pool.save(path)
+    print(f"built a pool of {args.pool} edits in {time.monotonic() - start:.0f} s", flush=True)
+    return pool
+
+
+def ip2p_step(
+    editor: Any, sd: FrozenSD, args: argparse.Namespace, device: torch.device, pool: EditPool | None = None
+) -> Any:
+    text_cache: dict[str, torch.Tensor] = {}  # the frozen text encoder's states of each instruction
+
+    def text_states(texts: list[str]) -> torch.Tensor:
+        missing = sorted({t for t in texts if t not in text_cache})
+        if missing:
+            text_cache.update(zip(missing, sd.text_states(missing, device), strict=True))
+        return torch.stack([text_cache[t] for t in texts])
+
+    def step_fn(step: int) -> dict[str, float]:
+        generator = step_generator(args.seed, step, device)
+        if pool is None:
+            items = [edit_item(args.seed, step, i, args.size) for i in range(args.batch)]
+            source = to_tensor([s for s, _, _ in items]).to(device)
+            target = to_tensor([t for _, _, t in items]).to(device)
+            texts = [text for _, text, _ in items]
+        else:
+            chosen = torch.from_numpy(
+                np.random.default_rng([args.seed, step, 1 << 21]).integers(len(pool.texts), size=args.batch)
+            ).to(device)
+            texts = [pool.texts[i] for i in chosen.tolist()]
         drop = np.random.default_rng([args.seed, step, 1 << 20]).random(args.batch)
         texts = [("" if d < 2 * DROP else t) for t, d in zip(texts, drop, strict=True)]  # [0, 0.1)
         keep_source = torch.tensor(~((drop >= DROP) & (drop < 3 * DROP)), device=device)  # drop [.05, .15)
-        generator = step_generator(args.seed, step, device)
-        latents = sd.latents(target, generator)
-        with torch.no_grad():
-            source_latents = sd.vae.encode(source).latent_dist.mode() * keep_source[:, None, None, None]
+        if pool is None:
+            latents = sd.latents(target, generator)
+            with torch.no_grad():
+                source_latents = sd.vae.encode(source).latent_dist.mode()
+            states = sd.text_states(texts, device)
+        else:
+            mean, std = pool.mean[chosen], pool.std[chosen]
+            noise = torch.randn(mean.shape, generator=generator, device=device)
+            latents = (mean + std * noise) * sd.factor
+            source_latents = pool.source[chosen]
+            states = text_states(texts)
+        source_latents = source_latents * keep_source[:, None, None, None]
         noisy, noise, timesteps = sd.noised(latents, generator)
-        states = sd.text_states(texts, device)
         prediction = editor(torch.cat([noisy, source_latents], dim=1), timesteps, states).sample
-        loss = F.mse_loss(prediction, noise)
+        if args.edit_weight:
+            changed = (
+                pool.changed[chosen] if pool is not None else changed_cells(source, target, noise.shape[-1])
+            )
+            weight = 1.0 + args.edit_weight * changed
+            loss = ((prediction - noise) ** 2 * weight).mean() / weight.mean()
+        else:
+            loss = F.mse_loss(prediction, noise)
         loss.backward()
         return {"loss": loss.item()}
 
     return step_fn
+
+
+def lr_schedule(args: argparse.Namespace) -> Any:
+    """Warm-up then constant, or (``--decay-to``) warm-up then a cosine down to ``decay_to * lr`` at
+    ``--decay-steps`` (default ``--steps``), constant after: a function of the step alone, so a resumed
+    run follows the same schedule, and a run stopped early is reproduced by ``--steps`` at its stop."""
+    if args.decay_to is None:
+        return warmup_lr(args.lr, args.warmup)
+
+    def lr_at(step: int) -> float:
+        if step < args.warmup:
+            return args.lr * (step + 1) / args.warmup
+        total = getattr(args, "decay_steps", None) or args.steps
+        done = min(1.0, (step - args.warmup) / max(1, total - args.warmup))
+        return args.lr * (args.decay_to + (1 - args.decay_to) * 0.5 * (1 + math.cos(math.pi * done)))
+
+    return lr_at
+
+
+def init_from(editor: Any, folder: Path) -> None:
+    """Load an exported editor's UNet weights (``folder/unet``, float16 or float32) into ``editor``."""
+    from models.safety import load_state_dict
+
+    path = Path(folder) / "unet" / "diffusion_pytorch_model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} holds no exported editor UNet ({path} is missing)")
+    weights = load_state_dict(path)
+    channels = weights["conv_in.weight"].shape[1] if "conv_in.weight" in weights else None
+    if channels != editor.config.in_channels:
+        raise ValueError(
+            f"{folder} is not an editor like this one: its UNet takes {channels} input channels, not "
+            f"{editor.config.in_channels} (the picture's latents and the source's)"
+        )
+    editor.load_state_dict({k: v.float() for k, v in weights.items()})
 
 
 SHARED = ("text_encoder", "tokenizer", "vae")
@@ -166,47 +327,102 @@ def export(editor: Any, sd: FrozenSD, run: Path, out: Path) -> Path:
     return swap_in(tmp, out)
 
 
+def reproduce_commands(run: Path, config: dict[str, Any]) -> list[str]:
+    """The commands that made the run's editor: those of the editor it started from (``--init``: read
+    from the copy of that editor's card kept in the run folder), then this run's with every setting."""
+    earlier: list[str] = []
+    card = run / INIT_CARD
+    if config.get("init") and card.is_file():
+        blocks = card.read_text().split("```")
+        if len(blocks) >= 3:
+            earlier = [line for line in blocks[1].splitlines()[1:] if line.strip()]
+    state = read_state(run)
+    steps = state.step if state else 0
+    command = (
+        f"python -m training.ip2p --out {config['out']} --sd {config['sd']} --steps {steps} "
+        f"--batch {config['batch']} --lr {config['lr']} --warmup {config['warmup']} --seed {config['seed']}"
+    )
+    if config.get("init"):
+        command += f" --init {config['init']}"
+    if config.get("pool"):
+        command += f" --pool {config['pool']}"
+    if config.get("edit_weight"):
+        command += f" --edit-weight {config['edit_weight']}"
+    if config.get("decay_to") is not None:
+        command += (
+            f" --decay-to {config['decay_to']} --decay-steps {config.get('decay_steps') or config['steps']}"
+        )
+    return [*earlier, command + f" --threads {config['threads']} --export models/checkpoints/toy-ip2p"]
+
+
 def model_card(editor: Any, run: Path) -> str:
     config = json.loads((run / "config.json").read_text())
     state = read_state(run)
-    steps_done = state.step if state else 0
     loss = recent_loss(run)
-    return "\n".join(
-        [
-            "# toy-ip2p: an InstructPix2Pix-style editor of the toy world",
-            "",
-            "A diffusers `StableDiffusionInstructPix2PixPipeline` folder: give it a toy-world picture and",
-            'an instruction such as "make the circle blue" or "move the square to the right" (one cell up,',
-            "down, left or right). It knows nothing but the toy world.",
-            "",
-            "## How it was made",
-            "",
-            f"- UNet: toy-sd's ({list(editor.config.block_out_channels)} channels) with 8 input channels,"
-            f" {count_parameters(editor):,} parameters; the 4 channels of the source picture's VAE latents"
-            " start at zero.",
-            "- Text encoder, tokenizer and VAE: toy-sd's, frozen and unchanged (links to `../toy-sd`, so",
-            "  they are stored once); weights stored as float16.",
-            "- Data: toy-world training scenes and one valid instruction each (recolor or one-cell move)",
-            "  whose result is also a training scene; the pair rendered. Held-out combinations never appear.",
-            f"- Training: epsilon MSE, AdamW lr {config['lr']} ({config['warmup']} warm-up steps), batch"
-            f" {config['batch']}, seed {config['seed']}; {DROP:.0%} of items without the instruction,"
-            f" {DROP:.0%} without the source and {DROP:.0%} without both; {state.step if state else 0} steps"
-            f" in {(state.elapsed if state else 0) / 60:.1f} minutes on {config['device']}"
-            + (f"; mean loss over the last 100 steps {loss:.4f}." if loss is not None else "."),
-            f"- Exported {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-            "",
-            "## Reproducing it",
-            "",
-            "```bash",
-            f"python -m training.ip2p --out runs/ip2p --sd {config['sd']} --steps {steps_done} "
-            f"--batch {config['batch']} --lr {config['lr']} --seed {config['seed']} "
-            "--export models/checkpoints/toy-ip2p",
-            "```",
-            "",
-            "Its quality is measured by `python bench/toy_quality.py`.",
-            "",
-        ]
+    data = (
+        "- Data: toy-world training scenes and one valid instruction each (recolor or one-cell move)"
+        " whose result is also a training scene; the pair rendered. Held-out combinations never appear."
     )
+    if config.get("pool"):
+        data += (
+            f" Drawn from a fixed pool of {config['pool']:,} such edits whose VAE latents were computed once"
+            " (`--pool`)."
+        )
+    training = (
+        f"- Training: epsilon MSE, AdamW lr {config['lr']} ({config['warmup']} warm-up steps"
+        + (
+            f", then a cosine down to {config['decay_to']} of it at step"
+            f" {config.get('decay_steps') or config['steps']}"
+            if config.get("decay_to") is not None
+            else ""
+        )
+        + f"), batch {config['batch']}, seed {config['seed']}"
+        + (
+            f"; the loss weighted {1 + config['edit_weight']:g}x on the latent cells the edit changes (and"
+            " their neighbours)"
+            if config.get("edit_weight")
+            else ""
+        )
+        + f"; {DROP:.0%} of items without the instruction, {DROP:.0%} without the source and {DROP:.0%}"
+        f" without both; {state.step if state else 0} steps in {(state.elapsed if state else 0) / 60:.1f}"
+        f" minutes on {config['device']}"
+        + (f"; mean loss over the last 100 steps {loss:.4f}." if loss is not None else ".")
+    )
+    lines = [
+        "# toy-ip2p: an InstructPix2Pix-style editor of the toy world",
+        "",
+        "A diffusers `StableDiffusionInstructPix2PixPipeline` folder: give it a toy-world picture and",
+        'an instruction such as "make the circle blue" or "move the square to the right" (one cell up,',
+        "down, left or right). It knows nothing but the toy world.",
+        "",
+        "## How it was made",
+        "",
+        f"- UNet: toy-sd's ({list(editor.config.block_out_channels)} channels) with 8 input channels,"
+        f" {count_parameters(editor):,} parameters; the 4 channels of the source picture's VAE latents"
+        " start at zero.",
+        "- Text encoder, tokenizer and VAE: toy-sd's, frozen and unchanged (links to `../toy-sd`, so",
+        "  they are stored once); weights stored as float16.",
+    ]
+    if config.get("init"):
+        lines.append(
+            f"- Trained further from the UNet of the editor before it (`{config['init']}`, made by the first"
+            " command below)."
+        )
+    lines += [
+        data,
+        training,
+        f"- Exported {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        "## Reproducing it",
+        "",
+        "```bash",
+        *reproduce_commands(run, config),
+        "```",
+        "",
+        "Its quality is measured by `python bench/toy_quality.py --tasks editing`.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -214,6 +430,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_common_args(parser, steps=2000, batch=32, lr=5e-4)
     parser.add_argument("--sd", type=Path, default=DEFAULT_SD, help="the exported toy SD folder")
     parser.add_argument("--export", type=Path, default=None, help="write the pipeline folder here at the end")
+    parser.add_argument(
+        "--decay-to",
+        type=float,
+        default=None,
+        help="cosine-decay the learning rate after warm-up to this share of it at --steps",
+    )
+    parser.add_argument(
+        "--decay-steps", type=int, default=None, help="the step the cosine ends at (default: --steps)"
+    )
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from this exported editor's UNet",
+    )
+    parser.add_argument(
+        "--pool",
+        type=int,
+        default=None,
+        help="draw items from this many pre-encoded edits (default: fresh ones)",
+    )
+    parser.add_argument(
+        "--edit-weight",
+        type=float,
+        default=None,
+        help="extra loss weight where the edit changes (default: none)",
+    )
+    # The new options default to None, as they read in the settings of runs saved before they existed,
+    # so that such runs still resume.
     return parser.parse_args(argv)
 
 
@@ -221,11 +466,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = prepare(args)
     sd = load_frozen_sd(args.sd, device)
-    editor = build_editor_unet(sd.unet).to(device).train()
+    editor = build_editor_unet(sd.unet)
+    if args.init:
+        init_from(editor, args.init)
+    editor = editor.to(device).train()
     optimizer = torch.optim.AdamW(editor.parameters(), lr=args.lr, weight_decay=0.0)
-    step_fn = ip2p_step(editor, sd, args, device)
-    if args.measure:
-        seconds = measure_step(step_fn, optimizer)
+    run = Path(args.out)
+    if args.measure:  # a small pool will do to time a step
+        pool = build_pool(sd, 2 * args.batch, args.seed, args.size, device) if args.pool else None
+        seconds = measure_step(ip2p_step(editor, sd, args, device, pool), optimizer)
         print(
             json.dumps(
                 {
@@ -236,11 +485,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
-    run = Path(args.out)
     write_config(
         run, {**settings(args), "models": {"unet": model_config(editor)}}, read_state(run) is not None
     )
-    state = train(args, {"unet": editor}, optimizer, step_fn)
+    if args.init and (Path(args.init) / "README.md").is_file() and not (run / INIT_CARD).is_file():
+        shutil.copyfile(Path(args.init) / "README.md", run / INIT_CARD)  # for this run's card
+    pool = pool_for(run, sd, args, device) if args.pool else None
+    step_fn = ip2p_step(editor, sd, args, device, pool)
+    state = train(args, {"unet": editor}, optimizer, step_fn, lr_at=lr_schedule(args))
     print(f"editor ({state.status}, step {state.step}) in {run}")
     if args.export:
         print(f"exported {export(editor, sd, run, args.export)}")
