@@ -9,6 +9,8 @@
     python app.py import-comfy FILE    convert a ComfyUI workflow into a studio one
     python app.py sweep WORKFLOW ...   run every combination of inputs and seeds, locally or on Ray
     python app.py eval --images DIR    measure pictures: FID, KID, CMMD, precision/recall, CLIP score
+    python app.py train-lora ...       train a LoRA from pictures with captions (docs/training.md)
+    python app.py train-embedding ...  train a textual-inversion embedding from pictures with captions
 
 Only the standard library is imported here, so --help, validate, nodes and schema
 start fast; torch, diffusers and gradio are loaded only by what needs them.
@@ -164,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(commands)
 
+    from cli.train import add_train_parsers
+
+    add_train_parsers(commands)
+
     validate = commands.add_parser("validate", help="report every problem in a workflow")
     validate.add_argument("workflow")
     validate.add_argument("--json", action="store_true", help="print the issues as JSON")
@@ -258,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
         from cli.evaluate import eval_command
 
         return eval_command(args)
+    if command in ("train-lora", "train-embedding"):
+        from cli.train import train_command
+
+        return train_command(args)
     if command == "validate":
         from cli.info import validate_command
 

@@ -5,10 +5,12 @@
 ``score(scene, image)`` checks a (generated) picture against a scene.
 """
 
-from toyworld.analyzer import Analysis, Detection, analyze, describe, score
+from toyworld.analyzer import Analysis, Detection, analyze, describe, kinds_for, score
 from toyworld.world import (
+    ALL_SHAPES,
     BACKGROUNDS,
     COLORS,
+    NEW_SHAPES,
     POSITION_PHRASES,
     POSITIONS,
     SHAPES,
@@ -32,8 +34,10 @@ from toyworld.world import (
 )
 
 __all__ = [
+    "ALL_SHAPES",
     "BACKGROUNDS",
     "COLORS",
+    "NEW_SHAPES",
     "POSITIONS",
     "POSITION_PHRASES",
     "SHAPES",
@@ -53,6 +57,7 @@ __all__ = [
     "grayscale",
     "held_out_combinations",
     "instructions",
+    "kinds_for",
     "mask",
     "parse_caption",
     "random_scene",

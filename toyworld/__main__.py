@@ -1,5 +1,7 @@
 """Command line: ``python -m toyworld sample --n 16 --size 64 --out DIR`` writes a contact sheet and captions;
-``python -m toyworld eval --n 1000 --size 32`` measures the analyzer on generated pictures."""
+``python -m toyworld eval --n 1000 --size 32`` measures the analyzer on generated pictures;
+``python -m toyworld concept --shape star --n 8 --out DIR`` writes pictures of a shape the bundled models
+never saw, each with a same-stem ``.txt`` caption, as a data set for concept training."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from toyworld.analyzer import analyze, describe, score
-from toyworld.world import dataset, edges
+from toyworld.world import COLORS, NEW_SHAPES, POSITIONS, dataset, edges
 
 
 def contact_sheet(
@@ -50,6 +52,46 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines
 
 
+def concept_scenes(shape: str, n: int, size: int = 32, seed: int = 0, avoid: str | None = None) -> list:
+    """``n`` one-shape scenes of ``shape``: the colors in turn, the cells in a random order (each cell
+    once per nine pictures, or per eight without the position ``avoid``), a random size, jitter and
+    background each."""
+    from dataclasses import replace
+
+    from toyworld.world import random_scene
+
+    order = [int(i) for i in np.random.default_rng([seed, 7919]).permutation(9)]
+    if avoid is not None:
+        order.remove(POSITIONS.index(avoid))
+    scenes = []
+    for i in range(n):
+        scene = random_scene(np.random.default_rng([seed, 7919, i]), size=size, shapes=1)
+        cell = (order[i % len(order)] // 3, order[i % len(order)] % 3)
+        color = tuple(COLORS)[i % len(COLORS)]
+        shape_of = replace(scene.shapes[0], kind=shape, color=color, cell=cell)
+        scenes.append(replace(scene, shapes=(shape_of,)))
+    return scenes
+
+
+def write_concept(
+    shape: str, n: int, size: int, seed: int, token: str, out: Path, avoid: str | None = None
+) -> int:
+    """Write ``NNNN.png`` and ``NNNN.txt`` (the caption, ``token`` naming the shape) and a sheet."""
+    from toyworld.world import caption, render
+
+    out.mkdir(parents=True, exist_ok=True)
+    scenes = concept_scenes(shape, n, size, seed, avoid)
+    images = [render(s) for s in scenes]
+    captions = [caption(s).replace(f" {shape} ", f" {token} ") for s in scenes]
+    for i, (image, text) in enumerate(zip(images, captions, strict=True)):
+        Image.fromarray(image).save(out / f"{i:04d}.png")
+        (out / f"{i:04d}.txt").write_text(text + "\n")
+    (out / "preview").mkdir(exist_ok=True)  # a subfolder: trainers read only the folder's own pictures
+    contact_sheet(images, captions, max(1, 192 // size)).save(out / "preview" / "sheet.png")
+    print(f"wrote {n} pictures of a {shape} with captions (the shape called {token!r}) to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toyworld", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,7 +105,20 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--n", type=int, default=1000)
     evaluate.add_argument("--size", type=int, default=32)
     evaluate.add_argument("--seed", type=int, default=0)
+    concept = sub.add_parser("concept", help="pictures of a new shape with captions, to train a concept on")
+    concept.add_argument("--shape", choices=NEW_SHAPES, default=NEW_SHAPES[0])
+    concept.add_argument("--n", type=int, default=8)
+    concept.add_argument("--size", type=int, default=32)
+    concept.add_argument("--seed", type=int, default=0)
+    concept.add_argument("--token", default="", help="the captions' word for the shape (default: its name)")
+    concept.add_argument(
+        "--avoid", choices=POSITIONS, default=None, help="a position no picture uses (to test it unseen)"
+    )
+    concept.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.command == "concept":
+        token = args.token or args.shape
+        return write_concept(args.shape, args.n, args.size, args.seed, token, args.out, args.avoid)
 
     data = dataset(args.n, seed=args.seed, size=args.size)
     if args.command == "sample":

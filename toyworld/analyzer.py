@@ -15,19 +15,24 @@ How it works:
    ring) has an area and a centroid. For each kind, these give the box the shape would need (the area
    fraction of its box and the centroid offset are known), and the kind whose antialiased template in
    that box overlaps the coverage best (soft intersection over union) wins. Area and centroid survive
-   blur and noise, so this holds up on imperfect pictures.
+   blur and noise, so this holds up on imperfect pictures. The kinds tried are :data:`SHAPES` unless
+   asked otherwise (``kinds=ALL_SHAPES`` adds the star, which the bundled models never saw), so
+   pictures of the usual kinds are read exactly as they were before the star existed; :func:`score`
+   adds the new kinds its expected scene holds.
 5. Position: the cell holding the centroid of the fitted box.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from toyworld.world import (
+    ALL_SHAPES,
     AREA_FRACTION,
     BACKGROUNDS,
     CENTROID_OFFSET,
@@ -220,8 +225,12 @@ def foreground(image: np.ndarray) -> np.ndarray:
     return _coverage(_as_rgb(image))[4] >= 0.5
 
 
-def analyze(image: np.ndarray) -> Analysis:
-    """Read the background and the shapes of a toy-world picture (uint8 RGB, any size from 24 px)."""
+def analyze(image: np.ndarray, kinds: Sequence[str] = SHAPES) -> Analysis:
+    """Read the background and the shapes of a toy-world picture (uint8 RGB, any size from 24 px),
+    each shape as the best fitting of ``kinds`` (by default the bundled models' five)."""
+    unknown = [k for k in kinds if k not in ALL_SHAPES]
+    if unknown or not kinds:
+        raise ValueError(f"kinds must be some of {', '.join(ALL_SHAPES)}, not {list(kinds)}")
     img = _as_rgb(image)
     h, w = img.shape[:2]
     background, bg, residual, label, alpha = _coverage(img)
@@ -269,16 +278,16 @@ def analyze(image: np.ndarray) -> Analysis:
         cx = float(((xs + 0.5) * coverage_values).sum() / area)
         cy = float(((ys + 0.5) * coverage_values).sum() / area)
         # Window around the support, big enough for every template of this area.
-        reach = int(np.ceil(np.sqrt(area / min(AREA_FRACTION.values())))) + 2
+        reach = int(np.ceil(np.sqrt(area / min(AREA_FRACTION[k] for k in kinds)))) + 2
         x0, x1 = max(0, min(int(xs.min()), int(cx) - reach)), min(w, max(int(xs.max()) + 1, int(cx) + reach))
         y0, y1 = max(0, min(int(ys.min()), int(cy) - reach)), min(h, max(int(ys.max()) + 1, int(cy) + reach))
         window = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
         window[ys - y0, xs - x0] = coverage_values
         scores, boxes = {}, {}
-        for kind in SHAPES:
+        for kind in kinds:
             scores[kind], by, side = _template_iou(kind, window, x0, y0, area, cx, cy)
             boxes[kind] = (by, side)
-        kind = max(SHAPES, key=lambda k: scores[k])
+        kind = max(kinds, key=lambda k: scores[k])
         by, side = boxes[kind]
         row = int(np.clip(by // (h / 3.0), 0, 2))
         col = int(np.clip(cx // (w / 3.0), 0, 2))
@@ -296,6 +305,12 @@ def describe(result: Analysis) -> str:
     return join_phrases([d.phrase() for d in result.shapes])
 
 
+def kinds_for(scene: Scene) -> tuple[str, ...]:
+    """The kinds to read a picture of ``scene`` with: the usual five, plus any new kind it holds."""
+    extra = {s.kind for s in scene.shapes} - set(SHAPES)
+    return SHAPES + tuple(k for k in ALL_SHAPES if k in extra)
+
+
 def score(expected: Scene, image: np.ndarray | Analysis) -> dict:
     """Per-attribute correctness of a picture (or its analysis) against the scene it should show.
 
@@ -305,7 +320,7 @@ def score(expected: Scene, image: np.ndarray | Analysis) -> dict:
     "found", "kind", "color", "position", "all"}], "kind"/"color"/"position"/"all": fraction of expected
     shapes right on that, "exact": everything right (background aside)}``.
     """
-    result = image if isinstance(image, Analysis) else analyze(image)
+    result = image if isinstance(image, Analysis) else analyze(image, kinds_for(expected))
     wanted = sorted(expected.shapes, key=lambda s: s.cell)
     found = list(result.shapes)
 

@@ -21,7 +21,18 @@ from types import MappingProxyType
 import numpy as np
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross")
-"""Shape kinds. The triangle points up; the cross is a plus sign with arms a third of its size wide."""
+"""Shape kinds. The triangle points up; the cross is a plus sign with arms a third of its size wide.
+
+These are the kinds random scenes, the data sets, the held-out split and the bundled models use."""
+
+NEW_SHAPES: tuple[str, ...] = ("star", "heart")
+"""Kinds the bundled models never saw (a five-pointed star, point up; a heart, point down), for
+teaching a model a new concept (``python -m toyworld concept``): drawn, captioned, parsed and analyzed
+like the others, but never drawn by :func:`random_scene` and never part of the training split. At
+32 px toy-sd's VAE cannot carry the star's points (its round trip reads no star as a star), but it
+carries the heart (docs/training.md)."""
+
+ALL_SHAPES: tuple[str, ...] = SHAPES + NEW_SHAPES
 
 COLORS: Mapping[str, tuple[int, int, int]] = MappingProxyType(
     {
@@ -129,8 +140,8 @@ class Shape:
     jitter: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
-        if self.kind not in SHAPES:
-            raise ValueError(f"unknown shape kind {self.kind!r}; known: {', '.join(SHAPES)}")
+        if self.kind not in ALL_SHAPES:
+            raise ValueError(f"unknown shape kind {self.kind!r}; known: {', '.join(ALL_SHAPES)}")
         if self.color not in COLORS:
             raise ValueError(f"unknown color {self.color!r}; known: {', '.join(COLORS)}")
         row, col = self.cell
@@ -216,13 +227,33 @@ def shape_box(shape: Shape, size: int) -> tuple[float, float, float]:
     return cx, cy, side
 
 
+STAR_INNER = 0.25
+"""The star's inner radius (its tips reach 0.5 from the box center): 0.5 of the outer radius, fatter
+than a regular pentagram's 0.38 so that it survives 32 px pictures."""
+
 AREA_FRACTION: Mapping[str, float] = MappingProxyType(
-    {"circle": np.pi / 4.0, "square": 1.0, "triangle": 0.5, "diamond": 0.5, "cross": 5.0 / 9.0}
+    {
+        "circle": np.pi / 4.0,
+        "square": 1.0,
+        "triangle": 0.5,
+        "diamond": 0.5,
+        "cross": 5.0 / 9.0,
+        "star": 5.0 * 0.5 * STAR_INNER * float(np.sin(np.pi / 5.0)),
+        "heart": 0.58043,  # measured on a 6000 x 6000 grid (tests/test_toyworld_star.py checks it)
+    }
 )
 """Area of each kind as a fraction of its box's area."""
 
 CENTROID_OFFSET: Mapping[str, float] = MappingProxyType(
-    {"circle": 0.0, "square": 0.0, "triangle": 1.0 / 6.0, "diamond": 0.0, "cross": 0.0}
+    {
+        "circle": 0.0,
+        "square": 0.0,
+        "triangle": 1.0 / 6.0,
+        "diamond": 0.0,
+        "cross": 0.0,
+        "star": 0.0,
+        "heart": -0.12692,
+    }
 )
 """Vertical offset of each kind's centroid from its box's center, as a fraction of the box side."""
 
@@ -241,7 +272,28 @@ def inside(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     if kind == "cross":
         arm = 1.0 / 6.0
         return ((au <= arm) & (av <= 0.5)) | ((av <= arm) & (au <= 0.5))
+    if kind == "star":
+        return _inside_star(u, v)
+    if kind == "heart":  # two round lobes at the top, a point at the bottom middle
+        lobes = ((u + 0.2) ** 2 + (v + 0.22) ** 2 <= 0.0784) | ((u - 0.2) ** 2 + (v + 0.22) ** 2 <= 0.0784)
+        return lobes | ((v >= -0.22) & (au <= (0.5 - v) * 0.62))
     raise ValueError(f"unknown shape kind {kind!r}")
+
+
+def _inside_star(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """A five-pointed star centred in the box, one tip straight up, tips at radius 0.5."""
+    radius = np.hypot(u, v)
+    angle = np.arctan2(u, -v)  # 0 = up, clockwise
+    step = 2.0 * np.pi / 5.0
+    off_tip = np.abs(np.mod(angle + step / 2.0, step) - step / 2.0)  # angle from the nearest tip
+    x, y = radius * np.cos(off_tip), radius * np.sin(off_tip)  # tip along +x
+    tip = (0.5, 0.0)
+    notch = (STAR_INNER * np.cos(step / 2.0), STAR_INNER * np.sin(step / 2.0))
+    # the origin's side of the edge from the tip to the notch
+    edge = (notch[0] - tip[0], notch[1] - tip[1])
+    side = edge[0] * (y - tip[1]) - edge[1] * (x - tip[0])
+    origin_side = edge[0] * (0.0 - tip[1]) - edge[1] * (0.0 - tip[0])
+    return side * origin_side >= 0.0
 
 
 def coverage(
@@ -385,7 +437,7 @@ def _split_background(text: str) -> tuple[str, str | None]:
 def _read_phrase(phrase: str) -> tuple[str, str, Cell] | None:
     """``"a red circle at the top left"`` -> ``("circle", "red", (0, 0))``; None when unreadable."""
     found = _PHRASE_RE.match(phrase)
-    if not found or found["color"] not in COLORS or found["kind"] not in SHAPES:
+    if not found or found["color"] not in COLORS or found["kind"] not in ALL_SHAPES:
         return None
     position = _POSITION_OF_PHRASE.get(found["where"])
     return None if position is None else (found["kind"], found["color"], cell_of(position))
@@ -480,7 +532,10 @@ Attributes = Shape | Scene | tuple[str, str, Cell | str]
 
 
 def is_held_out(kind: str, color: str, cell: Cell | str) -> bool:
-    """Whether the combination (kind, color, cell or position name) is held out for testing."""
+    """Whether the combination (kind, color, cell or position name) is held out for testing (always,
+    for the kinds of :data:`NEW_SHAPES`, which no bundled model saw)."""
+    if kind in NEW_SHAPES:
+        return True
     position = cell if isinstance(cell, str) else position_name(cell)
     index = SHAPES.index(kind) + tuple(COLORS).index(color) + POSITIONS.index(position)
     return index % HOLDOUT_MODULUS == HOLDOUT_RESIDUE
@@ -537,7 +592,7 @@ def resolve(scene: Scene, ref: str) -> int:
     color = words[0] if words and words[0] in COLORS else None
     if color is not None:
         words = words[1:]
-    if not words or words[0] not in SHAPES:
+    if not words or words[0] not in ALL_SHAPES:
         raise ValueError(f"no shape kind in {ref!r}")
     kind, rest = words[0], " ".join(words[1:])
     position = None

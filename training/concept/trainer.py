@@ -1,0 +1,221 @@
+"""The training loop shared by both kinds: noise prediction on the concept's pictures (SD's own
+objective, on latents of the frozen VAE), DreamBooth's prior loss on class pictures when asked,
+and only the LoRA layers or the new token rows learning. Batches and noise depend only on the seed
+and the step, so a run is repeatable."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training.concept.config import ConceptConfig, ConceptError, ConceptResult, StepReport, check_config
+from training.concept.data import Example, check_pictures, read_examples
+from training.concept.lora_file import (
+    TEXT_TARGETS,
+    UNET_TARGETS,
+    UNET_TARGETS_ALL,
+    add_lora,
+    kohya_state,
+    lora_metadata,
+)
+from training.concept.prior import class_examples
+from training.concept.tokens import NewTokens, add_tokens, expand_token, names_token
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@dataclass
+class Encoded:
+    """Pictures as latent distributions (mean, std) and captions as token ids."""
+
+    mean: torch.Tensor  # (n, c, h, w)
+    std: torch.Tensor
+    ids: torch.Tensor  # (n, 77)
+
+
+def train_concept(
+    config: ConceptConfig,
+    on_step: Callable[[StepReport], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ConceptResult:
+    """Train the concept and write ``config.out``; see :class:`ConceptConfig`. When ``should_stop()``
+    turns true or ``max_minutes`` pass, what was learnt so far is saved and ``stopped`` is True."""
+    check_config(config)
+    check_pictures(Path(config.images))
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    checkpoint = _load(config, device)
+    resolution = config.resolution or int(checkpoint.unet.config.sample_size) * checkpoint.vae_scale
+    examples = read_examples(Path(config.images), resolution, config.token)
+    tokenizer, encoder, unet = checkpoint.tokenizers[0], checkpoint.text_encoders[0], checkpoint.unet
+
+    torch.manual_seed(config.seed)
+    new_tokens: NewTokens | None = None
+    if config.kind == "embedding":
+        new_tokens = add_tokens(tokenizer, encoder, config.token, config.vectors, config.init_word)
+        if not any(names_token(e.caption, config.token) for e in examples):
+            raise ConceptError(
+                f"no caption names the token {config.token!r}: put it in the captions (e.g. 'a photo of "
+                f"{config.token}') or leave pictures without a caption"
+            )
+        captions = [expand_token(e.caption, config.token, new_tokens.expansion) for e in examples]
+        params = [new_tokens.rows.vectors]
+    else:
+        captions = [e.caption for e in examples]
+        params = add_lora(unet, UNET_TARGETS_ALL if config.targets == "all" else UNET_TARGETS, config.rank)
+        if config.train_text_encoder:
+            params += add_lora(encoder, TEXT_TARGETS, config.rank)
+    instance = _encode(checkpoint, examples, captions, tokenizer, device)
+    prior = None
+    if config.prior_preservation:
+        prior_examples = class_examples(config, checkpoint, resolution, device)
+        prior = _encode(checkpoint, prior_examples, [e.caption for e in prior_examples], tokenizer, device)
+
+    from diffusers import DDPMScheduler
+
+    noise_scheduler = DDPMScheduler.from_config(checkpoint.scheduler_config)
+    decay = 0.0 if config.kind == "embedding" else 1e-2
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=decay)
+    text_trains = config.kind == "embedding" or config.train_text_encoder
+    unet.train()
+    encoder.train(text_trains)
+    cached: dict[int, torch.Tensor] = {}
+
+    def hidden_states(ids: torch.Tensor) -> torch.Tensor:
+        if text_trains:
+            return encoder(ids.to(device))[0]
+        key = hash(ids.numpy().tobytes())
+        if key not in cached:
+            with torch.no_grad():
+                cached[key] = encoder(ids.to(device))[0]
+        return cached[key]
+
+    scaling = float(checkpoint.vae.config.scaling_factor)
+    losses: list[float] = []
+    start = time.monotonic()
+    stopped = False
+    for step in range(config.steps):
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        rng = np.random.default_rng([config.seed, step])
+        parts = [_draw(instance, config.batch, rng)]
+        if prior is not None:
+            parts.append(_draw(prior, config.batch, rng))
+        mean = torch.cat([p[0] for p in parts])
+        std = torch.cat([p[1] for p in parts])
+        ids = torch.cat([p[2] for p in parts])
+        latents = (mean + std * torch.randn(mean.shape, generator=generator)) * scaling
+        noise = torch.randn(latents.shape, generator=generator)
+        timesteps = torch.randint(
+            0, noise_scheduler.config.num_train_timesteps, (len(latents),), generator=generator
+        )
+        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+        if noise_scheduler.config.prediction_type == "v_prediction":
+            target = noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        hidden = hidden_states(ids)
+        prediction = unet(noisy.to(device), timesteps.to(device), hidden).sample
+        errors = F.mse_loss(prediction.float(), target.to(device), reduction="none").mean(dim=(1, 2, 3))
+        if config.snr_gamma is not None:
+            errors = errors * _min_snr_weights(noise_scheduler, timesteps, config.snr_gamma).to(errors.device)
+        loss = errors[: config.batch].mean()
+        if prior is not None:
+            loss = loss + config.prior_weight * errors[config.batch :].mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        seconds = time.monotonic() - start
+        if on_step is not None:
+            on_step(StepReport(step + 1, config.steps, losses[-1], seconds))
+        if step + 1 < config.steps and (
+            (should_stop is not None and should_stop())
+            or (config.max_minutes is not None and seconds > config.max_minutes * 60)
+        ):
+            stopped = True
+            break
+    unet.eval()
+    encoder.eval()
+    metadata = config.settings() | {"steps_done": str(len(losses)), "family": checkpoint.family}
+    if new_tokens is not None:
+        new_tokens.write_back(encoder)
+        tensors = {"emb_params": new_tokens.vectors()}
+        metadata |= {"token": config.token, "vectors": str(config.vectors)}
+    else:
+        tensors = kohya_state(unet, "lora_unet_", config.rank)
+        if config.train_text_encoder:
+            tensors |= kohya_state(encoder, "lora_te_text_model_", config.rank)
+        metadata |= {"trigger": config.token} | lora_metadata(config.rank, checkpoint.family)
+    path = _save(tensors, metadata, Path(config.out))
+    return ConceptResult(path, len(losses), tuple(losses), time.monotonic() - start, stopped)
+
+
+def _min_snr_weights(scheduler: Any, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma weights (Hang et al. 2023), as diffusers' training scripts compute them."""
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(scheduler, timesteps)
+    clipped = torch.clamp(snr, max=gamma)
+    return clipped / (snr + 1) if scheduler.config.prediction_type == "v_prediction" else clipped / snr
+
+
+def _load(config: ConceptConfig, device: str) -> Any:
+    from models.loading import CheckpointError, load_checkpoint
+
+    try:
+        checkpoint = load_checkpoint(Path(config.checkpoint), device=device, allow_pickle=config.allow_pickle)
+    except (CheckpointError, OSError, ValueError) as exc:
+        raise ConceptError(f"cannot load the checkpoint {Path(config.checkpoint).name}: {exc}") from None
+    if checkpoint.family not in ("sd1", "sd2"):
+        raise ConceptError(
+            f"{Path(config.checkpoint).name} is an {checkpoint.family} model: "
+            "concept training needs SD 1.x or 2.x"
+        )
+    return checkpoint
+
+
+def _encode(
+    checkpoint: Any, examples: list[Example], captions: list[str], tokenizer: Any, device: str
+) -> Encoded:
+    pixels = torch.from_numpy(np.stack([e.pixels for e in examples])).to(device)
+    with torch.no_grad():
+        dist = checkpoint.vae.encode(pixels).latent_dist
+    ids = tokenizer(
+        captions,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+    return Encoded(dist.mean.float().cpu(), dist.std.float().cpu(), ids)
+
+
+def _draw(
+    data: Encoded, batch: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``batch`` items: without repeats when there are enough, else with."""
+    count = len(data.ids)
+    index = torch.from_numpy(rng.choice(count, size=batch, replace=count < batch))
+    return data.mean[index], data.std[index], data.ids[index]
+
+
+def _save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], out: Path) -> Path:
+    from safetensors.torch import save_file
+
+    if out.exists():
+        raise ConceptError(f"{out} appeared while training: the result was not written over it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    tmp.chmod(0o644)  # safetensors writes 0600; a model file is for every user of the folder
+    tmp.replace(out)
+    return out
