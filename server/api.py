@@ -39,6 +39,7 @@ from server.answers import (
     only_keys,
     read_json,
 )
+from server.datasets import add_dataset_routes
 from server.files import FileRefused, output_file
 from server.folders import StudioFolders
 from server.guard import SAFE_METHODS, is_this_machine, origin_matches
@@ -389,6 +390,7 @@ def api_router(
     router.add_api_route("/jobs/{job_id}/preview", api.preview, methods=["GET"], response_model=None)
     router.add_api_route("/files/{path:path}", api.file, methods=["GET"], response_model=None)
     add_page_routes(router, page)
+    add_dataset_routes(router, folders)
     # last: any other path under /api answers in the same JSON as the rest
     router.add_api_route(
         "/{rest:path}",

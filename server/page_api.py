@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from graph.validate import validate
 from nodes import types as T
 from server.answers import SERVED_HEADERS, ApiError, SafeJSONResponse, only_keys, read_body, read_json
+from server.datasets import dataset_names
 from server.files import FileRefused
 from server.folders import StudioFolders
 from server.importing import ImportRefused, import_file
@@ -51,6 +52,10 @@ class PageApi:
                     pictures = list_images(self._input_dirs()) if pictures is None else pictures
                     spec["choices"] = list(pictures)
                     spec["file_list"] = True
+                elif spec.get("dataset_folder"):  # training nodes: the datasets (server/datasets.py)
+                    datasets = dataset_names(self._input_dirs())
+                    if datasets:  # none yet: the name is typed
+                        spec["choices"] = datasets
         return described
 
     @staticmethod

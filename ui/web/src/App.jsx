@@ -1,5 +1,6 @@
 // The studio's layout: the top bar (tabs, toolbar, run bar), the node library on the left,
-// the canvas in the middle, the queue and gallery on the right, toasts and dialogs on top.
+// the canvas in the middle, the Train panel (when open) and the queue and gallery on the right,
+// toasts and dialogs on top.
 // Page-wide keys (Ctrl+Enter runs, Ctrl+S saves), file drops and the unsaved-changes
 // question on leaving live here too.
 import { Component, useEffect, useRef } from "react";
@@ -12,6 +13,8 @@ import ImageViewer from "./panels/ImageViewer.jsx";
 import Toasts from "./panels/Toasts.jsx";
 import MaskEditor from "./mask/MaskEditor.jsx";
 import LibraryDialog from "./library/LibraryDialog.jsx";
+import TrainPanel from "./train/TrainPanel.jsx";
+import { useTrain } from "./train/store.js";
 import { downloadTab, isWorkflowFile, openFiles, saveTab } from "./library/files.js";
 import { useStudio } from "./store/index.js";
 import "./App.css";
@@ -50,6 +53,7 @@ function Toolbar() {
   const nodeLibraryOpen = useStudio((s) => s.nodeLibraryOpen);
   const toggleNodeLibrary = useStudio((s) => s.toggleNodeLibrary);
   const hasTab = useStudio((s) => Boolean(s.activeTabId));
+  const trainOpen = useTrain((s) => s.open);
   const fileInput = useRef(null);
   const active = () => useStudio.getState().activeTabId;
 
@@ -119,6 +123,16 @@ function Toolbar() {
         onClick={() => setLibraryOpen(true)}
       >
         Library
+      </button>
+      <button
+        type="button"
+        data-testid="toolbar-train"
+        className={trainOpen ? "active" : ""}
+        aria-pressed={trainOpen}
+        title="Train a LoRA or an embedding from a few pictures"
+        onClick={() => useTrain.getState().toggle()}
+      >
+        Train
       </button>
     </div>
   );
@@ -223,11 +237,13 @@ function useRevalidate() {
 
 export default function App() {
   const nodeLibraryOpen = useStudio((s) => s.nodeLibraryOpen);
+  const trainOpen = useTrain((s) => s.open);
   const className = `studio-app${nodeLibraryOpen ? " with-library" : ""}`;
 
   useEffect(() => {
     const state = useStudio.getState();
     if (state.loadDefs) state.loadDefs();
+    useTrain.getState().restore();
     return state.startPolling();
   }, []);
   usePageKeys();
@@ -259,6 +275,11 @@ export default function App() {
             <Canvas />
           </Guard>
         </main>
+        {trainOpen ? (
+          <Guard name="train panel">
+            <TrainPanel />
+          </Guard>
+        ) : null}
         <Guard name="queue panel">
           <QueuePanel />
         </Guard>
