@@ -667,6 +667,14 @@ RULES: dict[str, Rule] = {
         values={"weight_type": ipadapter_weight_type},
         widgets=("weight", "weight_type", "combine_embeds", "start_at", "end_at", "embeds_scaling"),
     ),
+    "GLIGENLoader": one("GLIGENLoader", same("gligen_name"), ("gligen",), widgets=("gligen_name",)),
+    "GLIGENTextBoxApply": one(
+        "GLIGENTextBoxApply",
+        same("conditioning_to", "clip", "gligen_textbox_model", "text", "width", "height", "x", "y"),
+        ("conditioning",),
+        fixed={"beta": 1.0},  # ComfyUI keeps the boxes on at every step
+        widgets=("text", "width", "height", "x", "y"),
+    ),
     "KSampler": _KSAMPLER,
     "KSamplerAdvanced": _KSAMPLER_ADVANCED,
     **_CUSTOM_SAMPLING,

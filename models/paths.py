@@ -27,6 +27,7 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
     "upscale_models": ("upscale_models", "ESRGAN", "RealESRGAN", "SwinIR"),
     "unet": ("unet", "diffusion_models"),
     "ipadapter": ("ipadapter", "ip_adapter"),
+    "gligen": ("gligen",),
 }
 
 #: File suffixes of weights; a folder holding model_index.json or config.json counts too.

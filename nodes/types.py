@@ -43,6 +43,8 @@ CLIP_VISION_OUTPUT: Final = "CLIP_VISION_OUTPUT"
 #: An IP-Adapter (models.ip_adapter.IPAdapterWeights in the manager), with the CLIP vision model
 #: bundled with it, if any (nodes/ip_adapter.py's IPAdapterHandle).
 IPADAPTER: Final = "IPADAPTER"
+#: A GLIGEN text-box adapter (models.gligen.GligenWeights in the manager; nodes/gligen.py's GligenHandle).
+GLIGEN: Final = "GLIGEN"
 #: A loaded captioning model (with its processor) in the model manager.
 CAPTIONER: Final = "CAPTIONER"
 #: A loaded CLIP model (both towers, with its processor) in the model manager.
@@ -74,6 +76,7 @@ COLORS: Final = {
     CLIP_VISION: "#a1887f",
     CLIP_VISION_OUTPUT: "#ad7452",
     IPADAPTER: "#f48fb1",
+    GLIGEN: "#9ccc65",
     CAPTIONER: "#7986cb",
     CLIP_SCORER: "#4dd0e1",
     STRING: "#aed581",

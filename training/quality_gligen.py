@@ -1,0 +1,184 @@
+"""GLIGEN boxes against regional prompting on held-out two-object toy scenes (bench/toy_quality.py's
+``gligen`` and ``regions`` tasks).
+
+Both tasks draw the same held-out two-shape scenes with the same seeds, with toy-sd (DPM++ 2M, cfg 5,
+20 steps), and the analyzer reads each expected shape's kind, color and cell:
+
+- ``gligen``: one prompt naming the shapes without their places ("a red circle and a blue square"),
+  and a GLIGENTextBoxApply per shape ("a red circle" in its grid cell) with the bundled toy-gligen
+  adapter: only the boxes can put the shapes in their cells.
+- ``regions``: the studio's regional prompting (workflows/regional-prompt.json): each shape's own
+  phrase with its place ("a red circle at the top left") limited to its cell by ConditioningRegion,
+  the regions combined.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from toyworld import Scene, caption
+from toyworld.world import article, join_phrases
+from training.quality import CFG, SAMPLER, SIZE, STEPS, Studio, attribute_scores, held_out_scenes, link
+
+GLIGEN = "toy-gligen.safetensors"
+#: The share of the steps with the boxes on (the pipeline's default scheduled sampling).
+BETA = 0.3
+
+
+def phrase(shape: Any) -> str:
+    """``"a red circle"``: what goes in a shape's box."""
+    return f"{article(shape.color)} {shape.color} {shape.kind}"
+
+
+def cell_box(shape: Any, size: int = SIZE) -> tuple[int, int, int, int]:
+    """(x, y, width, height) in whole pixels of the shape's grid cell."""
+    row, col = shape.cell
+    x0, x1 = round(col * size / 3), round((col + 1) * size / 3)
+    y0, y1 = round(row * size / 3), round((row + 1) * size / 3)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def placeless_prompt(scene: Scene) -> str:
+    """The scene's shapes without their places: "a red circle and a blue square"."""
+    return join_phrases([phrase(s) for s in sorted(scene.shapes, key=lambda s: s.cell)])
+
+
+def base_nodes(prompt: str, positive: dict[str, str], seed: int) -> dict[str, Any]:
+    return {
+        "ck": {"type": "CheckpointLoader", "inputs": {"ckpt_name": "toy-sd"}},
+        "pos": {"type": "CLIPTextEncode", "inputs": {"clip": link("ck", "clip"), "text": prompt}},
+        "neg": {"type": "CLIPTextEncode", "inputs": {"clip": link("ck", "clip"), "text": ""}},
+        "lat": {
+            "type": "EmptyLatent",
+            "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1, "vae": link("ck", "vae")},
+        },
+        "s": {
+            "type": "Sampler",
+            "inputs": {
+                "model": link("ck", "model"),
+                "positive": positive,
+                "negative": link("neg", "conditioning"),
+                "latent": link("lat", "latent"),
+                "seed": seed,
+                "steps": STEPS,
+                "cfg": CFG,
+                "sampler": SAMPLER,
+                "denoise": 1.0,
+            },
+        },
+        "d": {"type": "VAEDecode", "inputs": {"vae": link("ck", "vae"), "latent": link("s", "latent")}},
+        "show": {"type": "PreviewImage", "inputs": {"images": link("d", "image")}},
+    }
+
+
+def gligen_nodes(scene: Scene, seed: int, prompt: str | None = None, beta: float = BETA) -> dict[str, Any]:
+    """The scene's shapes as GLIGEN boxes (their cells) on a prompt (``placeless_prompt`` by default)."""
+    positive = link("pos", "conditioning")
+    boxes: dict[str, Any] = {"gl": {"type": "GLIGENLoader", "inputs": {"gligen_name": GLIGEN}}}
+    for index, shape in enumerate(sorted(scene.shapes, key=lambda s: s.cell)):
+        x, y, width, height = cell_box(shape, scene.size)
+        boxes[f"box{index}"] = {
+            "type": "GLIGENTextBoxApply",
+            "inputs": {
+                "conditioning_to": positive,
+                "clip": link("ck", "clip"),
+                "gligen_textbox_model": link("gl", "gligen"),
+                "text": phrase(shape),
+                "width": width,
+                "height": height,
+                "x": x,
+                "y": y,
+                "beta": beta,
+            },
+        }
+        positive = link(f"box{index}", "conditioning")
+    text = placeless_prompt(scene) if prompt is None else prompt
+    return {**base_nodes(text, positive, seed), **boxes}
+
+
+def region_nodes(scene: Scene, seed: int) -> dict[str, Any]:
+    """The scene's shapes as regional prompts: each shape's phrase with its place, in its cell."""
+    shapes = sorted(scene.shapes, key=lambda s: s.cell)
+    regions: dict[str, Any] = {}
+    combined: dict[str, str] | None = None
+    for index, shape in enumerate(shapes):
+        row, col = shape.cell
+        regions[f"text{index}"] = {
+            "type": "CLIPTextEncode",
+            "inputs": {"clip": link("ck", "clip"), "text": shape.phrase()},
+        }
+        regions[f"region{index}"] = {
+            "type": "ConditioningRegion",
+            "inputs": {
+                "conditioning": link(f"text{index}", "conditioning"),
+                "x": col / 3,
+                "y": row / 3,
+                "width": 1 / 3,
+                "height": 1 / 3,
+                "strength": 1.0,
+            },
+        }
+        here = link(f"region{index}", "conditioning")
+        if combined is not None:
+            regions[f"both{index}"] = {
+                "type": "ConditioningCombine",
+                "inputs": {"conditioning_a": combined, "conditioning_b": here},
+            }
+            here = link(f"both{index}", "conditioning")
+        combined = here
+    assert combined is not None
+    nodes = {**base_nodes("", combined, seed), **regions}
+    del nodes["pos"]
+    return nodes
+
+
+def _measure(studio: Studio, task: str, n: int, seed: int, build: Any) -> dict[str, Any]:
+    scenes = held_out_scenes(n, seed, shapes=2)
+    pictures = [studio.picture(build(s, seed + i), seed + i) for i, s in enumerate(scenes)]
+    return {"task": task, "n": n, **attribute_scores(list(zip(scenes, pictures, strict=True)))}
+
+
+def gligen(studio: Studio, n: int, seed: int = 11) -> dict[str, Any]:
+    """Held-out two-shape scenes from GLIGEN boxes and a prompt without places."""
+    return _measure(studio, "gligen", n, seed, gligen_nodes)
+
+
+def regions(studio: Studio, n: int, seed: int = 11) -> dict[str, Any]:
+    """The same scenes and seeds from regional prompts (each phrase with its place, in its cell)."""
+    return _measure(studio, "regions", n, seed, region_nodes)
+
+
+def no_boxes_nodes(scene: Scene, seed: int) -> dict[str, Any]:
+    """The placeless prompt alone: what the boxes have to beat."""
+    nodes = gligen_nodes(scene, seed)
+    nodes["s"]["inputs"]["positive"] = link("pos", "conditioning")
+    return {k: v for k, v in nodes.items() if not k.startswith(("box", "gl"))}
+
+
+#: The variants ``python -m training.quality_gligen`` measures beside the two tasks.
+VARIANTS: dict[str, Any] = {
+    "gligen_beta0.5": lambda s, seed: gligen_nodes(s, seed, beta=0.5),
+    "gligen_beta1.0": lambda s, seed: gligen_nodes(s, seed, beta=1.0),
+    "gligen_places_beta0.3": lambda s, seed: gligen_nodes(s, seed, prompt=caption(s)),
+    "no_boxes": no_boxes_nodes,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.quality_gligen [--n 100] [--variants a,b]``: one JSON line per variant, on
+    the scenes and seeds of the ``gligen`` and ``regions`` tasks."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m training.quality_gligen", description=main.__doc__)
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=", ".join(VARIANTS))
+    args = parser.parse_args(argv)
+    studio = Studio()
+    for name in args.variants.split(","):
+        print(json.dumps(_measure(studio, name, args.n, 11, VARIANTS[name])), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
