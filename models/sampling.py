@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 #: model call, and IP-Adapter image prompts (a sequence of models.ip_adapter.ImagePrompt).
 STEP_HOOKS = "step_hooks"
 IMAGE_PROMPTS = "image_prompts"
+#: ``SampleJob.extra`` key of Attend-and-Excite's settings (models.attend_excite.ExciteSettings).
+ATTEND_EXCITE = "attend_excite"
 
 #: Sampler name -> (diffusers scheduler class, config overrides).
 SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -324,6 +326,8 @@ def run_loop(
     for index in range(stepper.first, stepper.last):
         check_cancelled()
         stepper.index = index
+        if model.excite is not None:  # Attend-and-Excite (models/attend_excite.py)
+            latents = model.excite(index, latents, stepper)
         latents = stepper.step(index, latents)
         if model.mask is not None and model.blends:
             known = stepper.known(init, noise, index + 1)
@@ -409,6 +413,24 @@ class GuidedModel:
             self.unet = adapted.unet
             self.unet_added = {**(self.added or {}), "image_embeds": adapted.image_embeds}
             self.step_hooks.append(adapted.at_step)
+        #: GLIGEN boxes on the conditionings (models/gligen.py): a view with the adapter's fusers, their
+        #: inputs in ``cross_attention_kwargs["gligen"]``, the fusers off after ``beta`` of the steps.
+        self.cross_attention_kwargs = job.cross_attention_kwargs
+        from models.gligen import ground_unet, groundings_of
+
+        if any(groundings_of(self.conds)):
+            picture = (self.shape[-2] * job.vae_scale, self.shape[-1] * job.vae_scale)
+            grounded = ground_unet(self.unet, self.conds, self.batch, picture, job.family, device, dtype)
+            self.unet = grounded.unet
+            self.cross_attention_kwargs = {**(job.cross_attention_kwargs or {}), "gligen": grounded.inputs}
+            self.step_hooks.append(grounded.at_step)
+        #: Attend-and-Excite (``job.extra[ATTEND_EXCITE]``): moves the latents before a step's model call
+        #: (models/attend_excite.py); None when not asked for.
+        self.excite: Callable[[int, torch.Tensor, Any], torch.Tensor] | None = None
+        if job.extra.get(ATTEND_EXCITE) is not None:
+            from models.attend_excite import Exciter
+
+            self.excite = Exciter(job.extra[ATTEND_EXCITE], self)
 
     def initial(self, generator: Any, draw: bool) -> torch.Tensor:
         """The clean latents to start from: an encoded image is drawn from its distribution
@@ -454,7 +476,7 @@ class GuidedModel:
                 encoder_hidden_states=self.embeds,
                 added_cond_kwargs=self.unet_added,
                 class_labels=self.class_labels,
-                cross_attention_kwargs=job.cross_attention_kwargs,
+                cross_attention_kwargs=self.cross_attention_kwargs,
                 down_block_additional_residuals=down,
                 mid_block_additional_residual=mid,
                 return_dict=False,

@@ -54,6 +54,9 @@ class ModelRef:
     #: IP-Adapter image prompts applied while sampling (models.ip_adapter.ImagePrompt), in order;
     #: the sampler installs them on a view of the UNet for the run (models/ip_adapter.py).
     image_prompts: tuple[Any, ...] = ()
+    #: Attend-and-Excite's settings (models.attend_excite.ExciteSettings), or None; the sampler moves the
+    #: latents toward the subject tokens' attention peaks during the first steps.
+    attend_excite: Any = None
 
     def with_(self, **changes: Any) -> ModelRef:
         return replace(self, **changes)

@@ -33,11 +33,14 @@ BUILTIN_PACKS: tuple[str, ...] = (
     "nodes.clip_vision",
     "nodes.dit",
     "nodes.ip_adapter",
+    "nodes.gligen",
     "nodes.control",
     "nodes.edit",
     "nodes.vision",
     "nodes.video",
     "nodes.evaluation",
+    "nodes.training",
+    "nodes.attend_excite",
 )
 
 

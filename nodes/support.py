@@ -185,6 +185,8 @@ def sampling_job(ctx: Context, model: Any, positive: Any, negative: Any, latent:
         settings["extra"] = {**settings.get("extra", {}), "skip_layers": model.skip_layers}
     if getattr(model, "image_prompts", ()):  # IP-Adapter image prompts (nodes/ip_adapter.py)
         settings["extra"] = {**settings.get("extra", {}), "image_prompts": model.image_prompts}
+    if getattr(model, "attend_excite", None) is not None:  # Attend-and-Excite (nodes/attend_excite.py)
+        settings["extra"] = {**settings.get("extra", {}), "attend_excite": model.attend_excite}
     return SampleJob(
         unet=checkpoint.unet,
         scheduler_config=scheduler_config(checkpoint.scheduler_config, model.sampling),

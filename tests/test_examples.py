@@ -65,6 +65,7 @@ SHOWS = {
     "inpaint": {"inpaint": "a red circle at the top left and a yellow triangle in the center"},
     "colorize": {"colorized": "a yellow triangle at the top right and a green circle at the bottom left"},
     "regional-prompt": {"regional": "a red circle at the top left and a blue square at the bottom right"},
+    "attend-and-excite": {"attend-excite": "a red circle at the top left and a blue square in the center"},
     "controlnet": {"controlnet": "a yellow circle at the top left and a green square in the center"},
     "prompt-to-prompt": {
         "p2p-source": "a red circle at the top left",
@@ -90,6 +91,18 @@ def test_toy_model_example_draws_what_it_says(name, tmp_path):
         with Image.open(file) as picture:
             read[file.stem.rsplit("_", 1)[0]] = describe(analyze(np.asarray(picture.convert("RGB"))))
     assert read == SHOWS[name]
+
+
+def test_concept_lora_example_draws_the_shape_the_base_model_never_saw(tmp_path):
+    """toy-heart.safetensors teaches toy-sd a heart (a shape outside its world): the example's picture
+    reads as a red heart at the top left, when the analyzer is allowed the new kinds."""
+    from toyworld import analyze, describe
+    from toyworld.world import ALL_SHAPES
+
+    (file,) = [Path(line) for line in run_example("concept-lora", tmp_path) if line.endswith(".png")]
+    with Image.open(file) as picture:
+        read = describe(analyze(np.asarray(picture.convert("RGB")), kinds=ALL_SHAPES))
+    assert read == "a red heart at the top left"
 
 
 def test_inpaint_example_keeps_every_pixel_outside_the_mask(tmp_path):
