@@ -6,8 +6,9 @@ saves and stops, Ctrl-C too; ``--measure`` prints the parameters and seconds per
 
 Only the adapter learns: diffusers' GLIGEN position net (``GLIGENTextBoundingboxProjection``: each phrase's
 pooled text embedding with the Fourier features of its box, through a 512-wide MLP) and one gated
-self-attention fuser per transformer block (``GatedSelfAttentionDense``, gates starting at 0, so the SD
-starts unchanged), installed on toy-sd's frozen UNet, with its frozen text encoder and VAE. Each training
+self-attention fuser per transformer block (``GatedSelfAttentionDense``; diffusers starts its gates at 0,
+here they start open, ``--gate-attn``: closed gates never opened in 1,044 steps), installed on toy-sd's
+frozen UNet, with its frozen text encoder and VAE. Each training
 scene's shapes are the boxes: the shape's own square (``toyworld.shape_box``) or its whole grid cell, half
 and half, with the phrase "a red circle". So that the boxes, not the caption's position words, place the
 shapes, ``--no-position`` of the captions name the shapes without places ("a red circle and a blue
