@@ -59,7 +59,11 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subproces
     out = folder / "out"
     args = [sys.executable, str(REPO / "app.py"), "--port", str(port), "--out", str(out)]
     args += ["--state", str(folder / "state")]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # the server's (and its workers') output goes to a file: a pipe nobody reads fills up (64 KiB of
+    # progress bars and warnings) and then blocks the server's next write, shutting down included
+    log = folder / "server.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(args, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, text=True)
     try:
         wait_until_serving(proc, port)
         yield proc, f"http://127.0.0.1:{port}", out
@@ -98,11 +102,15 @@ def test_txt2img_through_the_api_draws_in_the_worker_what_a_headless_run_draws(
 
 
 def test_stopping_the_server_stops_its_workers(studio: tuple[subprocess.Popen[str], str, Path]) -> None:
-    proc, _, _ = studio
+    proc, _, out = studio
     workers = children(proc.pid)
     assert workers
     proc.send_signal(signal.SIGINT)  # Ctrl-C
-    proc.wait(60)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        log = (out.parent / "server.log").read_text(errors="replace")
+        pytest.fail(f"the server did not stop within 60 s of Ctrl-C; its output ends:\n{log[-3000:]}")
     deadline = time.monotonic() + 30
     while any(Path(f"/proc/{pid}").exists() and _alive(pid) for pid in workers):
         assert time.monotonic() < deadline, "a worker outlived the server"
