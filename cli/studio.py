@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import signal
 import sys
 from pathlib import Path
 
@@ -17,6 +18,9 @@ def studio_command(args: argparse.Namespace) -> int:
     from graph.executor import Executor
     from nodes.base import RunSettings
 
+    # Ctrl-C (SIGINT) stops the studio even when the process that started it ignored SIGINT, which
+    # a child inherits and Python then leaves ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     token = args.token
     if not is_loopback(args.host) and not token:
         token = secrets.token_urlsafe(18)
