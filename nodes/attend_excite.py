@@ -14,8 +14,7 @@ from typing import Any
 
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
-from nodes.diffusion import CLIPTextEncode
-from nodes.support import checkpoint_for
+from nodes.support import checkpoint_for, embeddings_fingerprint, encode_prompt, prompt_encoders
 
 #: The UNet families Attend-and-Excite runs on.
 FAMILIES = ("sd1", "sd2")
@@ -79,7 +78,7 @@ class AttendAndExcite(Node):
     outputs = (Output("model", T.MODEL), Output("conditioning", T.CONDITIONING))
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        return CLIPTextEncode().fingerprint(inputs, settings)  # the embeddings the text names
+        return embeddings_fingerprint(inputs, ("text",), settings)  # the embeddings the text names
 
     def run(
         self,
@@ -105,7 +104,7 @@ class AttendAndExcite(Node):
             steps = parse_thresholds(thresholds)
         except ValueError as exc:
             raise NodeInputError("thresholds", str(exc)) from None
-        _, tokenizers, _, (expanded,) = CLIPTextEncode.text_encoders(ctx, clip, [text], "text")
+        _, tokenizers, _, (expanded,) = prompt_encoders(ctx, clip, [text], "text")
         tokenizer = tokenizers[0]
         ids, _ = weighted_tokens(tokenizer, parse_weights(expanded))
         if len(ids) > tokenizer.model_max_length - 2:
@@ -118,7 +117,7 @@ class AttendAndExcite(Node):
             indices = find_subjects(tokenizer, ids, subjects)
         except ValueError as exc:
             raise NodeInputError("subjects", str(exc)) from None
-        (cond,) = CLIPTextEncode().run(ctx, clip, text)["conditioning"]
+        cond = encode_prompt(ctx, clip, text)
         cond = cond.with_(extra={**cond.extra, PROMPT_TOKENS: tuple(ids)})
         excite = ExciteSettings(
             indices=indices,

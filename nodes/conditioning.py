@@ -12,8 +12,15 @@ from typing import Any
 
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
-from nodes.diffusion import CLIPTextEncode
-from nodes.support import file_state, find_model, manager_of, model_fingerprint, model_input
+from nodes.support import (
+    embeddings_fingerprint,
+    file_state,
+    find_model,
+    manager_of,
+    model_fingerprint,
+    model_input,
+    prompt_encoders,
+)
 
 #: Largest size in pixels ComfyUI's size inputs take.
 MAX_RESOLUTION = 16384
@@ -85,7 +92,7 @@ class CLIPTextEncodeSDXL(Node):
     outputs = (Output("conditioning", T.CONDITIONING),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        return _embedding_fingerprint(inputs, ("text_g", "text_l"), settings)
+        return embeddings_fingerprint(inputs, ("text_g", "text_l"), settings)
 
     def run(
         self,
@@ -129,7 +136,7 @@ class CLIPTextEncodeSDXLRefiner(Node):
     outputs = (Output("conditioning", T.CONDITIONING),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        return _embedding_fingerprint(inputs, ("text",), settings)
+        return embeddings_fingerprint(inputs, ("text",), settings)
 
     def run(
         self, ctx: Context, clip: Any, ascore: float, width: int, height: int, text: str
@@ -140,20 +147,12 @@ class CLIPTextEncodeSDXLRefiner(Node):
         return {"conditioning": (_encode_sdxl(ctx, clip, text, text, size),)}
 
 
-def _embedding_fingerprint(inputs: Mapping[str, Any], names: tuple[str, ...], settings: RunSettings) -> Any:
-    encoder = CLIPTextEncode()
-    encoder.text_inputs = names
-    return encoder.fingerprint(inputs, settings)
-
-
 def _encode_sdxl(ctx: Context, clip: Any, text_l: str, text_g: str, size: Any) -> Any:
     """One SDXL conditioning: CLIP-L gets ``text_l``, CLIP-G ``text_g`` (a refiner has only G)."""
     from models.prompts import LayerError, encode_texts
     from models.values import Cond
 
-    checkpoint, tokenizers, encoders, texts = CLIPTextEncode.text_encoders(
-        ctx, clip, [text_l, text_g], "text_g"
-    )
+    checkpoint, tokenizers, encoders, texts = prompt_encoders(ctx, clip, [text_l, text_g], "text_g")
     if checkpoint.family != "sdxl":
         raise NodeInputError(
             "clip", f"is a {checkpoint.family} text encoder; SDXL prompts need an SDXL checkpoint's CLIP"

@@ -11,9 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from imaging.edges import canny_edges
+from imaging.luma import gray_uint8
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
-from nodes.image import as_image
+from nodes.image_inputs import as_image
 from nodes.support import checkpoint_for, file_state, find_model, manager_of, model_fingerprint, model_input
 
 #: The model input of both ControlNet loaders.
@@ -155,21 +157,6 @@ class ControlNetApply(Node):
         return {"conditioning": tuple(c.with_(controls=(*c.controls, control)) for c in conditioning)}
 
 
-def _gray_uint8(image: np.ndarray) -> np.ndarray:
-    weights = np.asarray((0.299, 0.587, 0.114), dtype=np.float32)
-    return (np.clip(image @ weights, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def canny_edges(image: np.ndarray, low_threshold: int = 100, high_threshold: int = 200) -> np.ndarray:
-    """Canny edges (uint8 0/255, (..., H, W)) of the luma of RGB images in [0, 1] (..., H, W, 3)."""
-    import cv2
-
-    gray = _gray_uint8(image)
-    flat = gray.reshape(-1, *gray.shape[-2:])
-    edges = [cv2.Canny(g, low_threshold, high_threshold) for g in flat]
-    return np.stack(edges).reshape(gray.shape)
-
-
 class CannyEdges(Node):
     category = "image/preprocess"
     description = "White Canny edges on black (OpenCV), the hint for a canny ControlNet."
@@ -204,7 +191,7 @@ class SoftEdges(Node):
 
         image = as_image("image", image)
         out = []
-        for gray in _gray_uint8(image):
+        for gray in gray_uint8(image):
             g = gray.astype(np.float32) / 255.0
             if blur > 0:
                 g = cv2.GaussianBlur(g, (0, 0), blur)

@@ -7,12 +7,10 @@ validating nodes stays fast.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from models.paths import ModelPaths
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
 from nodes.support import (
@@ -22,29 +20,18 @@ from nodes.support import (
     SEED,
     STEPS,
     checkpoint_for,
+    embeddings_fingerprint,
     empty_latent,
+    encode_prompt,
     file_state,
     find_model,
     lora_entry,
     manager_of,
     model_fingerprint,
     model_input,
-    model_paths,
     sampling_job,
     step_reporter,
 )
-
-
-def embedding_files(paths: ModelPaths) -> dict[str, Path]:
-    """Embeddings in ``paths`` by name (file name without suffix)."""
-    from models.embeddings import SUFFIXES
-
-    files = {}
-    for name in paths.list("embeddings"):
-        path = paths.find("embeddings", name)
-        if path is not None and path.suffix in SUFFIXES:
-            files.setdefault(path.stem, path)
-    return files
 
 
 class CheckpointLoader(Node):
@@ -163,66 +150,11 @@ class CLIPTextEncode(Node):
     )
     outputs = (Output("conditioning", T.CONDITIONING),)
 
-    #: The text inputs that may name embeddings (CLIPTextEncodeSDXL and others reuse this node's helpers).
-    text_inputs: tuple[str, ...] = ("text",)
-
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        from models.embeddings import find_names
-
-        texts = [inputs.get(name) for name in self.text_inputs]
-        if not all(isinstance(text, str) for text in texts):
-            return None
-        files = embedding_files(settings.services.paths)
-        names = sorted({n for text in texts for n in find_names(text, files)})
-        return ",".join(f"{n}:{file_state(files[n])}" for n in names) or None
-
-    @staticmethod
-    def text_encoders(ctx: Context, clip: Any, texts: list[str], input_name: str) -> tuple[Any, ...]:
-        """(checkpoint, tokenizers, encoders, texts) for ``clip``, with the embeddings the texts
-        name added to copies of the tokenizers and encoders, and the texts expanded for them."""
-        from models.embeddings import EmbeddingError, expand, find_names, with_embeddings
-        from models.merge import model_key
-        from models.safety import PickleRefused
-
-        checkpoint = checkpoint_for(clip, ctx)
-        manager = manager_of(ctx)
-        tokenizers, encoders = checkpoint.tokenizers, checkpoint.text_encoders
-        files = embedding_files(model_paths(ctx))
-        names = sorted({n for text in texts for n in find_names(text, files)})
-        if names:
-            used = {n: files[n] for n in names}
-            key = (
-                model_key(clip),  # the checkpoint with its merges and LoRAs
-                "embeddings",
-                tuple((n, file_state(p)) for n, p in used.items()),
-            )
-            try:
-                tokenizers, encoders, expansions = manager.get(
-                    key, lambda: with_embeddings(tokenizers, encoders, used, manager.allow_pickle)
-                )
-            except (EmbeddingError, PickleRefused) as exc:
-                raise NodeInputError(input_name, str(exc)) from None
-            texts = [expand(text, expansions) for text in texts]
-        return checkpoint, tokenizers, encoders, texts
+        return embeddings_fingerprint(inputs, ("text",), settings)
 
     def run(self, ctx: Context, clip: Any, text: str) -> dict[str, Any]:
-        from models.prompts import LayerError, encode_texts
-        from models.values import Cond
-
-        checkpoint, tokenizers, encoders, (text,) = self.text_encoders(ctx, clip, [text], "text")
-        try:
-            embeds, pooled = encode_texts(
-                checkpoint.family,
-                tokenizers,
-                encoders,
-                [text] * len(encoders),
-                layer=clip.layer,
-                device=manager_of(ctx).device,
-                roles=checkpoint.extra.get("encoders"),
-            )
-        except LayerError as exc:
-            raise NodeInputError("clip", f"its stop_at_clip_layer {exc}") from None
-        return {"conditioning": (Cond(embeds, pooled=pooled),)}
+        return {"conditioning": (encode_prompt(ctx, clip, text),)}
 
 
 class ConditioningCombine(Node):
@@ -294,7 +226,7 @@ class ConditioningMask(Node):
     def run(self, ctx: Context, conditioning: Any, mask: np.ndarray, strength: float) -> dict[str, Any]:
         import torch
 
-        from nodes.image import as_mask
+        from nodes.image_inputs import as_mask
 
         region = torch.from_numpy(np.ascontiguousarray(as_mask("mask", mask)[:1]))[:, None]
         return {"conditioning": tuple(c.with_(region=region, strength=strength) for c in conditioning)}
@@ -351,7 +283,7 @@ def encode_image(vae: Any, image: np.ndarray, input_name: str, scaled: bool = Tr
     import torch
 
     from models.values import Latent
-    from nodes.image import as_image
+    from nodes.image_inputs import as_image
 
     image = as_image(input_name, image)
     model = vae.get()
@@ -443,7 +375,7 @@ class InpaintEncode(Node):
     def run(
         self, ctx: Context, vae: Any, image: np.ndarray, mask: np.ndarray, grow_mask_by: int = 0
     ) -> dict[str, Any]:
-        from nodes.image import as_mask
+        from nodes.image_inputs import as_mask
 
         mask = as_mask("mask", mask)
         if mask.shape[1:] != image.shape[1:3]:

@@ -15,8 +15,7 @@ from typing import Any
 
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
-from nodes.diffusion import CLIPTextEncode
-from nodes.support import empty_latent, manager_of
+from nodes.support import embeddings_fingerprint, empty_latent, manager_of, prompt_encoders
 
 #: Largest size in pixels ComfyUI's size inputs take.
 MAX_RESOLUTION = 16384
@@ -40,7 +39,7 @@ def _encode(ctx: Context, clip: Any, family: str, texts: dict[str, str | None], 
     from models.values import Cond
 
     given = [text if text is not None else "" for text in texts.values()]
-    checkpoint, tokenizers, encoders, expanded = CLIPTextEncode.text_encoders(ctx, clip, given, input_name)
+    checkpoint, tokenizers, encoders, expanded = prompt_encoders(ctx, clip, given, input_name)
     if checkpoint.family != family:
         wanted = {"sd3": "an SD3 / SD3.5", "flux": "a Flux"}[family]
         raise NodeInputError(
@@ -169,9 +168,7 @@ class CLIPTextEncodeSD3(Node):
     outputs = (Output("conditioning", T.CONDITIONING),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        encoder = CLIPTextEncode()
-        encoder.text_inputs = ("clip_l", "clip_g", "t5xxl")
-        return encoder.fingerprint(inputs, settings)
+        return embeddings_fingerprint(inputs, ("clip_l", "clip_g", "t5xxl"), settings)
 
     def run(
         self, ctx: Context, clip: Any, clip_l: str, clip_g: str, t5xxl: str, empty_padding: str
@@ -198,9 +195,7 @@ class CLIPTextEncodeFlux(Node):
     outputs = (Output("conditioning", T.CONDITIONING),)
 
     def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
-        encoder = CLIPTextEncode()
-        encoder.text_inputs = ("clip_l", "t5xxl")
-        return encoder.fingerprint(inputs, settings)
+        return embeddings_fingerprint(inputs, ("clip_l", "t5xxl"), settings)
 
     def run(self, ctx: Context, clip: Any, clip_l: str, t5xxl: str, guidance: float) -> dict[str, Any]:
         cond = _encode(ctx, clip, "flux", {"clip_l": clip_l, "t5": t5xxl}, "clip_l")

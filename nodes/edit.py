@@ -6,9 +6,10 @@ from typing import Any
 
 import numpy as np
 
+from imaging.luma import luminance
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output
-from nodes.image import as_image, check_same_size, luminance
+from nodes.image_inputs import as_image, check_same_size
 from nodes.support import CFG, SEED, STEPS, checkpoint_for, manager_of, step_reporter
 
 #: BT.601 chroma (YCbCr) matrices, full range.

@@ -24,7 +24,7 @@ from graph.workflow import PNG_SEED_KEY, PNG_WORKFLOW_KEY
 from nodes import limits
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings, find_input_file
-from nodes.image import as_image
+from nodes.image_inputs import as_image
 from nodes.saving import output_folder, to_uint8, write_png_exclusive
 
 

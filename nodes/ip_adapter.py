@@ -110,7 +110,7 @@ def image_prompt_model(
         check_fits,
         combine_features,
     )
-    from nodes.image import as_image
+    from nodes.image_inputs import as_image
 
     if not isinstance(ipadapter, IPAdapterHandle):
         raise NodeInputError("ipadapter", "connect the output of an IPAdapterModelLoader node")

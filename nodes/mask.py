@@ -10,16 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from imaging.luma import luminance
 from nodes import types as T
 from nodes.base import Context, Input, Node, Output
-from nodes.image import (
-    as_image,
-    as_mask,
-    batch_size_of,
-    check_same_size,
-    luminance,
-    repeat_batch,
-)
+from nodes.image_inputs import as_image, as_mask, batch_size_of, check_same_size, repeat_batch
 from nodes.limits import MAX_SIZE, check_pixel_budget
 
 CHANNELS = ("red", "green", "blue", "luminance")

@@ -472,7 +472,7 @@ class ImageUpscaleWithModel(Node):
 
     def run(self, ctx: Context, upscale_model: Any, image: np.ndarray) -> dict[str, Any]:
         from models.upscale import TorchvisionMissing, upscale_images
-        from nodes.image import as_image
+        from nodes.image_inputs import as_image
         from nodes.limits import check_pixel_budget
 
         image = as_image("image", image)

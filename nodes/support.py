@@ -1,5 +1,5 @@
 """What node packs share: model folders and the model manager of a run, fingerprints of model
-files, progress reporting, and the inputs every sampler declares.
+files, prompt encoding with embeddings, progress reporting, and the inputs every sampler declares.
 
 The model folders and the manager are the run's services (``ctx.services``, see
 models/services.py), handed in by whoever runs the workflow; nothing here reaches for them.
@@ -11,7 +11,7 @@ nodes stays fast.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +221,85 @@ def empty_latent(width: int, height: int, batch_size: int, vae: Any, channels: i
             "width" if width % scale else "height", f"must be a multiple of {scale} for this VAE"
         )
     return Latent(torch.zeros(batch_size, channels, height // scale, width // scale))
+
+
+# --- prompts ---------------------------------------------------------------------------------------
+
+
+def embedding_files(paths: ModelPaths) -> dict[str, Path]:
+    """Embeddings in ``paths`` by name (file name without suffix)."""
+    from models.embeddings import SUFFIXES
+
+    files = {}
+    for name in paths.list("embeddings"):
+        path = paths.find("embeddings", name)
+        if path is not None and path.suffix in SUFFIXES:
+            files.setdefault(path.stem, path)
+    return files
+
+
+def embeddings_fingerprint(
+    inputs: Mapping[str, Any], text_inputs: tuple[str, ...], settings: RunSettings
+) -> str | None:
+    """The state of the embedding files that the prompts in ``text_inputs`` name (a prompt node's
+    fingerprint: a retrained embedding is a new result); None when a text is not known yet."""
+    from models.embeddings import find_names
+
+    texts = [inputs.get(name) for name in text_inputs]
+    if not all(isinstance(text, str) for text in texts):
+        return None
+    files = embedding_files(settings.services.paths)
+    names = sorted({n for text in texts for n in find_names(text, files)})
+    return ",".join(f"{n}:{file_state(files[n])}" for n in names) or None
+
+
+def prompt_encoders(ctx: Context, clip: Any, texts: list[str], input_name: str) -> tuple[Any, ...]:
+    """(checkpoint, tokenizers, encoders, texts) for ``clip``, with the embeddings the texts name
+    added to copies of the tokenizers and encoders, and the texts expanded for them; a bad or
+    refused embedding file is an error of ``input_name``."""
+    from models.embeddings import EmbeddingError, expand, find_names, with_embeddings
+    from models.merge import model_key
+    from models.safety import PickleRefused
+
+    checkpoint = checkpoint_for(clip, ctx)
+    manager = manager_of(ctx)
+    tokenizers, encoders = checkpoint.tokenizers, checkpoint.text_encoders
+    files = embedding_files(model_paths(ctx))
+    names = sorted({n for text in texts for n in find_names(text, files)})
+    if names:
+        used = {n: files[n] for n in names}
+        key = (
+            model_key(clip),  # the checkpoint with its merges and LoRAs
+            "embeddings",
+            tuple((n, file_state(p)) for n, p in used.items()),
+        )
+        try:
+            tokenizers, encoders, expansions = manager.get(
+                key, lambda: with_embeddings(tokenizers, encoders, used, manager.allow_pickle)
+            )
+        except (EmbeddingError, PickleRefused) as exc:
+            raise NodeInputError(input_name, str(exc)) from None
+        texts = [expand(text, expansions) for text in texts]
+    return checkpoint, tokenizers, encoders, texts
+
+
+def encode_prompt(ctx: Context, clip: Any, text: str, input_name: str = "text") -> Any:
+    """The conditioning (a ``Cond``) of one prompt for every encoder of ``clip``: what
+    CLIPTextEncode gives; ``(word:1.3)`` weights words, embeddings are used by name."""
+    from models.prompts import LayerError, encode_texts
+    from models.values import Cond
+
+    checkpoint, tokenizers, encoders, (text,) = prompt_encoders(ctx, clip, [text], input_name)
+    try:
+        embeds, pooled = encode_texts(
+            checkpoint.family,
+            tokenizers,
+            encoders,
+            [text] * len(encoders),
+            layer=clip.layer,
+            device=manager_of(ctx).device,
+            roles=checkpoint.extra.get("encoders"),
+        )
+    except LayerError as exc:
+        raise NodeInputError("clip", f"its stop_at_clip_layer {exc}") from None
+    return Cond(embeds, pooled=pooled)

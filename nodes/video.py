@@ -21,7 +21,7 @@ import numpy as np
 
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output, RunSettings
-from nodes.image import as_image
+from nodes.image_inputs import as_image
 from nodes.saving import output_folder, to_uint8, write_exclusive
 from nodes.support import file_state, find_model, manager_of, model_fingerprint, model_input
 

@@ -119,11 +119,16 @@ class Studio:
 
 
 def start_studio(
-    root: Path, *, packs: tuple[str, ...] = ("tests.packs.testing",), models: Path | None = None
+    root: Path,
+    *,
+    packs: tuple[str, ...] = ("tests.packs.testing",),
+    models: Path | None = None,
+    models_first: bool = False,
 ) -> Studio:
     """Serve the studio on 127.0.0.1 and a free port, its folders under ``root``; jobs run in
     the server's threads (``runners=None``). ``models``: a models folder searched after the
-    repository's. Close it with :meth:`Studio.close`."""
+    repository's, or before it with ``models_first`` (then files the studio writes, such as a
+    trained LoRA, land there and never in the repository). Close it with :meth:`Studio.close`."""
     from graph.executor import Executor
     from nodes.base import RunSettings
     from nodes.registry import default_registry
@@ -135,7 +140,12 @@ def start_studio(
     )
     for folder in (output_dir, input_dir, state_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    if models is not None:
+    if models is not None and models_first:
+        from models.paths import REPO_MODELS, ModelPaths
+        from models.services import Services
+
+        registry = default_registry(services=Services(paths=ModelPaths((models, REPO_MODELS))))
+    elif models is not None:
         from tests.fixtures.services import services_over
 
         registry = default_registry(services=services_over(models))

@@ -16,13 +16,13 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
+from imaging.luma import luminance  # noqa: E402
 from models.lora import LoraError, fuse, read_pairs  # noqa: E402
 from models.prompts import Piece, encode, parse_weights  # noqa: E402
 from models.sampling import combine  # noqa: E402
 from models.values import Cond  # noqa: E402
 from nodes.base import NodeInputError  # noqa: E402
 from nodes.edit import Colorize  # noqa: E402
-from nodes.image import luminance  # noqa: E402
 from tests.fixtures.models_root import SIZE  # noqa: E402
 from tests.fixtures.tiny_models import tiny_sd_components  # noqa: E402
 from tests.helpers import link, run_node  # noqa: E402

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.browser_support import CHROMIUM, EXAMPLES, Studio, StudioPage, free_port, launch_browser
+from tests.browser_support import CHROMIUM, Studio, StudioPage, launch_browser, start_studio
 
 pytestmark = pytest.mark.slow
 
@@ -29,50 +29,11 @@ COLORS = {"red": (220, 40, 40), "blue": (40, 70, 220), "green": (40, 170, 60), "
 SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
-def start_studio(root: Path) -> Studio:
-    """The studio over a models folder of the test's own searched first (so the new LoRA lands
-    there, never in the repository's models/), then the repository's (toy-sd)."""
-    from graph.executor import Executor
-    from models.paths import REPO_MODELS, ModelPaths
-    from models.services import Services
-    from nodes.base import RunSettings
-    from nodes.registry import default_registry
-    from server.folders import StudioFolders
-    from ui.serve import serve
-
-    models = root / "models"
-    (models / "loras").mkdir(parents=True)
-    output_dir, input_dir, library_dir, state_dir = (
-        root / n for n in ("output", "input", "library", "state")
-    )
-    for folder in (output_dir, input_dir, state_dir):
-        folder.mkdir(parents=True, exist_ok=True)
-    registry = default_registry(services=Services(paths=ModelPaths((models, REPO_MODELS)), device="cpu"))
-    services = registry.services
-
-    def settings() -> RunSettings:
-        return RunSettings(output_dir=output_dir, input_dirs=(input_dir, EXAMPLES), services=services)
-
-    folders = StudioFolders(input_dir=input_dir, library_dir=library_dir, examples_dir=EXAMPLES)
-    port = free_port()
-    server = serve(
-        "127.0.0.1",
-        port,
-        registry,
-        Executor(registry),
-        settings,
-        folders,
-        None,
-        state_dir=state_dir,
-        block=False,
-    )
-    assert server is not None
-    return Studio(f"http://127.0.0.1:{port}/", input_dir, output_dir, library_dir, server, registry)
-
-
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
-    served = start_studio(tmp_path_factory.mktemp("train-panel"))
+    root = tmp_path_factory.mktemp("train-panel")
+    (root / "models" / "loras").mkdir(parents=True)
+    served = start_studio(root, packs=(), models=root / "models", models_first=True)
     try:
         yield served
     finally:

@@ -48,7 +48,7 @@ DEFAULT_EXPORT = Path("models/controlnet/toy-edges")
 
 def canny(image: np.ndarray) -> np.ndarray:
     """Canny edges (100, 200) of an RGB uint8 picture, as the studio's CannyEdges node draws them."""
-    from nodes.control import canny_edges
+    from imaging.edges import canny_edges
 
     return canny_edges(np.asarray(image, dtype=np.float32) / 255.0, 100, 200)
 
