@@ -1,10 +1,12 @@
 """Importing ComfyUI workflows: reading its formats, the mapping rules, the conversion, the report.
 
 - :mod:`comfy_import.formats`: the API format, the UI format (0.4 and 1, subgraphs and
-  group nodes expanded) into one :class:`Prompt`;
+  group nodes expanded) into one :class:`Prompt` (a package: the prompt types, the API
+  format, the UI format's reader, its subgraphs and group nodes, its raw entries);
 - :mod:`comfy_import.files`: JSON files and PNGs, and recognising a ComfyUI file for
   ``run``, ``validate`` and the studio;
-- :mod:`comfy_import.rules`: the declarative :data:`RULES` table;
+- :mod:`comfy_import.rules`: the declarative :data:`RULES` table (a package: the rule
+  types, the value translations, the entries by family, the types left unconverted);
 - :mod:`comfy_import.convert`: the conversion into a studio workflow;
 - :mod:`comfy_import.report`: what it did, as text or JSON.
 

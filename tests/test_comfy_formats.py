@@ -375,7 +375,7 @@ def _ksampler(sampler_name: str, scheduler: str) -> Conversion:
 
 def test_ksampler_without_an_exact_sampler_becomes_the_custom_sampling_chain(monkeypatch):
     monkeypatch.setattr(
-        rules, "custom_sampling_names", lambda: (("euler", "dpmpp_2m_sde"), ("normal", "karras"))
+        rules.sampling, "custom_sampling_names", lambda: (("euler", "dpmpp_2m_sde"), ("normal", "karras"))
     )
     result = _ksampler("dpmpp_2m_sde", "karras")
     graph = graph_of(result)
