@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.common import read_log, read_state
+from training.run_folder import read_log, read_state
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "models" / "gligen" / "toy-gligen.safetensors"

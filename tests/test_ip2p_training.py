@@ -16,8 +16,8 @@ import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from training import ip2p  # noqa: E402
-from training.common import read_state  # noqa: E402
 from training.frozen import load_frozen_sd, to_tensor  # noqa: E402
+from training.run_folder import read_state  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TOY_SD = REPO / "models" / "checkpoints" / "toy-sd"
@@ -144,7 +144,8 @@ def test_init_from_loads_the_exported_editor_exactly(frozen_sd):
 
 
 def test_runs_saved_before_the_new_options_still_resume(tmp_path: Path):
-    from training.common import settings, write_config
+    from training.run_folder import write_config
+    from training.script import settings
 
     args = ip2p.parse_args(["--out", str(tmp_path)])
     new = ("init", "pool", "edit_weight", "decay_to", "decay_steps")

@@ -122,7 +122,7 @@ def train_tiny(out: Path, steps: int) -> None:
 def test_training_is_deterministic_and_resumes(tmp_path, keep_threads):
     from safetensors.torch import load_file
 
-    from training.common import read_log, read_state
+    from training.run_folder import read_log, read_state
 
     train_tiny(tmp_path / "straight", 2)
     train_tiny(tmp_path / "resumed", 1)

@@ -19,7 +19,8 @@ import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from training import export, sd, vae  # noqa: E402
-from training.common import read_log, read_state, toy_batch  # noqa: E402
+from training.run_folder import read_log, read_state  # noqa: E402
+from training.toy_data import toy_batch  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_VAE = "--channels 16,16,16 --groups 8 --batch 4 --eval-images 16 --threads 1".split()
@@ -230,7 +231,7 @@ def test_halved_weights_keep_metadata_and_load_as_float32(tmp_path: Path):
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from training.common import halve_weights
+    from training.script import halve_weights
 
     weights = {"w": torch.randn(4, 4), "steps": torch.arange(3)}
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})

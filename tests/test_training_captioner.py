@@ -32,7 +32,8 @@ from toyworld import (  # noqa: E402
     render,
 )
 from training import captioner  # noqa: E402
-from training.common import read_log, read_state, toy_batch  # noqa: E402
+from training.run_folder import read_log, read_state  # noqa: E402
+from training.toy_data import toy_batch  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "models" / "captioners" / "toy-blip"

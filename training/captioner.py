@@ -42,21 +42,18 @@ import numpy as np
 import torch
 
 from models.paths import ModelPaths
-from training.common import (
+from training.loop import prepare, train
+from training.run_folder import read_state, recent_loss, write_config
+from training.script import (
     add_common_args,
     count_parameters,
     measure_step,
     model_config,
-    prepare,
-    read_state,
-    recent_loss,
     settings,
     staging,
     swap_in,
-    toy_batch,
-    train,
-    write_config,
 )
+from training.toy_data import toy_batch
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]")
 """BERT's special tokens, and BLIP's decoder start token [DEC] (its bos)."""
@@ -436,7 +433,7 @@ def model_card(model: Any, run: Path, config: dict[str, Any], info: dict[str, An
         "## How it was made",
         "",
         '- **Data**: `toyworld.random_scene(split="train")` drawn afresh for every step from a generator',
-        "  seeded by (seed, step, item) (`training.common.toy_batch`): held-out (kind, color, position)",
+        "  seeded by (seed, step, item) (`training.toy_data.toy_batch`): held-out (kind, color, position)",
         f"  combinations never appear. {config['size']} px pictures; the captions "
         + ("always name the background." if config["background"] else "never name the background."),
         f"- **Vision tower**: ViT on {config['size']}x{config['size']} pictures in {config['patch']} px "

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.common import load_module_weights
+from training.run_folder import load_module_weights
 
 #: The analyzer's figures a card's evaluation table shows, in order.
 SCORE_KEYS = ("kind", "color", "position", "all", "exact", "count")

@@ -22,23 +22,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.common import (
+from training.loop import prepare, train
+from training.run_folder import read_state, recent_loss, write_config
+from training.script import (
     add_common_args,
     count_parameters,
     halve_weights,
     measure_step,
     model_config,
-    prepare,
-    read_state,
-    recent_loss,
     settings,
     staging,
     swap_in,
-    toy_batch,
-    train,
-    write_config,
 )
 from training.sd import MAX_LENGTH, Tokens
+from training.toy_data import toy_batch
 
 DEFAULT_EXPORT = Path("models/clip/toy-clip")
 

@@ -24,24 +24,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.common import (
+from training.frozen import DEFAULT_SD, FrozenSD, load_frozen_sd, to_tensor
+from training.loop import prepare, train
+from training.run_folder import read_state, recent_loss, write_config
+from training.script import (
     add_common_args,
     count_parameters,
     halve_weights,
     measure_step,
     model_config,
-    prepare,
-    read_state,
-    recent_loss,
     settings,
     staging,
-    step_generator,
     swap_in,
-    toy_batch,
-    train,
-    write_config,
 )
-from training.frozen import DEFAULT_SD, FrozenSD, load_frozen_sd, to_tensor
+from training.seeding import step_generator
+from training.toy_data import toy_batch
 
 DEFAULT_EXPORT = Path("models/controlnet/toy-edges")
 

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from training.cards import load_trained, same_weights, score_table, shown, split_scores, weights_line
-from training.common import CONFIG, count_parameters, halve_weights, read_state, recent_loss, staging, swap_in
+from training.run_folder import CONFIG, read_state, recent_loss
+from training.script import count_parameters, halve_weights, staging, swap_in
 from training.sd import SD_SCHEDULER_CONFIG, load_vae
 
 SCHEDULERS = {"dpmpp": "DPMSolverMultistepScheduler", "pndm": "PNDMScheduler"}

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from training.cards import load_trained, same_weights, score_table, shown, split_scores, weights_line
-from training.common import CONFIG, count_parameters, halve_weights, read_state, recent_loss, staging, swap_in
+from training.run_folder import CONFIG, read_state, recent_loss
+from training.script import count_parameters, halve_weights, staging, swap_in
 
 EVAL_STEPS = 20
 EVAL_CFG = 5.0

@@ -35,19 +35,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.common import (
-    add_common_args,
-    count_parameters,
-    measure_step,
-    prepare,
-    read_state,
-    recent_loss,
-    settings,
-    step_generator,
-    train,
-    write_config,
-)
 from training.frozen import DEFAULT_SD, FrozenSD, load_frozen_sd
+from training.loop import prepare, train
+from training.run_folder import read_state, recent_loss, write_config
+from training.script import add_common_args, count_parameters, measure_step, settings
+from training.seeding import step_generator
 
 DEFAULT_EXPORT = Path("models/gligen/toy-gligen.safetensors")
 MAX_BOXES = 30

@@ -36,24 +36,20 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from training.common import (
+from training.frozen import DEFAULT_SD, FrozenSD, load_frozen_sd, to_tensor
+from training.loop import prepare, train, warmup_lr
+from training.run_folder import read_state, recent_loss, write_config
+from training.script import (
     add_common_args,
     count_parameters,
     halve_weights,
     measure_step,
     model_config,
-    prepare,
-    read_state,
-    recent_loss,
     settings,
     staging,
-    step_generator,
     swap_in,
-    train,
-    warmup_lr,
-    write_config,
 )
-from training.frozen import DEFAULT_SD, FrozenSD, load_frozen_sd, to_tensor
+from training.seeding import step_generator
 
 DEFAULT_EXPORT = Path("models/checkpoints/toy-ip2p")
 DROP = 0.05  # share of items without the instruction, without the source, and without both

@@ -22,20 +22,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from training.common import (
-    add_common_args,
-    count_parameters,
-    measure_step,
-    model_config,
-    prepare,
-    read_state,
-    seed_everything,
-    settings,
-    step_generator,
-    toy_batch,
-    train,
-    write_config,
-)
+from training.loop import prepare, train
+from training.run_folder import read_state, write_config
+from training.script import add_common_args, count_parameters, measure_step, model_config, settings
+from training.seeding import seed_everything, step_generator
+from training.toy_data import toy_batch
 
 #: SD1.x's training noise schedule (and its scheduler settings for sampling).
 SD_SCHEDULER_CONFIG: dict[str, Any] = {

@@ -18,21 +18,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from training.common import (
-    add_common_args,
-    count_parameters,
-    measure_step,
-    model_config,
-    prepare,
-    read_state,
-    recent_loss,
-    settings,
-    step_generator,
-    toy_batch,
-    toy_images,
-    train,
-    write_config,
-)
+from training.loop import prepare, train
+from training.run_folder import read_state, recent_loss, write_config
+from training.script import add_common_args, count_parameters, measure_step, model_config, settings
+from training.seeding import step_generator
+from training.toy_data import toy_batch, toy_images
 
 EXPORT = "vae"
 SUMMARY = "summary.json"
