@@ -61,6 +61,9 @@ class NodeProgress(Event):
     node_id: str
     step: int
     total: int
+    #: Figures of the step by name, e.g. a training step's {"loss": 0.012}; finite numbers only
+    #: (JSON has no NaN), so a figure that is not one is left out.
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

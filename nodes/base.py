@@ -76,6 +76,9 @@ class Input:
     #: The value names a picture in the input folder: the studio page offers the pictures
     #: there (``input_file`` in :meth:`describe`; the API fills ``choices`` with them).
     input_file: bool = False
+    #: The value names a dataset (a folder of pictures with captions) in the input folder's
+    #: ``datasets/``: the page's API fills ``choices`` with them (server/datasets.py).
+    dataset_folder: bool = False
 
     @property
     def accepts_link(self) -> bool:
@@ -139,6 +142,8 @@ class Input:
         )
         if self.input_file:
             out["input_file"] = True
+        if self.dataset_folder:
+            out["dataset_folder"] = True
         return out
 
 
@@ -320,11 +325,20 @@ class Context:
         """Call between steps of long work: raises :class:`Cancelled` if the run was cancelled."""
         self.cancel_token.raise_if_cancelled()
 
-    def progress(self, step: int, total: int) -> None:
+    def progress(self, step: int, total: int, metrics: Mapping[str, float] | None = None) -> None:
+        """Report step ``step`` of ``total`` done, with the step's figures by name (``{"loss": ...}``;
+        a figure that is not a finite number is left out); raises :class:`Cancelled` if the run was
+        cancelled."""
+        self.cancel_token.raise_if_cancelled()
+        self.report_progress(step, total, metrics)
+
+    def report_progress(self, step: int, total: int, metrics: Mapping[str, float] | None = None) -> None:
+        """:meth:`progress` without the cancel check: for a callback inside work that must not be
+        interrupted mid-step (a trainer that sees the cancel itself and saves before it stops)."""
         from graph.events import NodeProgress
 
-        self.cancel_token.raise_if_cancelled()
-        self.emit(NodeProgress(run_id=self.run_id, node_id=self.node_id, step=step, total=total))
+        kept = {name: float(v) for name, v in (metrics or {}).items() if math.isfinite(float(v))}
+        self.emit(NodeProgress(self.run_id, self.node_id, step=step, total=total, metrics=kept))
 
     def preview(self, image: Any) -> None:
         """Show an intermediate IMAGE (batch, height, width, 3) while the node works."""

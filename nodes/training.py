@@ -8,11 +8,12 @@ same-stem ``.txt`` captions, uploaded by the studio's Train panel or copied ther
 ``embedding:NAME``). A file is never overwritten: a name that is taken is an error on ``name``.
 
 While it trains the node reports each step with its loss (the studio's progress bar and time
-left; :class:`TrainingProgress`) and, every few seconds, a picture of the loss so far (a live plot
-in the node and the Train panel). Cancel stops it after the step it is on; what was learnt so far
-is saved, as the trainer does on Ctrl-C, and the run ends as cancelled. In a worker process the
-node has ``cancel_grace`` (300 s) beyond the worker's usual grace to finish its step and save,
-enough for a full-size SD step on a CPU; only a node still busy after that has its worker stopped.
+left; the ``metrics`` of its ``node_progress`` events) and, every few seconds, a picture of the loss
+so far (a live plot in the node and the Train panel). Cancel stops it after the step it is on; what
+was learnt so far is saved, as the trainer does on Ctrl-C, and the run ends as cancelled. In a
+worker process the node has ``cancel_grace`` (300 s) beyond the worker's usual grace to finish its
+step and save, enough for a full-size SD step on a CPU; only a node still busy after that has its
+worker stopped.
 ``max_minutes`` ends it early the same way but as a finished run. The outputs are the new file's
 name, the final loss plot (a PreviewImage shows it), the mean loss of the last steps and the steps
 done.
@@ -23,17 +24,14 @@ the same name then fails, the name being taken, instead of pretending to have tr
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from graph.events import NodeProgress
 from models.services import Services
 from nodes import types as T
 from nodes.base import Cancelled, Context, Input, Node, NodeInputError, Output, RunSettings
@@ -47,15 +45,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 LAST_STEPS = 20
 
 
-@dataclass(frozen=True)
-class TrainingProgress(NodeProgress):
-    """A training step done: a ``node_progress`` event (every listener reads it as one) that
-    also carries the step's loss, which the Train panel shows as it goes."""
-
-    #: None when the loss is not a finite number (a diverging training): JSON has no NaN.
-    loss: float | None = None
-
-
 class _NeverCached(Exception):
     """Raised by a training node's fingerprint: the executor then never caches it (see graph/executor.py)."""
 
@@ -66,6 +55,7 @@ def _dataset_input() -> Input:
         T.STRING,
         default="",
         accepts="constant",
+        dataset_folder=True,
         description=(
             "A folder of pictures with .txt captions in the input folder's datasets/ "
             "(upload one in the Train panel)."
@@ -228,16 +218,6 @@ class _TrainConcept(Node):
         # Never cached: a training makes a new file each time it is asked (see the module's doc).
         raise _NeverCached()
 
-    @classmethod
-    def describe(cls, services: Services | None = None, aliases: Sequence[str] = ()) -> dict[str, Any]:
-        """As any node, with ``dataset_folder`` on the ``dataset`` input: the page's API fills its
-        choices with the datasets in the input folder (server/datasets.py)."""
-        described = super().describe(services, aliases)
-        for spec in described["inputs"]:
-            if spec["name"] == "dataset":
-                spec["dataset_folder"] = True
-        return described
-
     def train(self, ctx: Context, ckpt_name: str, dataset: str, name: str, **fields: Any) -> dict[str, Any]:
         from training.concept import ConceptConfig, ConceptError, StepReport, loss_plot, train_concept
         from training.concept.config import check_checkpoint
@@ -288,10 +268,9 @@ class _TrainConcept(Node):
 
         def on_step(report: StepReport) -> None:
             losses.append(report.loss)
-            # emitted as it is (Context.progress would raise Cancelled inside the trainer): on a
-            # cancel, the trainer sees should_stop() after this step and saves what it has
-            loss = report.loss if math.isfinite(report.loss) else None
-            ctx.emit(TrainingProgress(ctx.run_id, ctx.node_id, report.step, report.steps, loss))
+            # without the cancel check (Context.progress would raise Cancelled inside the trainer):
+            # on a cancel, the trainer sees should_stop() after this step and saves what it has
+            ctx.report_progress(report.step, report.steps, {"loss": report.loss})
             if ctx.cancel_token.cancelled:
                 return
             if time.monotonic() - last_plot[0] >= PLOT_EVERY:

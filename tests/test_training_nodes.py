@@ -138,7 +138,8 @@ def test_a_lora_trains_as_a_job_and_lora_loader_uses_it_at_once(
     progress = [e for e in events if isinstance(e, NodeProgress)]
     assert [(e.step, e.total) for e in progress] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     # each a node_progress event to every listener, with the step's loss for the Train panel
-    assert all(e.to_dict()["event"] == "node_progress" and e.to_dict()["loss"] > 0 for e in progress)
+    shown = [e.to_dict() for e in progress]
+    assert all(d["event"] == "node_progress" and d["metrics"]["loss"] > 0 for d in shown)
     previews = [e.image for e in events if isinstance(e, NodePreview)]
     assert previews and all(p.shape[0] == 1 and p.shape[-1] == 3 and p.dtype == np.float32 for p in previews)
     outputs = result.outputs["t"]

@@ -96,15 +96,15 @@ test("a training job's events: steps with the mean loss, timed from the first st
   feed({ seq: 1, event: "job_started" }, 0);
   feed({ seq: 2, event: "node_started", node_id: "train" }, 0);
   assert.equal(progressWords(t, formatRate, formatDuration), "loading the model");
-  feed({ seq: 3, event: "node_progress", node_id: "train", step: 1, total: 4, loss: 0.3 }, 30000);
+  feed({ seq: 3, event: "node_progress", node_id: "train", step: 1, total: 4, metrics: { loss: 0.3 } }, 30000);
   assert.equal(t.rate, null); // the model's loading is not a step
-  feed({ seq: 4, event: "node_progress", node_id: "train", step: 2, total: 4, loss: 0.1 }, 30500);
+  feed({ seq: 4, event: "node_progress", node_id: "train", step: 2, total: 4, metrics: { loss: 0.1 } }, 30500);
   assert.equal(t.rate, 2);
   assert.ok(Math.abs(t.loss - 0.2) < 1e-12);
   assert.equal(progressWords(t, formatRate, formatDuration), "step 2/4 · loss 0.2000 · 2.0 it/s · 0:01 left");
   feed({ seq: 5, event: "node_preview", node_id: "train", image: { shape: [1, 320, 600, 3] } }, 30600);
   assert.equal(t.previewSeq, 5);
-  feed({ seq: 4, event: "node_progress", node_id: "train", step: 2, total: 4, loss: 9 }, 30700); // a replay
+  feed({ seq: 4, event: "node_progress", node_id: "train", step: 2, total: 4, metrics: { loss: 9 } }, 30700); // a replay
   assert.ok(Math.abs(t.loss - 0.2) < 1e-12);
   feed({ seq: 9, event: "job_finished", status: "done", results: { train: { name: "star.safetensors", steps_done: 4 } } }, 31000);
   assert.equal(t.ended, true);

@@ -176,7 +176,8 @@ export function applyTrainEvent(training, event, now = Date.now()) {
         : updateMeter(t.meter, event.step, event.total, now);
       const { meter, rate, eta } = timed;
       let recent = first ? [] : t.recent;
-      if (typeof event.loss === "number" && Number.isFinite(event.loss)) recent = [...recent, event.loss].slice(-LOSS_WINDOW);
+      const stepLoss = event.metrics?.loss;
+      if (typeof stepLoss === "number" && Number.isFinite(stepLoss)) recent = [...recent, stepLoss].slice(-LOSS_WINDOW);
       const loss = recent.length ? recent.reduce((a, b) => a + b, 0) / recent.length : t.loss;
       return { ...t, status: "running", step: event.step, total: event.total, meter, rate, eta, recent, loss };
     }
