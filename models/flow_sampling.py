@@ -189,6 +189,13 @@ class FlowModel:
         self.conds = list(job.negative) + list(job.positive) if self.use_cfg else list(job.positive)
         for cond in self.conds:
             self._check_cond(cond, config)
+        #: ConditioningSetTimestepRange (models/sampling.py's TimestepRanges); None when every
+        #: conditioning acts throughout.
+        self.ranges: TimestepRanges | None = None
+        if any(c.timestep_range != (0.0, 1.0) for c in self.conds):
+            from models.sampling import TimestepRanges
+
+            self.ranges = TimestepRanges.of(job)
         self.skip: SkipLayers | None = job.extra.get("skip_layers")
         if self.skip is not None and self.family != "sd3":
             raise FlowSamplingError("model", "skip-layer guidance works with SD3 models only")
@@ -302,12 +309,13 @@ class FlowModel:
         from models.sampling import combine
 
         job, batch, scale = self.job, self.batch, self.job.vae_scale
+        side = combine if self.ranges is None else self.ranges.combiner(latents, t)
         pred = self._run(latents, t, self.conds)
         if not self.use_cfg:
-            return combine(pred, job.positive, batch, scale=scale)
+            return side(pred, job.positive, batch, scale=scale)
         n_neg = len(job.negative)
-        uncond = combine(pred[: n_neg * batch], job.negative, batch, scale=scale)
-        cond = combine(pred[n_neg * batch :], job.positive, batch, scale=scale)
+        uncond = side(pred[: n_neg * batch], job.negative, batch, scale=scale)
+        cond = side(pred[n_neg * batch :], job.positive, batch, scale=scale)
         guided = uncond + job.cfg * (cond - uncond)
         skip = self.skip
         if skip is not None and total * skip.start < index < total * skip.end:

@@ -57,6 +57,9 @@ class ModelRef:
     #: Attend-and-Excite's settings (models.attend_excite.ExciteSettings), or None; the sampler moves the
     #: latents toward the subject tokens' attention peaks during the first steps.
     attend_excite: Any = None
+    #: DifferentialDiffusion's strength, or None: a soft noise mask then says how early each place may
+    #: change (models.sampling.differential_mask).
+    differential: float | None = None
 
     def with_(self, **changes: Any) -> ModelRef:
         return replace(self, **changes)
@@ -119,6 +122,10 @@ class Latent:
     noise_mask: torch.Tensor | None = None
     masked_image: torch.Tensor | None = None  # latents of the masked image, for 9-channel UNets
     masked_image_std: torch.Tensor | None = None
+    #: The mask a 9-channel inpainting UNet sees, (batch, 1, h, w) of 0/1, when it is not the noise
+    #: mask: InpaintModelConditioning keeps the drawn (soft) mask as noise mask, or none at all, and
+    #: gives the model its binarised mask here. None: the model sees ``noise_mask``.
+    inpaint_mask: torch.Tensor | None = None
 
     def with_(self, **changes: Any) -> Latent:
         return replace(self, **changes)
@@ -126,7 +133,7 @@ class Latent:
     @property
     def nbytes(self) -> int:
         total = self.samples.numel() * 4
-        for extra in (self.std, self.noise_mask, self.masked_image, self.masked_image_std):
+        for extra in (self.std, self.noise_mask, self.masked_image, self.masked_image_std, self.inpaint_mask):
             if extra is not None:
                 total += extra.numel() * 4
         return total
@@ -147,6 +154,9 @@ class Cond:
     area: Area | None = None
     #: SDXL's size, crop and aesthetic-score conditioning; None: the picture's size, no crop.
     size: SizeConditioning | None = None
+    #: The part of sampling it acts in, as fractions (start, end) of the way from the most noise to
+    #: none, compared with the noise level as ComfyUI's ConditioningSetTimestepRange does.
+    timestep_range: tuple[float, float] = (0.0, 1.0)
 
     def with_(self, **changes: Any) -> Cond:
         return replace(self, **changes)

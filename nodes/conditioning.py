@@ -381,6 +381,26 @@ class ConditioningZeroOut(Node):
         return {"conditioning": tuple(out)}
 
 
+class ConditioningSetTimestepRange(Node):
+    category = "conditioning"
+    description = (
+        "Let a conditioning act only in part of sampling: from start to end, as fractions of the "
+        "way from pure noise (0) to the finished picture (1). Two prompts with ranges 0-0.5 and "
+        "0.5-1 give the first one the composition and the second the details."
+    )
+    inputs = (
+        Input("conditioning", T.CONDITIONING),
+        Input("start", T.FLOAT, default=0.0, min=0.0, max=1.0, step=0.001),
+        Input("end", T.FLOAT, default=1.0, min=0.0, max=1.0, step=0.001),
+    )
+    outputs = (Output("conditioning", T.CONDITIONING),)
+
+    def run(self, ctx: Context, conditioning: Any, start: float, end: float) -> dict[str, Any]:
+        # As ComfyUI, start after end is allowed: the conditioning then never acts.
+        window = (float(start), float(end))
+        return {"conditioning": tuple(cond.with_(timestep_range=window) for cond in conditioning)}
+
+
 NODES = (
     CLIPSetLastLayer,
     CLIPTextEncodeSDXL,
@@ -392,4 +412,5 @@ NODES = (
     ConditioningConcat,
     CLIPLoader,
     ConditioningZeroOut,
+    ConditioningSetTimestepRange,
 )

@@ -375,25 +375,82 @@ class InpaintEncode(Node):
     def run(
         self, ctx: Context, vae: Any, image: np.ndarray, mask: np.ndarray, grow_mask_by: int = 0
     ) -> dict[str, Any]:
-        from nodes.image_inputs import as_mask
+        encoded, _, hard = encode_for_inpainting(vae, image, mask, "image")
+        grown = self.grow(hard, grow_mask_by)
+        return {"latent": encoded.with_(noise_mask=mask_to_latent(grown, encoded.samples.shape))}
 
-        mask = as_mask("mask", mask)
-        if mask.shape[1:] != image.shape[1:3]:
-            raise NodeInputError(
-                "mask",
-                f"is {mask.shape[2]}x{mask.shape[1]} but the image is "
-                f"{image.shape[2]}x{image.shape[1]}; resize one of them",
-            )
-        hard = (mask >= 0.5).astype(np.float32)  # as the inpainting pipelines binarize it
-        encoded = encode_image(vae, image, "image")
-        # masked pixels become 0 in the VAE's [-1, 1] range (mid-gray), as in the inpaint pipelines
-        masked = encode_image(vae, image * (1.0 - hard)[..., None] + 0.5 * hard[..., None], "image")
-        latent = encoded.with_(
-            noise_mask=mask_to_latent(self.grow(hard, grow_mask_by), encoded.samples.shape),
-            masked_image=masked.samples,
-            masked_image_std=masked.std,
+
+def encode_for_inpainting(
+    vae: Any, image: np.ndarray, mask: np.ndarray, image_input: str
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """What inpainting needs of an image and its mask: the image's Latent carrying the masked
+    image's latents (for 9-channel UNets), the mask as given (b, H, W) and binarised at 0.5.
+
+    Masked pixels become mid-gray (0 in the VAE's [-1, 1] range) before encoding, as the
+    inpainting pipelines and ComfyUI do."""
+    from nodes.image_inputs import as_mask
+
+    mask = as_mask("mask", mask)
+    if mask.shape[1:] != image.shape[1:3]:
+        raise NodeInputError(
+            "mask",
+            f"is {mask.shape[2]}x{mask.shape[1]} but the image is "
+            f"{image.shape[2]}x{image.shape[1]}; resize one of them",
         )
-        return {"latent": latent}
+    hard = (mask >= 0.5).astype(np.float32)  # as the inpainting pipelines binarize it
+    encoded = encode_image(vae, image, image_input)
+    masked = encode_image(vae, image * (1.0 - hard)[..., None] + 0.5 * hard[..., None], image_input)
+    return encoded.with_(masked_image=masked.samples, masked_image_std=masked.std), mask, hard
+
+
+class InpaintModelConditioning(Node):
+    display_name = "Inpaint Model Conditioning"
+    category = "conditioning/inpaint"
+    description = (
+        "Prepare inpainting as ComfyUI's node of this name: the image's latent with the masked "
+        "image and the mask for inpainting (9-channel) models, and the prompts passed on. With "
+        "noise_mask on, any model repaints only the masked part; off, a 9-channel model still "
+        "sees the mask while an ordinary model may change the whole picture (image-to-image)."
+    )
+    inputs = (
+        Input("positive", T.CONDITIONING),
+        Input("negative", T.CONDITIONING),
+        Input("vae", T.VAE),
+        Input("pixels", T.IMAGE),
+        Input("mask", T.MASK, description="White (1) where the image should be repainted."),
+        Input(
+            "noise_mask",
+            T.BOOLEAN,
+            default=True,
+            description="Keep the unmasked part while sampling (the mask as drawn, soft edges "
+            "blend). Off: only an inpainting model's own mask input limits the change.",
+        ),
+    )
+    outputs = (
+        Output("positive", T.CONDITIONING),
+        Output("negative", T.CONDITIONING),
+        Output("latent", T.LATENT),
+    )
+
+    def run(
+        self,
+        ctx: Context,
+        positive: Any,
+        negative: Any,
+        vae: Any,
+        pixels: np.ndarray,
+        mask: np.ndarray,
+        noise_mask: bool = True,
+    ) -> dict[str, Any]:
+        # The studio carries the inpainting model's inputs on the latent (see GuidedModel), so the
+        # prompts pass on unchanged; ComfyUI puts the same inputs on the conditionings.
+        encoded, soft, hard = encode_for_inpainting(vae, pixels, mask, "pixels")
+        shape = encoded.samples.shape
+        latent = encoded.with_(
+            inpaint_mask=mask_to_latent(hard, shape),
+            noise_mask=mask_to_latent(soft, shape) if noise_mask else None,
+        )
+        return {"positive": positive, "negative": negative, "latent": latent}
 
 
 class SetLatentNoiseMask(Node):
@@ -404,6 +461,34 @@ class SetLatentNoiseMask(Node):
 
     def run(self, ctx: Context, latent: Any, mask: np.ndarray) -> dict[str, Any]:
         return {"latent": latent.with_(noise_mask=mask_to_latent(mask, latent.samples.shape))}
+
+
+class DifferentialDiffusion(Node):
+    display_name = "Differential Diffusion"
+    category = "latent/inpaint"
+    description = (
+        "Read a soft noise mask as how much each place may change: a place of value 1 is repainted "
+        "from the first step, 0.3 only in the last 30% of the steps, 0 never, so soft mask edges "
+        "blend gradually (ComfyUI's node of this name). For ordinary models with a noise mask "
+        "(SetLatentNoiseMask, InpaintModelConditioning); a 9-channel inpainting model repaints "
+        "its mask itself, and this changes nothing there."
+    )
+    inputs = (
+        Input("model", T.MODEL),
+        Input(
+            "strength",
+            T.FLOAT,
+            default=1.0,
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            description="Below 1 mixes the step-by-step mask with the soft mask as drawn.",
+        ),
+    )
+    outputs = (Output("model", T.MODEL),)
+
+    def run(self, ctx: Context, model: Any, strength: float = 1.0) -> dict[str, Any]:
+        return {"model": model.with_(differential=float(strength))}
 
 
 def mask_to_latent(mask: np.ndarray, shape: tuple[int, ...]) -> Any:
@@ -566,7 +651,9 @@ NODES = (
     VAEEncode,
     VAEDecode,
     InpaintEncode,
+    InpaintModelConditioning,
     SetLatentNoiseMask,
+    DifferentialDiffusion,
     InstructPix2Pix,
     Sampler,
 )

@@ -154,8 +154,16 @@ def resized_latent(latent: Latent, height: int, width: int, method: str, crop: s
     masked = latent.masked_image
     if masked is not None:
         masked = resize_latents(masked, height, width, method, crop)
+    inpaint = latent.inpaint_mask  # a 9-channel model's 0/1 mask: stays 0/1
+    if inpaint is not None:
+        inpaint = resize_latents(inpaint, height, width, "bilinear", crop).round()
     return latent.with_(
-        samples=samples, std=None, noise_mask=mask, masked_image=masked, masked_image_std=None
+        samples=samples,
+        std=None,
+        noise_mask=mask,
+        masked_image=masked,
+        masked_image_std=None,
+        inpaint_mask=inpaint,
     )
 
 
@@ -456,6 +464,7 @@ class RepeatLatentBatch(Node):
                 noise_mask=repeated(latent.noise_mask),
                 masked_image=repeated(latent.masked_image),
                 masked_image_std=repeated(latent.masked_image_std),
+                inpaint_mask=repeated(latent.inpaint_mask),
             )
         }
 
@@ -511,6 +520,7 @@ class LatentCrop(Node):
                 noise_mask=cropped(latent.noise_mask),
                 masked_image=cropped(latent.masked_image),
                 masked_image_std=cropped(latent.masked_image_std),
+                inpaint_mask=cropped(latent.inpaint_mask),
             )
         }
 

@@ -187,6 +187,8 @@ def sampling_job(ctx: Context, model: Any, positive: Any, negative: Any, latent:
         settings["extra"] = {**settings.get("extra", {}), "image_prompts": model.image_prompts}
     if getattr(model, "attend_excite", None) is not None:  # Attend-and-Excite (nodes/attend_excite.py)
         settings["extra"] = {**settings.get("extra", {}), "attend_excite": model.attend_excite}
+    if getattr(model, "differential", None) is not None:  # DifferentialDiffusion (nodes/diffusion.py)
+        settings["extra"] = {**settings.get("extra", {}), "differential_diffusion": model.differential}
     return SampleJob(
         unet=checkpoint.unet,
         scheduler_config=scheduler_config(checkpoint.scheduler_config, model.sampling),

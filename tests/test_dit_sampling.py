@@ -7,6 +7,7 @@ pipeline draws from the same folder, prompt, seed, steps and guidance, to uint8 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -149,6 +150,39 @@ def draw(pipe: Any, seed: int = 7, **kwargs: Any) -> np.ndarray:
     kwargs.setdefault("width", SIZE)
     generator = torch.Generator("cpu").manual_seed(seed)
     return as_uint8(pipe(PROMPT, generator=generator, output_type="np", **kwargs).images)
+
+
+def ranged(nodes: dict, ranges: list[tuple[float, float]]) -> dict:
+    """``nodes`` with the positive prompt as copies limited to ``ranges`` (ConditioningSetTimestepRange),
+    combined."""
+    positive = None
+    for i, (start, end) in enumerate(ranges):
+        nodes[f"r{i}"] = {
+            "type": "ConditioningSetTimestepRange",
+            "inputs": {"conditioning": link("pos", "conditioning"), "start": start, "end": end},
+        }
+        if positive is None:
+            positive = link(f"r{i}", "conditioning")
+        else:
+            nodes[f"c{i}"] = {
+                "type": "ConditioningCombine",
+                "inputs": {"conditioning_a": positive, "conditioning_b": link(f"r{i}", "conditioning")},
+            }
+            positive = link(f"c{i}", "conditioning")
+    nodes["s"]["inputs"]["positive"] = positive
+    return nodes
+
+
+@pytest.mark.parametrize("ckpt", ["tiny-sd3", "tiny-flux-dev"])
+def test_flow_models_honour_timestep_ranges(root: Path, manager: ModelManager, ckpt: str) -> None:
+    """The prompt split into two halves of the schedule acts at every step once, as the prompt
+    alone does; the prompt limited to the second half leaves the first half's steps without it."""
+    nodes = flux_graph(ckpt) if ckpt.startswith("tiny-flux") else graph(ckpt)
+    plain = image_of(run_graph(nodes, root, manager))
+    halves = image_of(run_graph(ranged(copy.deepcopy(nodes), [(0.0, 0.5), (0.5, 1.0)]), root, manager))
+    assert_same(halves, plain)
+    late = image_of(run_graph(ranged(copy.deepcopy(nodes), [(0.5, 1.0)]), root, manager))
+    assert np.abs(late.astype(int) - plain.astype(int)).max() > 8
 
 
 # --------------------------------------------------------------------------- SD3

@@ -90,6 +90,15 @@ CORE_RULES: dict[str, Rule] = {
         widgets=("grow_mask_by",),
     ),
     "SetLatentNoiseMask": one("SetLatentNoiseMask", {"samples": "latent", "mask": "mask"}, ("latent",)),
+    "InpaintModelConditioning": one(
+        "InpaintModelConditioning",
+        same("positive", "negative", "vae", "pixels", "mask", "noise_mask"),
+        ("positive", "negative", "latent"),
+        widgets=("noise_mask",),
+    ),
+    "DifferentialDiffusion": one(
+        "DifferentialDiffusion", same("model", "strength"), ("model",), widgets=("strength",)
+    ),
     "LatentUpscale": one(
         "LatentUpscale",
         {"samples": "latent", **same("upscale_method", "width", "height", "crop")},
@@ -187,6 +196,12 @@ CORE_RULES: dict[str, Rule] = {
         "ConditioningConcat", same("conditioning_to", "conditioning_from"), ("conditioning",)
     ),
     "ConditioningZeroOut": one("ConditioningZeroOut", same("conditioning"), ("conditioning",)),
+    "ConditioningSetTimestepRange": one(
+        "ConditioningSetTimestepRange",
+        same("conditioning", "start", "end"),
+        ("conditioning",),
+        widgets=("start", "end"),
+    ),
     # logic
     "ComfySwitchNode": one(
         "Switch",
