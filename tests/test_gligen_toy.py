@@ -71,6 +71,31 @@ def test_training_resumes_exactly_and_exports_what_the_loader_reads(tmp_path: Pa
     assert picture.shape == (32, 32, 3)
 
 
+@pytest.mark.slow
+def test_a_second_phase_starts_from_the_first_runs_state_with_a_decaying_lr(tmp_path: Path) -> None:
+    import json
+
+    from training import gligen
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert gligen.main(train_args(first, 2)) == 0
+    out = tmp_path / "toy-gligen.safetensors"
+    extra = ["--init-from", str(first), "--decay", "cosine", "--warmup", "1", "--seed", "1"]
+    assert gligen.main([*train_args(second, 2, *extra), "--export", str(out)]) == 0
+    # Adam's step count goes on from the first run's: its modules and optimizer were the start
+    adam = load_file(second / "state" / "optimizer.safetensors")
+    assert {v.item() for k, v in adam.items() if k.endswith("step")} == {4.0}
+    config = json.loads((second / "config.json").read_text())
+    assert config["init_from"] == str(first) and config["init_step"] == 2
+    lrs = [r["lr"] for r in read_log(second)]
+    assert lrs[0] > lrs[1] > 0
+    # resuming the second phase keeps where it began
+    assert gligen.main([*train_args(second, 3, *extra)]) == 0
+    assert json.loads((second / "config.json").read_text())["init_step"] == 2
+    card = out.with_suffix(".md").read_text()
+    assert f"--out {first}" in card and f"--init-from {first}" in card and "4 steps" in card
+
+
 def test_the_regions_baseline_builds_one_region_per_shape() -> None:
     from toyworld import Scene, Shape
     from training import quality_gligen

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from training.frozen import DEFAULT_SD, FrozenSD, load_frozen_sd
 from training.loop import prepare, train
-from training.run_folder import read_state, recent_loss, write_config
+from training.run_folder import load_state, read_state, recent_loss, write_config
 from training.script import add_common_args, count_parameters, measure_step, settings
 from training.seeding import step_generator
 
@@ -276,6 +276,35 @@ def open_gates(adapter: GligenAdapter, attn: float, dense: float, zero_out: bool
                 fuser.ff.net[-1].bias.zero_()
 
 
+def init_phase(
+    init_from: Path, run: Path, resuming: bool, modules: dict[str, torch.nn.Module], optimizer: Any
+) -> dict[str, Any]:
+    """A second phase: a new run starts from ``init_from``'s latest state (its modules and optimizer;
+    the new run's own steps, seeds and schedule). Returns the config entries that say where it began
+    (a resumed second phase keeps those it saved)."""
+    if resuming:
+        saved = json.loads((run / "config.json").read_text())
+        return {k: saved[k] for k in ("init_step", "init_minutes")}
+    state = load_state(Path(init_from), modules, optimizer)
+    if state is None:
+        raise FileNotFoundError(f"--init-from {init_from} holds no training state to start from")
+    return {"init_step": state.step, "init_minutes": round(state.elapsed / 60, 2)}
+
+
+def lr_schedule(args: argparse.Namespace) -> Any:
+    """Warm-up, then constant or (``--decay cosine``) cosine-decayed to 0 at ``--steps``."""
+    import math
+
+    if not args.decay:
+        return None
+    return lambda step: (
+        args.lr
+        * min(1.0, (step + 1) / max(1, args.warmup))
+        * 0.5
+        * (1 + math.cos(math.pi * step / args.steps))
+    )
+
+
 # --------------------------------------------------------------------------- export
 
 
@@ -305,6 +334,24 @@ def export(adapter: GligenAdapter, unet: Any, run: Path, out: Path) -> Path:
     return out
 
 
+def run_command(config: dict[str, Any], steps: int, export_to: Path | None) -> str:
+    """The command that makes (or resumes) the run of ``config`` to ``steps`` steps."""
+    return (
+        f"OMP_WAIT_POLICY=PASSIVE python -m training.gligen --out {config['out']} --sd {config['sd']}"
+        f" --steps {steps} --batch {config['batch']} --lr {config['lr']} --warmup {config['warmup']}"
+        f" --seed {config['seed']}"
+        f" --pool {config['pool']} --ema {config['ema']} --no-position {config['no_position']}"
+        f" --cell-boxes {config['cell_boxes']} --drop {config['drop']} --t-min {config['t_min']}"
+        f" --max-weight {config['max_weight']} --gate-attn {config.get('gate_attn', 0.0)}"
+        f" --gate-dense {config.get('gate_dense', 0.0)}{' --zero-out' if config.get('zero_out') else ''}"
+        f" --probe-every {config.get('probe_every', 0)}"
+        + (f" --init-from {config['init_from']}" if config.get("init_from") else "")
+        + (f" --decay {config['decay']}" if config.get("decay") else "")
+        + " --threads 1"
+        + (f" --export {export_to}" if export_to else "")
+    )
+
+
 def model_card(adapter: GligenAdapter, run: Path, out: Path) -> str:
     config = json.loads((run / "config.json").read_text())
     state = read_state(run)
@@ -312,16 +359,18 @@ def model_card(adapter: GligenAdapter, run: Path, out: Path) -> str:
     loss = recent_loss(run)
     minutes = (state.elapsed if state else 0) / 60
     ending = f"; mean loss of the last 100 steps {loss:.4f}." if loss is not None else "."
-    command = (
-        f"OMP_WAIT_POLICY=PASSIVE python -m training.gligen --out runs/gligen --sd {config['sd']}"
-        f" --steps {steps_done} --batch {config['batch']} --lr {config['lr']} --warmup {config['warmup']}"
-        f" --seed {config['seed']}"
-        f" --pool {config['pool']} --ema {config['ema']} --no-position {config['no_position']}"
-        f" --cell-boxes {config['cell_boxes']} --drop {config['drop']} --t-min {config['t_min']}"
-        f" --max-weight {config['max_weight']} --gate-attn {config.get('gate_attn', 0.0)}"
-        f" --gate-dense {config.get('gate_dense', 0.0)}{' --zero-out' if config.get('zero_out') else ''}"
-        f" --probe-every {config.get('probe_every', 0)} --threads 1 --export {out}"
-    )
+    command = run_command(config, steps_done, out)
+    first = ""
+    if config.get("init_from"):
+        # a second phase: the first run's command to the step it started from comes first
+        init = json.loads((Path(config["init_from"]) / "config.json").read_text())
+        command = run_command(init, config["init_step"], None) + "\n" + command
+        first = (
+            f" It started from {config['init_from']} at step {config['init_step']}"
+            f" ({config['init_minutes']:.1f} minutes): {config['init_step'] + steps_done} steps,"
+            f" {config['init_minutes'] + minutes:.1f} minutes in all."
+        )
+    schedule = "constant" if not config.get("decay") else f"{config['decay']}-decayed to 0"
     return "\n".join(
         [
             "# toy-gligen: a GLIGEN text-box adapter for toy-sd",
@@ -353,9 +402,9 @@ def model_card(adapter: GligenAdapter, run: Path, out: Path) -> str:
             "- The clean latents' MSE (the noise's weighted by (1 - a) / a, capped at "
             f"{config['max_weight']}) at",
             f"  uniform timesteps from {config['t_min']}, AdamW lr {config['lr']} ({config['warmup']} "
-            f"warm-up steps), batch {config['batch']},",
+            f"warm-up steps, then {schedule}), batch {config['batch']},",
             f"  seed {config['seed']}, EMA {config['ema']} (exported): {steps_done} steps in",
-            f"  {minutes:.1f} minutes on {config['device']} ({config['threads']} thread){ending}",
+            f"  {minutes:.1f} minutes on {config['device']} ({config['threads']} thread){ending}{first}",
             f"- Exported {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
             "",
             "## Reproducing it",
@@ -364,7 +413,7 @@ def model_card(adapter: GligenAdapter, run: Path, out: Path) -> str:
             command,
             "```",
             "",
-            "`python bench/toy_quality.py --tasks gligen,regions` measures it against regional prompting",
+            "`python bench/toy_quality.py --tasks gligen` measures it against regional prompting in one run",
             "(docs/gligen.md, docs/toy-models.md).",
             "",
         ]
@@ -396,6 +445,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pool", type=int, default=4096, help="training scenes in the pool")
     parser.add_argument("--ema", type=float, default=0.995, help="EMA decay (0: none); the export takes it")
     parser.add_argument("--export", type=Path, default=None, help="write the adapter file here at the end")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="a new run starts from this run's latest state (adapter, EMA, optimizer): a second phase",
+    )
+    parser.add_argument(
+        "--decay", choices=["cosine"], default=None, help="decay the lr to 0 at --steps (default: constant)"
+    )
     return parser.parse_args(argv)
 
 
@@ -432,8 +490,11 @@ def main(argv: list[str] | None = None) -> int:
         ema["ema_adapter"] = ("adapter", args.ema)
     run = Path(args.out)
     config = {**settings(args), "export": str(args.export), "adapter": {"paths": adapter.paths}}
-    write_config(run, config, read_state(run) is not None)
-    state = train(args, modules, optimizer, step_fn, ema=ema)
+    resuming = read_state(run) is not None
+    if args.init_from:
+        config.update(init_phase(args.init_from, run, resuming, modules, optimizer))
+    write_config(run, config, resuming)
+    state = train(args, modules, optimizer, step_fn, ema=ema, lr_at=lr_schedule(args))
     print(f"GLIGEN ({state.status}, step {state.step}) in {run}")
     if args.export:
         final = modules.get("ema_adapter", adapter)

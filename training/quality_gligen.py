@@ -1,12 +1,14 @@
 """GLIGEN boxes against regional prompting on held-out two-object toy scenes (bench/toy_quality.py's
 ``gligen`` and ``regions`` tasks).
 
-Both tasks draw the same held-out two-shape scenes with the same seeds, with toy-sd (DPM++ 2M, cfg 5,
+Both draw the same held-out two-shape scenes with the same seeds, with toy-sd (DPM++ 2M, cfg 5,
 20 steps), and the analyzer reads each expected shape's kind, color and cell:
 
 - ``gligen``: one prompt naming the shapes without their places ("a red circle and a blue square"),
-  and a GLIGENTextBoxApply per shape ("a red circle" in its grid cell) with the bundled toy-gligen
-  adapter: only the boxes can put the shapes in their cells.
+  and a GLIGENTextBoxApply per shape ("a red circle" in its grid cell, ``beta`` 1.0 as in
+  workflows/gligen.json and ComfyUI) with the bundled toy-gligen adapter: only the boxes can put the
+  shapes in their cells. The task also draws the ``regions`` pictures of the same scenes and seeds,
+  so its ``*_vs_regions`` figures (GLIGEN's minus regions') compare the two within one run.
 - ``regions``: the studio's regional prompting (workflows/regional-prompt.json): each shape's own
   phrase with its place ("a red circle at the top left") limited to its cell by ConditioningRegion,
   the regions combined.
@@ -14,6 +16,7 @@ Both tasks draw the same held-out two-shape scenes with the same seeds, with toy
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from toyworld import Scene, caption
@@ -21,8 +24,11 @@ from toyworld.world import article, join_phrases
 from training.quality import CFG, SAMPLER, SIZE, STEPS, Studio, attribute_scores, held_out_scenes, link
 
 GLIGEN = "toy-gligen.safetensors"
-#: The share of the steps with the boxes on (the pipeline's default scheduled sampling).
-BETA = 0.3
+#: The share of the steps with the boxes on: 1.0, every step, as ComfyUI and workflows/gligen.json
+#: (the pipeline's default scheduled sampling is 0.3, the ``gligen_beta0.3`` variant).
+BETA = 1.0
+#: The figures of :func:`gligen` also given as GLIGEN's minus regions' (``position_vs_regions``...).
+COMPARED = ("shape", "color", "position", "all", "count")
 
 
 def phrase(shape: Any) -> str:
@@ -139,8 +145,14 @@ def _measure(studio: Studio, task: str, n: int, seed: int, build: Any) -> dict[s
 
 
 def gligen(studio: Studio, n: int, seed: int = 11) -> dict[str, Any]:
-    """Held-out two-shape scenes from GLIGEN boxes and a prompt without places."""
-    return _measure(studio, "gligen", n, seed, gligen_nodes)
+    """Held-out two-shape scenes from GLIGEN boxes (beta 1.0) and a prompt without places, with
+    regional prompting's figures on the same scenes and seeds (``regions_*``) and the differences
+    (``*_vs_regions``, positive where the boxes do better)."""
+    boxes = _measure(studio, "gligen", n, seed, gligen_nodes)
+    baseline = _measure(studio, "regions", n, seed, region_nodes)
+    boxes.update({f"regions_{k}": baseline[k] for k in COMPARED})
+    boxes.update({f"{k}_vs_regions": round(boxes[k] - baseline[k], 4) for k in COMPARED})
+    return boxes
 
 
 def regions(studio: Studio, n: int, seed: int = 11) -> dict[str, Any]:
@@ -157,24 +169,27 @@ def no_boxes_nodes(scene: Scene, seed: int) -> dict[str, Any]:
 
 #: The variants ``python -m training.quality_gligen`` measures beside the two tasks.
 VARIANTS: dict[str, Any] = {
+    "gligen_beta0.3": lambda s, seed: gligen_nodes(s, seed, beta=0.3),
     "gligen_beta0.5": lambda s, seed: gligen_nodes(s, seed, beta=0.5),
     "gligen_beta1.0": lambda s, seed: gligen_nodes(s, seed, beta=1.0),
-    "gligen_places_beta0.3": lambda s, seed: gligen_nodes(s, seed, prompt=caption(s)),
+    "gligen_places_beta0.3": lambda s, seed: gligen_nodes(s, seed, prompt=caption(s), beta=0.3),
     "no_boxes": no_boxes_nodes,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m training.quality_gligen [--n 100] [--variants a,b]``: one JSON line per variant, on
-    the scenes and seeds of the ``gligen`` and ``regions`` tasks."""
+    """``python -m training.quality_gligen [--n 100] [--variants a,b] [--models DIR]``: one JSON line
+    per variant, on the scenes and seeds of the ``gligen`` and ``regions`` tasks (``--models``: another
+    models folder, e.g. a candidate adapter in DIR/gligen beside a link to the checkpoints)."""
     import argparse
     import json
 
     parser = argparse.ArgumentParser(prog="python -m training.quality_gligen", description=main.__doc__)
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--variants", default=",".join(VARIANTS), help=", ".join(VARIANTS))
+    parser.add_argument("--models", type=Path, default=None, help="the models folder (default: models/)")
     args = parser.parse_args(argv)
-    studio = Studio()
+    studio = Studio(models=args.models)
     for name in args.variants.split(","):
         print(json.dumps(_measure(studio, name, args.n, 11, VARIANTS[name])), flush=True)
     return 0
