@@ -81,6 +81,19 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--snr-gamma", type=float, default=None, help="min-SNR-gamma loss weighting, e.g. 5 (default: off)"
     )
+    parser.add_argument(
+        "--shift",
+        type=int,
+        default=0,
+        help="also show each picture moved by up to this many pixels (default: 0, off)",
+    )
+    parser.add_argument(
+        "--timestep-bias",
+        choices=("none", "earlier", "later"),
+        default="none",
+        help="draw the least noisy (earlier: fine detail) or noisiest (later: layout) quarter of "
+        "the timesteps 3x as often (default: none, uniform)",
+    )
     prior = parser.add_argument_group("prior preservation (DreamBooth)")
     prior.add_argument(
         "--prior-preservation", action="store_true", help="also learn to keep drawing the class as before"
@@ -157,6 +170,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         prior_weight=args.prior_weight,
         resolution=args.resolution,
         snr_gamma=args.snr_gamma,
+        shift=args.shift,
+        timestep_bias=args.timestep_bias,
         seed=args.seed,
         threads=args.threads,
         max_minutes=args.max_minutes,

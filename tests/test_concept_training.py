@@ -147,6 +147,9 @@ def test_training_is_deterministic_for_a_seed(stars: Path, tmp_path: Path, lora_
     other = train_concept(config("lora", stars, tmp_path / "other.safetensors", token="star", seed=1))
     third = load_file(str(other.path))
     assert any(not torch.equal(first[k], third[k]) for k in first)
+    moved = train_concept(config("lora", stars, tmp_path / "moved.safetensors", token="star", shift=1))
+    fourth = load_file(str(moved.path))  # the pictures also seen moved by a pixel: another result
+    assert any(not torch.equal(first[k], fourth[k]) for k in first)
 
 
 # -------------------------------------------------------------------------------------- embedding
@@ -275,8 +278,11 @@ def test_single_file_checkpoint_trains(stars: Path, tmp_path: Path) -> None:
     single = write_original_sd1(TOY_SD, tmp_path / "toy.safetensors")
     save_config_folder(TOY_SD, tmp_path / "toy.config")
     out = tmp_path / "from-single.safetensors"
-    result = train_concept(ConceptConfig("lora", single, stars, out, token="star", steps=1, threads=1))
+    threads = torch.get_num_threads()
+    config = ConceptConfig("lora", single, stars, out, token="star", steps=1, threads=threads + 1)
+    result = train_concept(config)
     assert result.path.is_file()
+    assert torch.get_num_threads() == threads  # its thread count held only while it trained
 
 
 # ---------------------------------------------------------------------------------- bad requests
@@ -303,6 +309,8 @@ def test_bad_requests_are_refused_before_training(stars: Path, tmp_path: Path) -
         (config("embedding", stars, out, init_word="red circle"), "init word"),
         (config("lora", stars, out, prior_preservation=True), "class prompt"),
         (config("lora", stars, out, steps=0), "steps must be at least 1"),
+        (config("lora", stars, out, shift=-1), "shift must be 0"),
+        (config("lora", stars, out, shift=9), "shift 9 is too large"),
         (ConceptConfig("lora", tmp_path, stars, out), "model_index.json"),
     ]
     if sd3.is_dir():

@@ -43,6 +43,8 @@ class ConceptConfig:
     prior_weight: float = 1.0
     resolution: int | None = None  # None: the model's (sample_size * vae scale)
     snr_gamma: float | None = None  # min-SNR-gamma loss weighting (diffusers' compute_snr); None: off
+    shift: int = 0  # the concept's pictures also seen moved by up to this many pixels (data.shifted)
+    timestep_bias: Literal["none", "earlier", "later"] = "none"  # trainer.timestep_weights
     seed: int = 0
     threads: int | None = None
     max_minutes: float | None = None
@@ -64,6 +66,8 @@ class ConceptConfig:
             "class_prompt",
             "prior_weight",
             "snr_gamma",
+            "shift",
+            "timestep_bias",
         )
         chosen = {k: getattr(self, k) for k in keys} | {"learning_rate": self.lr}
         if self.kind == "lora":
@@ -111,6 +115,12 @@ def check_config(config: ConceptConfig) -> None:
             raise ConceptError(f"{name} must be at least 1, not {value}")
     if config.snr_gamma is not None and config.snr_gamma <= 0:
         raise ConceptError(f"snr_gamma must be positive (5 is usual), not {config.snr_gamma}")
+    if config.shift < 0:
+        raise ConceptError(f"shift must be 0 (off) or a number of pixels, not {config.shift}")
+    if config.timestep_bias not in ("none", "earlier", "later"):
+        raise ConceptError(
+            f"timestep_bias must be 'none', 'earlier' or 'later', not {config.timestep_bias!r}"
+        )
     if config.targets not in ("attention", "all"):
         raise ConceptError(f"targets must be 'attention' or 'all', not {config.targets!r}")
     if config.lr <= 0:

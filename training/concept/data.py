@@ -1,6 +1,10 @@
 """The pictures and captions a concept is learnt from: a folder of png/jpg/webp files, each with an
 optional ``.txt`` caption of the same stem, read with Pillow and fitted to the model's resolution
-(scaled so the short side fits, then cropped in the middle: no flips, which would move things)."""
+(scaled so the short side fits, then cropped in the middle: no flips, which would move things).
+
+:func:`shifted` is the one augmentation: each picture also seen moved by a few pixels (edges
+repeated), so a few pictures teach the concept's look a little apart from the exact places it stands
+in them, while captions that say where things are stay true."""
 
 from __future__ import annotations
 
@@ -67,6 +71,41 @@ def read_examples(folder: Path, resolution: int, token: str) -> list[Example]:
         Example(fit(path, resolution), caption_of(path, f"a photo of {token}"), path.name)
         for path in picture_files(folder)
     ]
+
+
+#: At most this many placements per picture when shifting (all of them when there are fewer).
+SHIFT_VARIANTS = 25
+
+
+def shifted(examples: list[Example], shift: int, seed: int = 0) -> list[Example]:
+    """Each example moved by offsets (dx, dy) in [-shift, shift]^2, edges repeated: every offset when
+    there are at most :data:`SHIFT_VARIANTS`, else the unshifted picture and randomly chosen others
+    (fixed by ``seed``). ``shift`` 0 gives the examples back."""
+    if shift <= 0:
+        return list(examples)
+    offsets = [(dx, dy) for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1)]
+    rng = np.random.default_rng(seed)
+    out = []
+    for example in examples:
+        chosen = offsets
+        if len(offsets) > SHIFT_VARIANTS:
+            others = [o for o in offsets if o != (0, 0)]
+            picks = rng.choice(len(others), size=SHIFT_VARIANTS - 1, replace=False)
+            chosen = [(0, 0), *(others[i] for i in sorted(picks))]
+        for dx, dy in chosen:
+            out.append(Example(shift_pixels(example.pixels, dx, dy), example.caption, example.name))
+    return out
+
+
+def shift_pixels(pixels: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """(C, H, W) moved right by ``dx`` and down by ``dy`` pixels, the edge rows and columns repeated."""
+    height, width = pixels.shape[1:]
+    pad = max(abs(dx), abs(dy))
+    if pad == 0:
+        return pixels
+    padded = np.pad(pixels, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    top, left = pad - dy, pad - dx
+    return np.ascontiguousarray(padded[:, top : top + height, left : left + width])
 
 
 def check_pictures(folder: Path) -> None:

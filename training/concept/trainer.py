@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from training.concept.config import ConceptConfig, ConceptError, ConceptResult, StepReport, check_config
-from training.concept.data import Example, check_pictures, read_examples
+from training.concept.data import Example, check_pictures, read_examples, shifted
 from training.concept.lora_file import (
     TEXT_TARGETS,
     UNET_TARGETS,
@@ -47,11 +47,25 @@ def train_concept(
     should_stop: Callable[[], bool] | None = None,
 ) -> ConceptResult:
     """Train the concept and write ``config.out``; see :class:`ConceptConfig`. When ``should_stop()``
-    turns true or ``max_minutes`` pass, what was learnt so far is saved and ``stopped`` is True."""
+    turns true or ``max_minutes`` pass, what was learnt so far is saved and ``stopped`` is True.
+    ``config.threads`` holds only while it trains: a studio worker that runs other jobs after it
+    gets its own thread count back."""
     check_config(config)
     check_pictures(Path(config.images))
+    threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(int(config.threads))
+    try:
+        return _train(config, on_step, should_stop)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    config: ConceptConfig,
+    on_step: Callable[[StepReport], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> ConceptResult:
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     checkpoint = _load(config, device)
     resolution = config.resolution or int(checkpoint.unet.config.sample_size) * checkpoint.vae_scale
@@ -74,7 +88,10 @@ def train_concept(
         params = add_lora(unet, UNET_TARGETS_ALL if config.targets == "all" else UNET_TARGETS, config.rank)
         if config.train_text_encoder:
             params += add_lora(encoder, TEXT_TARGETS, config.rank)
-    instance = _encode(checkpoint, examples, captions, tokenizer, device)
+    if config.shift and config.shift * 4 > resolution:
+        raise ConceptError(f"shift {config.shift} is too large for {resolution}-pixel pictures")
+    moved = shifted([replace(e, caption=c) for e, c in zip(examples, captions, strict=True)], config.shift)
+    instance = _encode(checkpoint, moved, [e.caption for e in moved], tokenizer, device)
     prior = None
     if config.prior_preservation:
         prior_examples = class_examples(config, checkpoint, resolution, device)
@@ -100,6 +117,7 @@ def train_concept(
         return cached[key]
 
     scaling = float(checkpoint.vae.config.scaling_factor)
+    weights = timestep_weights(config.timestep_bias, int(noise_scheduler.config.num_train_timesteps))
     losses: list[float] = []
     start = time.monotonic()
     stopped = False
@@ -114,9 +132,12 @@ def train_concept(
         ids = torch.cat([p[2] for p in parts])
         latents = (mean + std * torch.randn(mean.shape, generator=generator)) * scaling
         noise = torch.randn(latents.shape, generator=generator)
-        timesteps = torch.randint(
-            0, noise_scheduler.config.num_train_timesteps, (len(latents),), generator=generator
-        )
+        if weights is None:
+            timesteps = torch.randint(
+                0, noise_scheduler.config.num_train_timesteps, (len(latents),), generator=generator
+            )
+        else:
+            timesteps = torch.multinomial(weights, len(latents), replacement=True, generator=generator)
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
         if noise_scheduler.config.prediction_type == "v_prediction":
             target = noise_scheduler.get_velocity(latents, noise, timesteps)
@@ -157,6 +178,28 @@ def train_concept(
         metadata |= {"trigger": config.token} | lora_metadata(config.rank, checkpoint.family)
     path = _save(tensors, metadata, Path(config.out))
     return ConceptResult(path, len(losses), tuple(losses), time.monotonic() - start, stopped)
+
+
+#: ``timestep_bias``: this share of the timesteps (the least noisy for "earlier", the noisiest for
+#: "later") is drawn this many times as often as the others, as diffusers' SDXL training script does.
+BIAS_PORTION = 0.25
+BIAS_MULTIPLIER = 3.0
+
+
+def timestep_weights(bias: str, count: int) -> torch.Tensor | None:
+    """Sampling weights over the ``count`` training timesteps; None for uniform ("none").
+
+    "earlier" favours the little-noise steps, where a picture's fine detail is learnt (a small
+    concept's exact outline); "later" the very noisy ones, where layout and coarse shape are."""
+    if bias == "none":
+        return None
+    weights = torch.ones(count)
+    portion = int(BIAS_PORTION * count)
+    if bias == "earlier":
+        weights[:portion] *= BIAS_MULTIPLIER
+    else:
+        weights[count - portion :] *= BIAS_MULTIPLIER
+    return weights / weights.sum()
 
 
 def _min_snr_weights(scheduler: Any, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
