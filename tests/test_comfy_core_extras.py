@@ -1,6 +1,6 @@
-"""The last small ComfyUI core nodes: LatentCrop, ComfySwitchNode (Switch), ImageScaleToTotalPixels,
-MaskComposite, GetImageSize and Canny (CannyEdges), each against a formula written here or
-Pillow / OpenCV, and their import from ComfyUI's formats."""
+"""The last small ComfyUI core nodes: LatentCrop, ComfySwitchNode (Switch), PreviewAny (ShowValue),
+ImageScaleToTotalPixels, MaskComposite, GetImageSize and Canny (CannyEdges), each against a formula
+written here or Pillow / OpenCV, and their import from ComfyUI's formats."""
 
 from __future__ import annotations
 
@@ -149,6 +149,36 @@ def test_switch_ui_widget_order():
     }
     result = convert(read_prompt(ui), "test.json")
     assert result.workflow["nodes"]["2"]["inputs"]["select"] is False
+
+
+def test_preview_any_shows_its_value_after_import():
+    """ComfyUI's PreviewAny (UI format, its three preview widgets saved as nulls) becomes ShowValue,
+    which shows the value it is given."""
+    ui = {
+        "last_node_id": 2,
+        "last_link_id": 1,
+        "nodes": [
+            {"id": 1, "type": "GetImageSize", "inputs": [{"name": "image", "type": "IMAGE", "link": 2}]},
+            {"id": 3, "type": "EmptyImage", "inputs": [], "widgets_values": [48, 16, 1, 0], "outputs": []},
+            {
+                "id": 2,
+                "type": "PreviewAny",
+                "inputs": [{"name": "source", "type": "*", "link": 1}],
+                "outputs": [{"name": "STRING", "type": "STRING", "links": None}],
+                "widgets_values": [None, None, None],
+            },
+        ],
+        "links": [[1, 1, 0, 2, 0, "INT"], [2, 3, 0, 1, 0, "IMAGE"]],
+        "version": 0.4,
+    }
+    result = convert(read_prompt(ui), "test.json")
+    assert result.complete and result.warnings == []
+    shown = result.workflow["nodes"]["2"]
+    assert (shown["type"], shown["inputs"]) == ("ShowValue", {"value": link("1", "width")})
+    registry = default_registry()
+    run = Executor(registry).run(valid(result.workflow, registry))
+    assert run.status == "done", run.error
+    assert run.outputs["2"]["text"] == "48"
 
 
 # --- ImageScaleToTotalPixels --------------------------------------------------------------------------

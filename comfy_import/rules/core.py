@@ -209,4 +209,6 @@ CORE_RULES: dict[str, Rule] = {
         ("value",),
         widgets=("switch",),
     ),
+    # its widgets are the page's own preview boxes, not inputs
+    "PreviewAny": one("ShowValue", {"source": "value"}, ("text",)),
 }
