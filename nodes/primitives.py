@@ -168,8 +168,8 @@ class Switch(Node):
     description = "Pass on one of two inputs; only the chosen branch is computed."
     inputs = (
         Input("select", T.BOOLEAN, default=True, description="True picks on_true, false picks on_false."),
-        Input("on_true", T.ANY, lazy=True, optional=True, accepts="link"),
-        Input("on_false", T.ANY, lazy=True, optional=True, accepts="link"),
+        Input("on_true", T.ANY, lazy=True, optional=True, accepts="both"),
+        Input("on_false", T.ANY, lazy=True, optional=True, accepts="both"),
     )
     outputs = (Output("value", T.ANY),)
 

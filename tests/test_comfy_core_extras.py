@@ -127,6 +127,19 @@ def test_switch_and_get_image_size_run_after_import(switch, size):
     assert ("2" if switch else "1") not in run.executed  # only the chosen branch ran
 
 
+@pytest.mark.parametrize("select", [True, False])
+def test_switch_takes_constants_as_its_branches(select):
+    """ComfyUI templates switch between texts typed into primitives, which import as constants."""
+    workflow = {
+        "s": node("Switch", select=select, on_true="yes", on_false="no"),
+        "show": node("ShowValue", value=link("s", "value")),
+    }
+    registry = default_registry()
+    run = Executor(registry).run(valid({"version": 1, "nodes": workflow}, registry))
+    assert run.status == "done", run.error
+    assert run.outputs["show"]["text"] == ("'yes'" if select else "'no'")
+
+
 def test_switch_ui_widget_order():
     ui = {
         "last_node_id": 3,
