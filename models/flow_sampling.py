@@ -189,11 +189,11 @@ class FlowModel:
         self.conds = list(job.negative) + list(job.positive) if self.use_cfg else list(job.positive)
         for cond in self.conds:
             self._check_cond(cond, config)
-        #: ConditioningSetTimestepRange (models/sampling.py's TimestepRanges); None when every
+        #: ConditioningSetTimestepRange (models/per_step.py's TimestepRanges); None when every
         #: conditioning acts throughout.
         self.ranges: TimestepRanges | None = None
         if any(c.timestep_range != (0.0, 1.0) for c in self.conds):
-            from models.sampling import TimestepRanges
+            from models.per_step import TimestepRanges
 
             self.ranges = TimestepRanges.of(job)
         self.skip: SkipLayers | None = job.extra.get("skip_layers")

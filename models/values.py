@@ -58,7 +58,7 @@ class ModelRef:
     #: latents toward the subject tokens' attention peaks during the first steps.
     attend_excite: Any = None
     #: DifferentialDiffusion's strength, or None: a soft noise mask then says how early each place may
-    #: change (models.sampling.differential_mask).
+    #: change (models.per_step.differential_mask).
     differential: float | None = None
 
     def with_(self, **changes: Any) -> ModelRef:

@@ -167,7 +167,8 @@ def test_a_full_range_is_no_range(models_root, manager):
 
 
 def test_a_side_with_no_conditioning_in_range_predicts_a_clean_zero_latent():
-    from models.sampling import TimestepRanges, to_clean
+    from models.per_step import TimestepRanges
+    from models.sampling import to_clean
     from models.schedules import ModelLevels
     from models.values import Cond
 
@@ -187,7 +188,7 @@ def test_a_side_with_no_conditioning_in_range_predicts_a_clean_zero_latent():
 
 
 def test_flow_models_leave_conditionings_out_by_their_own_levels():
-    from models.sampling import TimestepRanges
+    from models.per_step import TimestepRanges
     from models.schedules import FlowLevels
     from models.values import Cond
 
