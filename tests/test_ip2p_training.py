@@ -71,6 +71,20 @@ def test_the_pool_holds_the_items_latents_and_reads_back(frozen_sd, tmp_path: Pa
         assert torch.equal(built, read) and built.stride() == read.stride()
 
 
+def test_two_shape_items_name_one_shape_of_two_and_change_only_it():
+    from toyworld import analyze
+
+    for index in range(12):
+        source, text, target = ip2p.edit_item(5, 0, index, 32, shapes=2)
+        before, after = ({(d.kind, d.color, d.cell) for d in analyze(p).shapes} for p in (source, target))
+        assert len(before) == len(after) == 2, text
+        # exactly one of the two shapes is what it was no more (recolored or moved)
+        assert len(before & after) == 1, (text, before, after)
+    # left unset, scenes of one shape come too, as before the option existed
+    counts = {len(analyze(ip2p.edit_item(5, 0, i, 32)[0]).shapes) for i in range(24)}
+    assert counts == {1, 2}
+
+
 def test_cosine_schedule_warms_up_then_decays_to_its_floor():
     args = argparse.Namespace(lr=1e-3, warmup=10, steps=110, decay_to=0.1)
     lr_at = ip2p.lr_schedule(args)
@@ -101,6 +115,8 @@ def pool_run(out: Path, steps: int) -> list[str]:
         "6",
         "--edit-weight",
         "2",
+        "--shapes",
+        "2",
         "--decay-to",
         "0.1",
         "--warmup",
@@ -128,7 +144,14 @@ def test_a_pool_run_from_the_shipped_editor_resumes_exactly(frozen_sd, tmp_path:
     shipped_card = (TOY_IP2P / "README.md").read_text()
     assert len(commands) >= 2 and all(c in shipped_card for c in commands[:-1])
     assert commands[-1].startswith("python -m training.ip2p ") and "--steps 3 " in commands[-1]
-    for option in ("--pool 6", "--edit-weight 2.0", "--decay-to 0.1 --decay-steps 3", f"--init {TOY_IP2P}"):
+    assert "(2 shapes)" in card
+    for option in (
+        "--pool 6",
+        "--edit-weight 2.0",
+        "--shapes 2",
+        "--decay-to 0.1 --decay-steps 3",
+        f"--init {TOY_IP2P}",
+    ):
         assert option in commands[-1]
 
 

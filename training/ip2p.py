@@ -58,14 +58,16 @@ POOL_STEP = 1 << 40  # the "step" whose items make up the pool (training steps n
 CHANGED = 0.02  # a pixel differs between source and edit when a channel moves by more than this in [-1, 1]
 
 
-def edit_item(seed: int, step: int, index: int, size: int) -> tuple[np.ndarray, str, np.ndarray]:
+def edit_item(
+    seed: int, step: int, index: int, size: int, shapes: int | None = None
+) -> tuple[np.ndarray, str, np.ndarray]:
     """(source picture, instruction, edited picture) of item ``index`` of step ``step``: both scenes
-    from the training split only."""
+    from the training split only, of ``shapes`` shapes (1 or 2 at random when None)."""
     from toyworld import edit, instructions, random_scene, render
 
     rng = np.random.default_rng([seed, step, index])
     while True:
-        scene = random_scene(rng, size=size, split="train")
+        scene = random_scene(rng, size=size, shapes=shapes, split="train")
         found = instructions(scene, rng, 1, split="train")
         if found:
             return render(scene), found[0], render(edit(scene, found[0]))
@@ -137,12 +139,20 @@ class EditPool:
 
 
 @torch.no_grad()
-def build_pool(sd: FrozenSD, n: int, seed: int, size: int, device: torch.device, chunk: int = 64) -> EditPool:
-    """``n`` edits (item i is ``edit_item(seed, POOL_STEP, i)``) encoded by the frozen VAE."""
+def build_pool(
+    sd: FrozenSD,
+    n: int,
+    seed: int,
+    size: int,
+    device: torch.device,
+    chunk: int = 64,
+    shapes: int | None = None,
+) -> EditPool:
+    """``n`` edits (item i is ``edit_item(seed, POOL_STEP, i, size, shapes)``) encoded by the frozen VAE."""
     parts: dict[str, list[torch.Tensor]] = {"source": [], "mean": [], "std": [], "changed": []}
     texts: list[str] = []
     for start in range(0, n, chunk):
-        items = [edit_item(seed, POOL_STEP, i, size) for i in range(start, min(n, start + chunk))]
+        items = [edit_item(seed, POOL_STEP, i, size, shapes) for i in range(start, min(n, start + chunk))]
         source = to_tensor([s for s, _, _ in items]).to(device)
         target = to_tensor([t for _, _, t in items]).to(device)
         posterior = sd.vae.encode(target).latent_dist
@@ -160,7 +170,7 @@ def pool_for(run: Path, sd: FrozenSD, args: argparse.Namespace, device: torch.de
     if path.is_file():
         return EditPool.load(path, device)
     start = time.monotonic()
-    pool = build_pool(sd, args.pool, args.seed, args.size, device)
+    pool = build_pool(sd, args.pool, args.seed, args.size, device, shapes=args.shapes)
     path.parent.mkdir(parents=True, exist_ok=True)
     pool.save(path)
     print(f"built a pool of {args.pool} edits in {time.monotonic() - start:.0f} s", flush=True)
@@ -181,7 +191,7 @@ def ip2p_step(
     def step_fn(step: int) -> dict[str, float]:
         generator = step_generator(args.seed, step, device)
         if pool is None:
-            items = [edit_item(args.seed, step, i, args.size) for i in range(args.batch)]
+            items = [edit_item(args.seed, step, i, args.size, args.shapes) for i in range(args.batch)]
             source = to_tensor([s for s, _, _ in items]).to(device)
             target = to_tensor([t for _, _, t in items]).to(device)
             texts = [text for _, text, _ in items]
@@ -344,6 +354,8 @@ def reproduce_commands(run: Path, config: dict[str, Any]) -> list[str]:
         command += f" --pool {config['pool']}"
     if config.get("edit_weight"):
         command += f" --edit-weight {config['edit_weight']}"
+    if config.get("shapes"):
+        command += f" --shapes {config['shapes']}"
     if config.get("decay_to") is not None:
         command += (
             f" --decay-to {config['decay_to']} --decay-steps {config.get('decay_steps') or config['steps']}"
@@ -356,8 +368,9 @@ def model_card(editor: Any, run: Path) -> str:
     state = read_state(run)
     loss = recent_loss(run)
     data = (
-        "- Data: toy-world training scenes and one valid instruction each (recolor or one-cell move)"
-        " whose result is also a training scene; the pair rendered. Held-out combinations never appear."
+        f"- Data: toy-world training scenes ({config['shapes'] if config.get('shapes') else '1 or 2'} shapes)"
+        " and one valid instruction each (recolor or one-cell move) whose result is also a training scene;"
+        " the pair rendered. Held-out combinations never appear."
     )
     if config.get("pool"):
         data += (
@@ -453,6 +466,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="extra loss weight where the edit changes (default: none)",
     )
+    parser.add_argument(
+        "--shapes",
+        type=int,
+        choices=(1, 2),
+        default=None,
+        help="scenes of this many shapes only (default: 1 or 2 at random); 2 makes every instruction"
+        " name one shape of two, so that only the named one may change",
+    )
     # The new options default to None, as they read in the settings of runs saved before they existed,
     # so that such runs still resume.
     return parser.parse_args(argv)
@@ -469,7 +490,11 @@ def main(argv: list[str] | None = None) -> int:
     optimizer = torch.optim.AdamW(editor.parameters(), lr=args.lr, weight_decay=0.0)
     run = Path(args.out)
     if args.measure:  # a small pool will do to time a step
-        pool = build_pool(sd, 2 * args.batch, args.seed, args.size, device) if args.pool else None
+        pool = (
+            build_pool(sd, 2 * args.batch, args.seed, args.size, device, shapes=args.shapes)
+            if args.pool
+            else None
+        )
         seconds = measure_step(ip2p_step(editor, sd, args, device, pool), optimizer)
         print(
             json.dumps(
