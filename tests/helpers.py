@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from graph.validate import validate
 from graph.workflow import Workflow
 from nodes.base import CancelToken, Context, Node, RunSettings
 from nodes.registry import Registry
+
+if TYPE_CHECKING:
+    from graph.executor import RunResult
+    from models.manager import ModelManager
 
 
 def link(node: str, output: str) -> dict[str, str]:
@@ -48,3 +53,31 @@ def run_node(cls: type[Node], **inputs: Any) -> dict[str, Any]:
     values.update({spec.name: None for spec in cls.inputs if spec.optional and spec.name not in values})
     values.update(inputs)
     return cls().run(make_ctx(node_type=cls.type), **values)
+
+
+def run_graph(
+    nodes: dict[str, Any],
+    models: Path,
+    manager: ModelManager,
+    *,
+    work: Path | None = None,
+    extra_nodes: Iterable[type[Node]] = (),
+    **run_options: Any,
+) -> RunResult:
+    """Validate ``nodes`` (asserting they are valid) and run them with the models of ``models`` (and the
+    repository's) loaded by ``manager``, reading inputs from ``work/inputs`` and writing to ``work/out``
+    (``work``: ``models`` when not given); ``run_options`` go to :meth:`Executor.run` (listener, targets,
+    cancel...). The result is returned whatever its status."""
+    from graph.executor import Executor
+    from nodes.registry import default_registry
+    from tests.fixtures.services import services_over
+
+    work = models if work is None else work
+    services = services_over(models, manager=manager)
+    registry = default_registry(services=services)
+    for cls in extra_nodes:
+        registry.add(cls)
+    checked = validate({"version": 1, "nodes": nodes}, registry)
+    assert checked.ok, [str(i) for i in checked.issues]
+    settings = RunSettings(services=services, input_dirs=(work / "inputs",), output_dir=work / "out")
+    return Executor(registry).run(checked.workflow, settings=settings, **run_options)

@@ -19,10 +19,9 @@ import pytest
 import torch
 from PIL import Image
 
-from graph.executor import Executor
 from graph.validate import validate
 from models.manager import ModelManager
-from nodes.base import NodeInputError, RunSettings
+from nodes.base import NodeInputError
 from nodes.registry import default_registry
 from tests.fixtures.services import services_over
 from tests.fixtures.tiny_clip_vision import (
@@ -34,7 +33,7 @@ from tests.fixtures.tiny_clip_vision import (
     tiny_vision_tower,
     write_tiny_unclip_file,
 )
-from tests.helpers import link, make_ctx
+from tests.helpers import link, make_ctx, run_graph
 
 SIZE = 64  # pixels of the tiny SD models' pictures (latents of 8 x 8)
 PROMPT = "a red circle at the top left"
@@ -79,17 +78,6 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture(scope="module")
 def manager() -> ModelManager:
     return ModelManager(device="cpu")
-
-
-def run_graph(nodes: dict, root: Path, manager: ModelManager) -> Any:
-    services = services_over(root / "models", manager=manager)
-    registry = default_registry(services=services)
-    checked = validate({"version": 1, "nodes": nodes}, registry)
-    assert checked.ok, [str(i) for i in checked.issues]
-    settings = RunSettings(services=services, input_dirs=(root / "inputs",), output_dir=root / "out")
-    result = Executor(registry).run(checked.workflow, settings=settings)
-    assert result.status == "done", result.error
-    return result
 
 
 def ctx_with(root: Path, manager: ModelManager) -> Any:
@@ -416,7 +404,7 @@ def test_unclip_single_file_draws_what_its_folder_draws(root: Path, manager: Mod
     def draw(ckpt: str) -> np.ndarray:
         loader = {"type": "unCLIPCheckpointLoader", "inputs": {"ckpt_name": ckpt}}
         graph = image_graph(loader, ("ck", "clip_vision"), ("pos", "conditioning"), sampler="ddim", noise=0.3)
-        return shown(run_graph(graph, root, manager))
+        return shown(run_graph(graph, root / "models", manager, work=root))
 
     assert_same(draw("tiny-unclip-single.safetensors"), draw("tiny-unclip"))  # float rounding may differ
 
@@ -429,6 +417,7 @@ def as_uint8(images: np.ndarray) -> np.ndarray:
 
 
 def shown(result: Any) -> np.ndarray:
+    assert result.status == "done", result.error
     return as_uint8(result.outputs["show"]["images"])
 
 
@@ -496,7 +485,7 @@ def test_unclip_matches_stable_unclip_pipeline(root: Path, manager: ModelManager
     graph = image_graph(
         loader, ("ck", "clip_vision"), ("pos", "conditioning"), sampler="ddim", noise=level / 999
     )
-    ours = shown(run_graph(graph, root, manager))
+    ours = shown(run_graph(graph, root / "models", manager, work=root))
     pipe = oracle_pipeline(
         "StableUnCLIPImg2ImgPipeline", root / "models" / "checkpoints" / "tiny-unclip", "ddim"
     )
@@ -525,7 +514,7 @@ def test_sdxl_revision_matches_the_pooled_formula(root: Path, manager: ModelMana
     graph = image_graph(loader, ("vis", "clip_vision"), ("zero", "conditioning"), strength=0.75, noise=0.2)
     graph["vis"] = {"type": "CLIPVisionLoader", "inputs": {"clip_name": "tiny-vision.safetensors"}}
     graph["zero"] = {"type": "ConditioningZeroOut", "inputs": {"conditioning": link("pos", "conditioning")}}
-    ours = shown(run_graph(graph, root, manager))
+    ours = shown(run_graph(graph, root / "models", manager, work=root))
 
     pipe = oracle_pipeline(
         "StableDiffusionXLPipeline", root / "models" / "checkpoints" / "tiny-sdxl", "euler"
@@ -580,7 +569,6 @@ def test_comfyui_image_conditioning_workflows_convert(name: str) -> None:
     """ComfyUI's unCLIP and revision examples convert whole and validate but for the model files,
     with ComfyUI's inputs kept (strength, noise_augmentation, crop: center where older files have none)."""
     from comfy_import import convert, read_file
-    from graph.validate import validate
 
     path = CORPUS / name
     if not path.is_file():

@@ -26,21 +26,10 @@ from models.manager import ModelManager  # noqa: E402
 from nodes.base import CancelToken, RunSettings  # noqa: E402
 from nodes.registry import default_registry  # noqa: E402
 from tests.fixtures.models_root import SIZE  # noqa: E402
-from tests.fixtures.services import services_over  # noqa: E402
-from tests.helpers import link  # noqa: E402
+from tests.helpers import link, run_graph  # noqa: E402
 
 pytestmark = pytest.mark.slow
 PROMPT = "a red circle at the top left"
-
-
-def run_graph(nodes: dict, root: Path, manager: ModelManager, **kwargs: Any) -> Any:
-    """Run ``nodes`` with the models of ``root`` (and models/) loaded by ``manager``."""
-    services = services_over(root, manager=manager)
-    registry = default_registry(services=services)
-    checked = validate({"version": 1, "nodes": nodes}, registry)
-    assert checked.ok, [str(i) for i in checked.issues]
-    settings = RunSettings(services=services, input_dirs=(root / "inputs",), output_dir=root / "out")
-    return Executor(registry).run(checked.workflow, settings=settings, **kwargs)
 
 
 def image_of(result: Any, node_id: str = "show") -> np.ndarray:

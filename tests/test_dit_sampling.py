@@ -21,13 +21,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from graph.executor import Executor  # noqa: E402
-from graph.validate import validate  # noqa: E402
 from models.manager import ModelManager  # noqa: E402
-from nodes.base import RunSettings  # noqa: E402
-from nodes.registry import default_registry  # noqa: E402
-from tests.fixtures.services import services_over  # noqa: E402
-from tests.helpers import link  # noqa: E402
+from tests.helpers import link, run_graph  # noqa: E402
 
 pytestmark = pytest.mark.slow
 PROMPT = "a red cube on a blue floor"
@@ -59,15 +54,6 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def manager() -> ModelManager:
     return ModelManager(device="cpu")
-
-
-def run_graph(nodes: dict, root: Path, manager: ModelManager) -> Any:
-    services = services_over(root, manager=manager)
-    registry = default_registry(services=services)
-    checked = validate({"version": 1, "nodes": nodes}, registry)
-    assert checked.ok, [str(i) for i in checked.issues]
-    settings = RunSettings(services=services, input_dirs=(root / "inputs",), output_dir=root / "out")
-    return Executor(registry).run(checked.workflow, settings=settings)
 
 
 def image_of(result: Any) -> np.ndarray:

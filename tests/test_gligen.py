@@ -15,13 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from graph.executor import Executor
-from graph.validate import validate
 from models.manager import ModelManager
-from nodes.base import RunSettings
-from nodes.registry import default_registry
-from tests.fixtures.services import services_over
-from tests.helpers import link
+from tests.helpers import link, run_graph
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = 64  # the tiny models' pictures (8 x 8 latents)
@@ -96,27 +91,18 @@ def manager() -> ModelManager:
     return ModelManager(device="cpu")
 
 
-def run_graph(nodes: dict, root: Path, manager: ModelManager) -> Any:
-    services = services_over(root / "models", manager=manager)
-    registry = default_registry(services=services)
-    checked = validate({"version": 1, "nodes": nodes}, registry)
-    assert checked.ok, [str(i) for i in checked.issues]
-    settings = RunSettings(services=services, output_dir=root / "out")
-    return Executor(registry).run(checked.workflow, settings=settings)
-
-
 def as_uint8(images: np.ndarray) -> np.ndarray:
     return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
 
 
 def drawn(nodes: dict, root: Path, manager: ModelManager) -> np.ndarray:
-    result = run_graph(nodes, root, manager)
+    result = run_graph(nodes, root / "models", manager, work=root)
     assert result.status == "done", result.error
     return as_uint8(result.outputs["show"]["images"])
 
 
 def failure(nodes: dict, root: Path, manager: ModelManager) -> str:
-    result = run_graph(nodes, root, manager)
+    result = run_graph(nodes, root / "models", manager, work=root)
     assert result.status == "failed"
     return str(result.error)
 
@@ -374,7 +360,7 @@ def test_comfyui_gligen_workflow_converts_and_runs(root: Path, manager: ModelMan
     assert all(b["beta"] == 1.0 and b["gligen_textbox_model"]["output"] == "gligen" for b in boxes)
     loader = next(n for n in nodes.values() if n["type"] == "GLIGENLoader")["inputs"]
     assert loader["gligen_name"] == "gligen-original.safetensors"
-    run = run_graph(result.workflow["nodes"], root, manager)
+    run = run_graph(result.workflow["nodes"], root / "models", manager, work=root)
     assert run.status == "done", run.error
 
 

@@ -21,16 +21,15 @@ import pytest
 import torch
 from PIL import Image
 
-from graph.executor import Executor
 from graph.validate import validate
 from models.manager import ModelManager
 from nodes import types as T
-from nodes.base import Context, Input, Node, Output, RunSettings
+from nodes.base import Context, Input, Node, Output
 from nodes.registry import default_registry
 from tests.fixtures.services import services_over
 from tests.fixtures.tiny_clip_vision import EMBED_DIM, TOWER, save_comfy_clip_vision, tiny_vision_tower
 from tests.fixtures.tiny_ip_adapter import faceid_adapter, plus_adapter, save_adapter, standard_adapter
-from tests.helpers import link
+from tests.helpers import link, run_graph
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = 64  # the tiny models' pictures (8 x 8 latents)
@@ -92,18 +91,8 @@ def manager() -> ModelManager:
     return ModelManager(device="cpu")
 
 
-def run_graph(nodes: dict, root: Path, manager: ModelManager) -> Any:
-    services = services_over(root / "models", manager=manager)
-    registry = default_registry(services=services)
-    registry.add(StackImages)
-    checked = validate({"version": 1, "nodes": nodes}, registry)
-    assert checked.ok, [str(i) for i in checked.issues]
-    settings = RunSettings(services=services, input_dirs=(root / "inputs",), output_dir=root / "out")
-    return Executor(registry).run(checked.workflow, settings=settings)
-
-
 def drawn(nodes: dict, root: Path, manager: ModelManager) -> np.ndarray:
-    result = run_graph(nodes, root, manager)
+    result = run_graph(nodes, root / "models", manager, work=root, extra_nodes=(StackImages,))
     assert result.status == "done", result.error
     return as_uint8(result.outputs["show"]["images"])
 
@@ -361,7 +350,7 @@ def test_advanced_node_options(root: Path, manager: ModelManager) -> None:
 
 
 def failure(nodes: dict, root: Path, manager: ModelManager) -> str:
-    result = run_graph(nodes, root, manager)
+    result = run_graph(nodes, root / "models", manager, work=root, extra_nodes=(StackImages,))
     assert result.status == "failed"
     return str(result.error)
 
@@ -593,5 +582,5 @@ def test_example_workflow_runs_with_tiny_stand_ins(root: Path, manager: ModelMan
     nodes["img"]["inputs"]["path"] = PICTURES[0]
     nodes["lat"]["inputs"].update(width=SIZE, height=SIZE)
     nodes["s"]["inputs"].update(steps=2, preview=False)
-    result = run_graph(nodes, root, manager)
+    result = run_graph(nodes, root / "models", manager, work=root, extra_nodes=(StackImages,))
     assert result.status == "done", result.error

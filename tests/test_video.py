@@ -30,7 +30,7 @@ from tests.fixtures.tiny_svd import (
     save_svd_single_file,
     tiny_svd_pipeline,
 )
-from tests.helpers import link, make_ctx
+from tests.helpers import link, make_ctx, run_graph
 
 SIZE = 32  # pixels (the tiny VAE halves: latents of 16 x 16)
 SETTINGS = {"fps": 7, "motion_bucket_id": 100, "augmentation": 0.05, "steps": 2, "cfg": 2.5, "min_cfg": 1.0}
@@ -107,15 +107,6 @@ def video_workflow(ckpt: str, seed: int, guidance: str = "VideoLinearCFGGuidance
     }
 
 
-def run_graph(nodes: dict[str, Any], root: Path, manager: ModelManager) -> Any:
-    services = services_over(root / "models", manager=manager)
-    registry = default_registry(services=services)
-    checked = validate({"version": 1, "nodes": nodes}, registry)
-    assert checked.ok, [str(i) for i in checked.issues]
-    settings = RunSettings(services=services, input_dirs=(root / "inputs",), output_dir=root / "out")
-    return Executor(registry).run(checked.workflow, settings=settings)
-
-
 def as_uint8(images: np.ndarray) -> np.ndarray:
     return (np.clip(images, 0, 1) * 255 + 0.5).astype(np.uint8)
 
@@ -147,7 +138,7 @@ def pipeline_frames(root: Path, seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize("ckpt", ["tiny-svd", pytest.param("svd_tiny.safetensors", marks=pytest.mark.slow)])
 def test_frames_match_the_svd_pipeline(root: Path, manager: ModelManager, ckpt: str) -> None:
-    result = run_graph(video_workflow(ckpt, seed=11), root, manager)
+    result = run_graph(video_workflow(ckpt, seed=11), root / "models", manager, work=root)
     assert result.status == "done", result.error
     ours = as_uint8(result.outputs["show"]["images"])
     theirs = as_uint8(pipeline_frames(root, seed=11))
@@ -157,11 +148,14 @@ def test_frames_match_the_svd_pipeline(root: Path, manager: ModelManager, ckpt: 
 
 @pytest.mark.slow
 def test_the_seed_and_the_guidance_shape_matter(root: Path, manager: ModelManager) -> None:
-    first = run_graph(video_workflow("tiny-svd", seed=11), root, manager).outputs["show"]["images"]
-    other = run_graph(video_workflow("tiny-svd", seed=12), root, manager).outputs["show"]["images"]
-    triangle = run_graph(video_workflow("tiny-svd", 11, "VideoTriangleCFGGuidance"), root, manager)
+    def frames(nodes: dict[str, Any]) -> np.ndarray:
+        return run_graph(nodes, root / "models", manager, work=root).outputs["show"]["images"]
+
+    first = frames(video_workflow("tiny-svd", seed=11))
+    other = frames(video_workflow("tiny-svd", seed=12))
+    triangle = frames(video_workflow("tiny-svd", 11, "VideoTriangleCFGGuidance"))
     assert np.abs(first - other).max() > 1e-3
-    assert np.abs(first - triangle.outputs["show"]["images"]).max() > 1e-4
+    assert np.abs(first - triangle).max() > 1e-4
 
 
 def test_frame_guidance_shapes() -> None:
@@ -280,7 +274,7 @@ def test_sampler_settings_svd_cannot_take_name_their_input(
 ) -> None:
     nodes = video_workflow("tiny-svd", seed=1)
     nodes["sample"]["inputs"][setting] = value
-    result = run_graph(nodes, root, manager)
+    result = run_graph(nodes, root / "models", manager, work=root)
     assert result.status == "failed"
     assert result.error.node_id == "sample" and result.error.input == setting
 
@@ -390,7 +384,6 @@ def test_the_file_route_serves_animations_and_videos_with_their_types(tmp_path: 
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from graph.executor import Executor
     from nodes.video import SaveAnimatedGIF, SaveAnimatedPNG, SaveAnimatedWEBP, SaveVideo
     from server.api import api_router
     from server.jobs import JobQueue
