@@ -4,8 +4,9 @@ It follows the diffusers pipelines step for step (StableDiffusionPipeline, Img2I
 Inpaint, XL), so that with the same model, seed and settings it makes the same image;
 the tests hold it to that. On top, it combines several conditionings (regions and
 strengths), blends a noise mask for inpainting with any UNet, feeds 9-channel inpainting
-UNets their extra inputs, adds ControlNet residuals, reports each step, and stops
-between steps when cancelled.
+UNets their extra inputs and 8-channel editing UNets their pictures (models/concat_image.py),
+guides over three prompts for DualCFGGuider (models/dual_cfg.py), adds ControlNet residuals,
+reports each step, and stops between steps when cancelled.
 
 Noise is drawn on a CPU generator seeded with the seed, so a seed reproduces across
 devices.
@@ -23,6 +24,8 @@ from models.values import Cond, Latent
 
 if TYPE_CHECKING:
     import torch
+
+    from models.dual_cfg import DualGuidance, DualSides
 
 #: ``SampleJob.extra`` keys GuidedModel reads: callables (step index, step count) run before each
 #: model call, and IP-Adapter image prompts (a sequence of models.ip_adapter.ImagePrompt).
@@ -99,6 +102,8 @@ class SampleJob:
     add_noise: bool = True
     #: True: an early end returns the noisy latents (sigma space) instead of clean ones.
     leftover_noise: bool = False
+    #: DualCFGGuider's middle prompt, second scale and style (:mod:`models.dual_cfg`); None: plain CFG.
+    dual: DualGuidance | None = None
 
 
 def _step_kwargs(scheduler: Any, generator: Any) -> dict[str, Any]:
@@ -209,6 +214,9 @@ def sample(job: SampleJob, check_cancelled: Callable[[], None] = lambda: None) -
     """
     import torch
 
+    from models.concat_image import check_job
+
+    check_job(job)  # InstructPixToPixConditioning's picture and the model go together
     if job.family in ("sd3", "flux"):  # transformer (DiT) models, flow matching
         from models.flow_sampling import sample_flow
 
@@ -258,8 +266,10 @@ def sample_custom(
     """
     import torch
 
+    from models.concat_image import check_job
     from models.schedules import KStepper, model_levels
 
+    check_job(job)  # InstructPixToPixConditioning's picture and the model go together
     if job.family in ("sd3", "flux"):
         from models.flow_sampling import sample_flow_custom
 
@@ -402,12 +412,26 @@ class GuidedModel:
                 "this is an inpainting model: give it a latent from InpaintEncode or "
                 "InpaintModelConditioning (image and mask)"
             )
-        if self.in_channels not in (9, self.shape[1]):
+        #: an instruction-editing UNet's pictures, one per conditioning (models/concat_image.py)
+        self.concat: torch.Tensor | None = None
+        editor = self.in_channels == 2 * self.shape[1]
+        if self.in_channels not in (9, self.shape[1]) and not editor:
             raise ValueError(
                 f"the model expects {self.in_channels} latent channels, the latent has {self.shape[1]}"
             )
         self.use_cfg = job.cfg > 1.0 and len(job.negative) > 0
         self.conds = list(job.negative) + list(job.positive) if self.use_cfg else list(job.positive)
+        #: DualCFGGuider: three sides (negative, middle, positive) instead of CFG's two
+        self.dual: DualSides | None = None
+        if job.dual is not None:
+            from models.dual_cfg import DualSides
+
+            self.dual = DualSides(job)
+            self.conds = self.dual.conds
+        if editor:
+            from models.concat_image import concat_inputs
+
+            self.concat = concat_inputs(self.conds, self.batch, self.shape[-2:], device, dtype)
         self.embeds = _embeds(self.conds, self.batch, device, dtype)
         self.added = _sdxl_added_inputs(job, self.conds, self.batch, device, dtype)
         #: an SD 2.x unCLIP UNet's image embeddings (unCLIPConditioning), None for other UNets
@@ -494,6 +518,8 @@ class GuidedModel:
         model_input = torch.cat([model_input] * len(conds))
         if self.extra_inputs is not None:
             model_input = torch.cat([model_input, self.extra_inputs.repeat(len(conds), 1, 1, 1)], dim=1)
+        elif self.concat is not None:
+            model_input = torch.cat([model_input, self.concat], dim=1)
         for hook in self.step_hooks:
             hook(index, total)
         down, mid = _control_residuals(job, conds, model_input, t, self.embeds, self.added, index, total)
@@ -510,6 +536,8 @@ class GuidedModel:
                 return_dict=False,
             )[0]
         side = combine if self.ranges is None else self.ranges.combiner(x_in, t)
+        if self.dual is not None:
+            return self.dual.combine(pred, side, batch, job.vae_scale)
         if self.use_cfg:
             n_neg = len(job.negative)
             uncond = side(pred[: n_neg * batch], job.negative, batch, scale=job.vae_scale)

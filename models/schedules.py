@@ -82,12 +82,20 @@ class NoiseSpec:
 
 @dataclass(frozen=True, eq=False)
 class GuiderSpec:
-    """GUIDER: a model with its prompts and classifier-free guidance scale."""
+    """GUIDER: a model with its prompts and classifier-free guidance scale.
+
+    DualCFGGuider adds a ``middle`` prompt between the two, its own scale ``middle_cfg`` (from the
+    negative towards the middle) and ``nested``, its style; ``cfg`` then scales from the middle
+    towards the positive (:mod:`models.dual_cfg`). ``middle`` None: ordinary guidance.
+    """
 
     model: ModelRef
     positive: tuple[Cond, ...]
     negative: tuple[Cond, ...]
     cfg: float
+    middle: tuple[Cond, ...] | None = None
+    middle_cfg: float = 1.0
+    nested: bool = False
 
 
 def scheduler_config(base: dict[str, Any], sampling: tuple[tuple[str, Any], ...]) -> dict[str, Any]:

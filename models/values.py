@@ -157,6 +157,10 @@ class Cond:
     #: The part of sampling it acts in, as fractions (start, end) of the way from the most noise to
     #: none, compared with the noise level as ComfyUI's ConditioningSetTimestepRange does.
     timestep_range: tuple[float, float] = (0.0, 1.0)
+    #: InstructPixToPixConditioning: the source picture's latents (the VAE's mode, unscaled, as
+    #: diffusers' InstructPix2Pix pipeline takes them), (batch, channels, h, w) on the CPU, that an
+    #: 8-channel editing UNet sees beside the noisy latents (:mod:`models.concat_image`).
+    concat_image: torch.Tensor | None = None
 
     def with_(self, **changes: Any) -> Cond:
         return replace(self, **changes)
@@ -164,7 +168,7 @@ class Cond:
     @property
     def nbytes(self) -> int:
         total = self.embeds.numel() * 4
-        for extra in (self.pooled, self.region):
+        for extra in (self.pooled, self.region, self.concat_image):
             if extra is not None:
                 total += extra.numel() * 4
         return total

@@ -639,6 +639,53 @@ class InstructPix2Pix(Node):
             raise NodeInputError("positive", str(exc)) from None
 
 
+class InstructPixToPixConditioning(Node):
+    display_name = "InstructPix2Pix Conditioning"
+    category = "conditioning/instructpix2pix"
+    description = (
+        "Give both prompts the picture an instruction-editing (InstructPix2Pix) model should edit, as "
+        "ComfyUI's node of this name: any sampler then feeds it to the model beside the latent, which "
+        "starts empty (the latent output, the picture's size). A prompt that did not pass through here "
+        "shows the model no picture (DualCFGGuider's negative, for image guidance). Sides that are not "
+        "a multiple of 8 px are cut about the centre."
+    )
+    inputs = (
+        Input("positive", T.CONDITIONING, description="The instruction, encoded."),
+        Input("negative", T.CONDITIONING),
+        Input("vae", T.VAE),
+        Input("pixels", T.IMAGE, description="The picture to edit."),
+    )
+    outputs = (
+        Output("positive", T.CONDITIONING),
+        Output("negative", T.CONDITIONING),
+        Output("latent", T.LATENT, description="An empty latent of the picture's size, to sample into."),
+    )
+
+    def run(self, ctx: Context, positive: Any, negative: Any, vae: Any, pixels: np.ndarray) -> dict[str, Any]:
+        import torch
+
+        from models.values import Latent
+        from nodes.image_inputs import as_image
+
+        image = as_image("pixels", pixels)
+        scale = 2 ** (len(vae.get().config.block_out_channels) - 1)
+        height, width = (image.shape[1] // scale) * scale, (image.shape[2] // scale) * scale
+        if not height or not width:
+            raise NodeInputError("pixels", f"is smaller than {scale} px on a side; give a larger picture")
+        top, left = (image.shape[1] % scale) // 2, (image.shape[2] % scale) // 2
+        image = image[:, top : top + height, left : left + width]
+        source = encode_image(vae, image, "pixels", scaled=False).samples  # the mode, as the pipeline uses
+
+        def with_picture(conditioning: Any) -> tuple[Any, ...]:
+            return tuple(cond.with_(concat_image=source) for cond in conditioning)
+
+        return {
+            "positive": with_picture(positive),
+            "negative": with_picture(negative),
+            "latent": Latent(torch.zeros_like(source)),
+        }
+
+
 NODES = (
     CheckpointLoader,
     LoraLoader,
@@ -655,5 +702,6 @@ NODES = (
     SetLatentNoiseMask,
     DifferentialDiffusion,
     InstructPix2Pix,
+    InstructPixToPixConditioning,
     Sampler,
 )

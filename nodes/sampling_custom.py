@@ -297,6 +297,74 @@ class BasicGuider(Node):
         return {"guider": GuiderSpec(model, tuple(conditioning), (), 1.0)}
 
 
+class DualCFGGuider(Node):
+    category = CUSTOM
+    description = (
+        "Guidance over three prompts with two scales (ComfyUI's node of this name): from the negative "
+        "towards cond2 by cfg_cond2_negative, and from cond2 towards cond1 by cfg_conds. For "
+        "instruction editing (InstructPix2Pix): cond1 and cond2 are InstructPixToPixConditioning's "
+        "positive and negative, negative the bare negative prompt; cfg_conds is then the text guidance "
+        "and cfg_cond2_negative the image guidance, as in the InstructPix2Pix pipeline."
+    )
+    inputs = (
+        Input("model", T.MODEL),
+        Input("cond1", T.CONDITIONING, description="The prompt to move towards (the instruction)."),
+        Input("cond2", T.CONDITIONING, description="The prompt in the middle (e.g. the picture alone)."),
+        Input("negative", T.CONDITIONING),
+        Input(
+            "cfg_conds",
+            T.FLOAT,
+            default=8.0,
+            min=0.0,
+            max=100.0,
+            step=0.1,
+            description="How far from cond2 towards cond1 (text guidance).",
+        ),
+        Input(
+            "cfg_cond2_negative",
+            T.FLOAT,
+            default=8.0,
+            min=0.0,
+            max=100.0,
+            step=0.1,
+            description="How far from the negative towards cond2 (image guidance).",
+        ),
+        Input(
+            "style",
+            T.STRING,
+            default="regular",
+            choices=("regular", "nested"),
+            description="regular: the two steps added; nested: the cond1 step first, then scaled "
+            "from the negative by cfg_cond2_negative.",
+        ),
+    )
+    outputs = (Output("guider", T.GUIDER),)
+
+    def run(
+        self,
+        ctx: Context,
+        model: Any,
+        cond1: Any,
+        cond2: Any,
+        negative: Any,
+        cfg_conds: float,
+        cfg_cond2_negative: float,
+        style: str,
+    ) -> dict[str, Any]:
+        from models.schedules import GuiderSpec
+
+        guider = GuiderSpec(
+            model,
+            tuple(cond1),
+            tuple(negative),
+            float(cfg_conds),
+            middle=tuple(cond2),
+            middle_cfg=float(cfg_cond2_negative),
+            nested=style == "nested",
+        )
+        return {"guider": guider}
+
+
 CUSTOM_OUTPUTS = (
     Output("output", T.LATENT, description="The latent where the schedule ends."),
     Output("denoised_output", T.LATENT, description="The model's last estimate of the clean latent."),
@@ -328,6 +396,14 @@ def _sample_custom(
             "custom sampling (sigma schedules and samplers as nodes) runs image models; "
             "this is a video (svd) model: sample it with KSampler",
         )
+    if guider.middle is not None and family is not None and family not in ("sd1", "sd2", "sdxl"):
+        raise NodeInputError(
+            model_input,
+            f"DualCFGGuider runs UNet models (SD1, SD2, SDXL); this is a {family} model: "
+            "use CFGGuider or BasicGuider",
+        )
+    from models.dual_cfg import dual_of
+
     job = sampling_job(
         ctx,
         guider.model,
@@ -339,6 +415,7 @@ def _sample_custom(
         cfg=guider.cfg,
         sampler=sampler.name,
         preview=preview,
+        dual=dual_of(guider.middle, guider.middle_cfg, guider.nested),
     )
     try:
         result = sample_custom(job, sampler.name, sigmas, noise.seed, ctx.check_cancelled)
@@ -448,6 +525,7 @@ NODES = (
     DisableNoise,
     CFGGuider,
     BasicGuider,
+    DualCFGGuider,
     SamplerCustom,
     SamplerCustomAdvanced,
     ModelSamplingDiscrete,

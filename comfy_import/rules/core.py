@@ -96,6 +96,12 @@ CORE_RULES: dict[str, Rule] = {
         ("positive", "negative", "latent"),
         widgets=("noise_mask",),
     ),
+    # the picture to edit travels on the prompts, for instruction-editing (8-channel) models
+    "InstructPixToPixConditioning": one(
+        "InstructPixToPixConditioning",
+        same("positive", "negative", "vae", "pixels"),
+        ("positive", "negative", "latent"),
+    ),
     "DifferentialDiffusion": one(
         "DifferentialDiffusion", same("model", "strength"), ("model",), widgets=("strength",)
     ),

@@ -144,4 +144,11 @@ SAMPLING_RULES: dict[str, Rule] = {
         "CFGGuider", same("model", "positive", "negative", "cfg"), ("guider",), widgets=("cfg",)
     ),
     "BasicGuider": one("BasicGuider", same("model", "conditioning"), ("guider",)),
+    # older ComfyUI has no style input (its guidance is "regular", our default)
+    "DualCFGGuider": one(
+        "DualCFGGuider",
+        same("model", "cond1", "cond2", "negative", "cfg_conds", "cfg_cond2_negative", "style"),
+        ("guider",),
+        widgets=("cfg_conds", "cfg_cond2_negative", "style"),
+    ),
 }
