@@ -96,6 +96,33 @@ def test_a_second_phase_starts_from_the_first_runs_state_with_a_decaying_lr(tmp_
     assert f"--out {first}" in card and f"--init-from {first}" in card and "4 steps" in card
 
 
+def test_boxes_only_items_keep_their_boxes_and_phrases_but_lose_the_caption() -> None:
+    import argparse
+
+    import numpy as np
+
+    from toyworld import Scene, Shape
+    from training import gligen
+
+    scenes = [Scene((Shape("circle", "red", (0, 0)), Shape("square", "blue", (1, 2))))] * 40
+
+    def phrases(text: str) -> torch.Tensor:  # a stand-in encoder: the phrase's length, 8 wide
+        return torch.full((8,), float(len(text)))
+
+    def batch(boxes_only: float | None) -> tuple[list[str], dict[str, torch.Tensor]]:
+        args = argparse.Namespace(drop=0.0, no_position=0.5, size=32, cell_boxes=0.5, boxes_only=boxes_only)
+        return gligen.grounding_batch(scenes, np.random.default_rng(0), phrases, args, torch.device("cpu"))
+
+    captions, inputs = batch(1.0)
+    assert captions == [""] * 40
+    assert inputs["masks"].sum(dim=1).tolist() == [2.0] * 40  # both boxes, with their phrases
+    assert sorted(inputs["positive_embeddings"][0, :2, 0].tolist()) == [12.0, 13.0]
+    captions, _ = batch(0.25)
+    assert 0 < captions.count("") < 40 and all("circle" in c for c in captions if c)
+    captions, _ = batch(None)  # a run saved before the option existed draws no caption empty
+    assert "" not in captions
+
+
 def test_the_regions_baseline_builds_one_region_per_shape() -> None:
     from toyworld import Scene, Shape
     from training import quality_gligen

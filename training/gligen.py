@@ -157,7 +157,11 @@ def grounding_batch(
         if rng.random() < args.drop:
             captions.append("")
             continue
-        captions.append(scene_caption(scene, rng, args.no_position))
+        boxes_only = getattr(args, "boxes_only", None)  # None in runs saved before the option existed
+        if boxes_only and rng.random() < boxes_only:  # the phrases alone must say what each shape is
+            captions.append("")
+        else:
+            captions.append(scene_caption(scene, rng, args.no_position))
         order = rng.permutation(len(scene.shapes))
         for slot, index in enumerate(order):
             shape = scene.shapes[int(index)]
@@ -347,6 +351,7 @@ def run_command(config: dict[str, Any], steps: int, export_to: Path | None) -> s
         f" --probe-every {config.get('probe_every', 0)}"
         + (f" --init-from {config['init_from']}" if config.get("init_from") else "")
         + (f" --decay {config['decay']}" if config.get("decay") else "")
+        + (f" --boxes-only {config['boxes_only']}" if config.get("boxes_only") else "")
         + " --threads 1"
         + (f" --export {export_to}" if export_to else "")
     )
@@ -398,7 +403,13 @@ def model_card(adapter: GligenAdapter, run: Path, out: Path) -> str:
             "shapes without",
             '  their places ("a red circle and a blue square"), so the boxes carry the places;',
             f"  {config['drop']:.0%} of the items have neither caption nor boxes (the unconditional half of",
-            "  classifier-free guidance).",
+            "  classifier-free guidance)"
+            + (
+                f"; {config['boxes_only']:.0%} of the others have boxes and an empty caption, so that the"
+                " phrases alone say what each shape is."
+                if config.get("boxes_only")
+                else "."
+            ),
             "- The clean latents' MSE (the noise's weighted by (1 - a) / a, capped at "
             f"{config['max_weight']}) at",
             f"  uniform timesteps from {config['t_min']}, AdamW lr {config['lr']} ({config['warmup']} "
@@ -430,6 +441,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-position", type=float, default=0.7, help="share of captions without places")
     parser.add_argument("--cell-boxes", type=float, default=0.5, help="share of boxes that are whole cells")
     parser.add_argument("--drop", type=float, default=0.1, help="share of items with no caption and no boxes")
+    parser.add_argument(
+        "--boxes-only",
+        type=float,
+        default=None,
+        help="share of the items with boxes whose caption is empty (the phrases must carry each shape's"
+        " kind and color; default: none)",
+    )
     parser.add_argument("--t-min", type=int, default=200, help="lowest training timestep")
     parser.add_argument(
         "--max-weight", type=float, default=20.0, help="cap of the loss weight (1 - a) / a at high noise"
