@@ -28,6 +28,7 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
     "unet": ("unet", "diffusion_models"),
     "ipadapter": ("ipadapter", "ip_adapter"),
     "gligen": ("gligen",),
+    "hypernetworks": ("hypernetworks",),
 }
 
 #: File suffixes of weights; a folder holding model_index.json or config.json counts too.

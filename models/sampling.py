@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from models.clip_vision import revision_pooled, unclip_class_labels
@@ -36,6 +36,10 @@ ATTEND_EXCITE = "attend_excite"
 #: ``SampleJob.extra`` key of DifferentialDiffusion's strength (a float in [0, 1]):
 #: :func:`models.per_step.differential_mask`.
 DIFFERENTIAL = "differential_diffusion"
+#: ``SampleJob.extra`` key of the hypernetworks to apply: (models.hypernetwork.Hypernetwork, strength)
+#: pairs, in order; the model runs on a view of ``job.unet`` with them
+#: (:func:`models.hypernetwork.hypernetwork_view`).
+HYPERNETWORKS = "hypernetworks"
 
 #: Sampler name -> (diffusers scheduler class, config overrides).
 SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -389,6 +393,10 @@ class GuidedModel:
     input and a timestep, it returns the guided prediction."""
 
     def __init__(self, job: SampleJob, device: str, dtype: Any) -> None:
+        if job.extra.get(HYPERNETWORKS):  # the run's UNet is a view with them (the cached one is kept)
+            from models.hypernetwork import hypernetwork_view
+
+            job = replace(job, unet=hypernetwork_view(job.unet, job.extra[HYPERNETWORKS], device, dtype))
         self.job, self.device, self.dtype = job, device, dtype
         latent = job.latent
         self.shape = tuple(latent.samples.shape)

@@ -60,6 +60,9 @@ class ModelRef:
     #: DifferentialDiffusion's strength, or None: a soft noise mask then says how early each place may
     #: change (models.per_step.differential_mask).
     differential: float | None = None
+    #: Hypernetworks (HypernetworkLoader: models.hypernetwork.HypernetworkPatch), in order; the sampler
+    #: applies them to the keys and values of a view of the UNet for the run.
+    hypernetworks: tuple[Any, ...] = ()
 
     def with_(self, **changes: Any) -> ModelRef:
         return replace(self, **changes)

@@ -3,8 +3,8 @@ images with an upscale model.
 
 - ModelMergeSimple / Add / Subtract / Blocks / SD1 / SDXL and CLIPMergeSimple / Add / Subtract do
   weight arithmetic on two UNets or text encoders, as ComfyUI's (models/merge.py).
-- LoraLoaderModelOnly adds a LoRA's UNet part; UNETLoader loads a UNet file alone
-  (models/unet_files.py).
+- LoraLoaderModelOnly adds a LoRA's UNet part; HypernetworkLoader adds an A1111-style hypernetwork
+  (models/hypernetwork.py); UNETLoader loads a UNet file alone (models/unet_files.py).
 - CheckpointSave writes MODEL, CLIP and VAE as one original-layout ``.safetensors`` file
   that this studio, ComfyUI and A1111 load (models/checkpoint_save.py).
 - UpscaleModelLoader and ImageUpscaleWithModel run ESRGAN, Real-ESRGAN, SwinIR, ... through
@@ -39,6 +39,8 @@ from nodes.support import (
 CHECKPOINTS_FOLDER = "checkpoints"
 #: How many times a save looks for a free name before giving up (others may be saving at once).
 MAX_NAME_TRIES = 1000
+#: The model families hypernetworks apply to (UNet models with attn1/attn2 transformer blocks).
+HYPERNETWORK_FAMILIES = ("sd1", "sd2", "sdxl")
 
 
 class ModelMergeSimple(Node):
@@ -281,6 +283,75 @@ class LoraLoaderModelOnly(Node):
         return {"model": model.with_(loras=model.loras + (entry,))}
 
 
+class HypernetworkLoader(Node):
+    display_name = "Load Hypernetwork"
+    category = "loaders"
+    description = (
+        "Add a hypernetwork (the A1111 kind, mostly for SD 1.x): small networks that change the keys and "
+        "values of the model's attention layers whose width they match, strength times their output "
+        "added to each input (ComfyUI's node of this name). Chain several to apply them in turn."
+    )
+    inputs = (
+        Input("model", T.MODEL),
+        model_input(
+            "hypernetwork_name",
+            "hypernetworks",
+            "A hypernetwork in models/hypernetworks: .safetensors, or an A1111 .pt with --allow-pickle.",
+        ),
+        Input(
+            "strength",
+            T.FLOAT,
+            default=1.0,
+            min=-10.0,
+            max=10.0,
+            step=0.01,
+            description="How much of the hypernetwork's change is added: 0 none, 1 as trained.",
+        ),
+    )
+    outputs = (Output("model", T.MODEL),)
+
+    def fingerprint(self, inputs: Mapping[str, Any], settings: RunSettings) -> str | None:
+        return model_fingerprint(settings, "hypernetworks", inputs.get("hypernetwork_name"))
+
+    def run(self, ctx: Context, model: Any, hypernetwork_name: str, strength: float) -> dict[str, Any]:
+        from models.hypernetwork import (
+            HypernetworkError,
+            HypernetworkPatch,
+            attention_widths,
+            load_hypernetwork,
+        )
+        from models.safety import PickleRefused, UnsafeOrBrokenFile
+
+        path = find_model(
+            ctx, "hypernetworks", "hypernetwork_name", hypernetwork_name, what="the hypernetwork file"
+        )
+        manager = manager_of(ctx)
+        key = ("hypernetwork", str(path.resolve()), file_state(path))
+
+        def load() -> Any:
+            return load_hypernetwork(path, manager.allow_pickle)
+
+        try:
+            weights = manager.get(key, load)
+        except (HypernetworkError, PickleRefused, UnsafeOrBrokenFile) as exc:
+            raise NodeInputError("hypernetwork_name", str(exc)) from None
+        checkpoint = checkpoint_for(model, ctx)
+        if checkpoint.family not in HYPERNETWORK_FAMILIES:
+            raise NodeInputError(
+                "model",
+                f"is a {checkpoint.family} model: hypernetworks work with SD 1.x, 2.x and SDXL models",
+            )
+        widths = attention_widths(checkpoint.unet)
+        if not widths & set(weights.widths):
+            raise NodeInputError(
+                "hypernetwork_name",
+                f"its widths ({', '.join(map(str, weights.widths))}) match none of this model's attention "
+                f"layers ({', '.join(map(str, sorted(widths)))}): it was made for another model family",
+            )
+        patch = HypernetworkPatch(lambda: manager.get(key, load), float(strength), path.name)
+        return {"model": model.with_(hypernetworks=(*model.hypernetworks, patch))}
+
+
 class UNETLoader(Node):
     display_name = "Load Diffusion Model"
     category = "advanced/loaders"
@@ -496,6 +567,7 @@ NODES = (
     CLIPMergeAdd,
     CLIPMergeSubtract,
     LoraLoaderModelOnly,
+    HypernetworkLoader,
     UNETLoader,
     CheckpointSave,
     UpscaleModelLoader,

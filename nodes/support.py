@@ -189,6 +189,9 @@ def sampling_job(ctx: Context, model: Any, positive: Any, negative: Any, latent:
         settings["extra"] = {**settings.get("extra", {}), "attend_excite": model.attend_excite}
     if getattr(model, "differential", None) is not None:  # DifferentialDiffusion (nodes/diffusion.py)
         settings["extra"] = {**settings.get("extra", {}), "differential_diffusion": model.differential}
+    if getattr(model, "hypernetworks", ()):  # HypernetworkLoader (nodes/model_ops.py)
+        patches = tuple((patch.weights(), patch.strength) for patch in model.hypernetworks)
+        settings["extra"] = {**settings.get("extra", {}), "hypernetworks": patches}
     return SampleJob(
         unet=checkpoint.unet,
         scheduler_config=scheduler_config(checkpoint.scheduler_config, model.sampling),

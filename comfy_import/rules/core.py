@@ -65,6 +65,12 @@ CORE_RULES: dict[str, Rule] = {
         ("model",),
         widgets=("lora_name", "strength_model"),
     ),
+    "HypernetworkLoader": one(
+        "HypernetworkLoader",
+        same("model", "hypernetwork_name", "strength"),
+        ("model",),
+        widgets=("hypernetwork_name", "strength"),
+    ),
     "ModelSamplingDiscrete": one(
         "ModelSamplingDiscrete", same("model", "sampling", "zsnr"), ("model",), widgets=("sampling", "zsnr")
     ),
