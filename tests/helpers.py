@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from graph.validate import validate
 from graph.workflow import Workflow
 from nodes.base import CancelToken, Context, Node, RunSettings
@@ -45,6 +47,17 @@ def make_ctx(tmp_path: Path | None = None, node_id: str = "n1", node_type: str =
         cancel_token=CancelToken(),
         emit=lambda e: None,
     )
+
+
+def as_uint8(images: np.ndarray) -> np.ndarray:
+    """Pictures in [0, 1] (a node's IMAGE, a pipeline's ``output_type="np"``) as 8-bit values."""
+    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+
+
+def assert_same(ours: np.ndarray, theirs: np.ndarray) -> None:
+    """Two 8-bit pictures equal to uint8 rounding (no value more than one level apart)."""
+    assert ours.shape == theirs.shape
+    assert int(np.abs(ours.astype(int) - theirs.astype(int)).max()) <= 1  # uint8 rounding
 
 
 def run_node(cls: type[Node], **inputs: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from models.manager import ModelManager
 from nodes.base import RunSettings
 from nodes.registry import default_registry
 from tests.fixtures.services import services_over
+from tests.helpers import as_uint8
 
 PROMPT = "a cat and a frog"
 SUBJECTS = "cat, frog"
@@ -120,10 +121,6 @@ def drawn(nodes: dict[str, Any], root: Path, manager: ModelManager) -> np.ndarra
     result = run(nodes, root, manager)
     assert result.status == "done", result.error
     return as_uint8(result.outputs["show"]["images"])
-
-
-def as_uint8(images: np.ndarray) -> np.ndarray:
-    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
 
 
 def largest_difference(a: np.ndarray, b: np.ndarray) -> int:

@@ -33,7 +33,7 @@ from tests.fixtures.tiny_clip_vision import (
     tiny_vision_tower,
     write_tiny_unclip_file,
 )
-from tests.helpers import link, make_ctx, run_graph
+from tests.helpers import as_uint8, assert_same, link, make_ctx, run_graph
 
 SIZE = 64  # pixels of the tiny SD models' pictures (latents of 8 x 8)
 PROMPT = "a red circle at the top left"
@@ -412,18 +412,9 @@ def test_unclip_single_file_draws_what_its_folder_draws(root: Path, manager: Mod
 # --------------------------------------------------------------------------- sampling
 
 
-def as_uint8(images: np.ndarray) -> np.ndarray:
-    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
-
-
 def shown(result: Any) -> np.ndarray:
     assert result.status == "done", result.error
     return as_uint8(result.outputs["show"]["images"])
-
-
-def assert_same(ours: np.ndarray, theirs: np.ndarray) -> None:
-    assert ours.shape == theirs.shape
-    assert int(np.abs(ours.astype(int) - theirs.astype(int)).max()) <= 1  # uint8 rounding
 
 
 def image_graph(ckpt: dict, clip_vision: tuple[str, str], positive: tuple[str, str], **sampler: Any) -> dict:

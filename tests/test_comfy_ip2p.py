@@ -31,8 +31,8 @@ from models.values import Cond, Latent  # noqa: E402
 from nodes.registry import default_registry  # noqa: E402
 from tests.fixtures.models_root import SIZE  # noqa: E402
 from tests.fixtures.tiny_models import SD_SCHEDULER_CONFIG, tiny_sd_unet  # noqa: E402
-from tests.helpers import link  # noqa: E402
-from tests.test_diffusion import PROMPT, as_uint8, assert_same, image_of, pipeline, run_graph  # noqa: E402
+from tests.helpers import assert_same, link, run_graph  # noqa: E402
+from tests.test_diffusion import PROMPT, as_uint8, image_of, pipeline  # noqa: E402
 
 CORPUS_EDIT = (
     Path(__file__).parent

@@ -26,7 +26,7 @@ from models.manager import ModelManager  # noqa: E402
 from nodes.base import CancelToken, RunSettings  # noqa: E402
 from nodes.registry import default_registry  # noqa: E402
 from tests.fixtures.models_root import SIZE  # noqa: E402
-from tests.helpers import link, run_graph  # noqa: E402
+from tests.helpers import assert_same, link, run_graph  # noqa: E402
 
 pytestmark = pytest.mark.slow
 PROMPT = "a red circle at the top left"
@@ -39,11 +39,6 @@ def image_of(result: Any, node_id: str = "show") -> np.ndarray:
 
 def as_uint8(images: np.ndarray) -> np.ndarray:
     return (images * 255).round().astype(np.uint8)
-
-
-def assert_same(ours: np.ndarray, theirs: np.ndarray) -> None:
-    assert ours.shape == theirs.shape
-    assert int(np.abs(ours.astype(int) - theirs.astype(int)).max()) <= 1  # uint8 rounding
 
 
 def txt2img(

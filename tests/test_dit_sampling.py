@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from models.manager import ModelManager  # noqa: E402
-from tests.helpers import link, run_graph  # noqa: E402
+from tests.helpers import assert_same, link, run_graph  # noqa: E402
 
 pytestmark = pytest.mark.slow
 PROMPT = "a red cube on a blue floor"
@@ -63,11 +63,6 @@ def image_of(result: Any) -> np.ndarray:
 
 def as_uint8(images: np.ndarray) -> np.ndarray:
     return (images * 255).round().astype(np.uint8)
-
-
-def assert_same(ours: np.ndarray, theirs: np.ndarray) -> None:
-    assert ours.shape == theirs.shape
-    assert int(np.abs(ours.astype(int) - theirs.astype(int)).max()) <= 1  # uint8 rounding
 
 
 def graph(

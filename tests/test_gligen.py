@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from models.manager import ModelManager
-from tests.helpers import link, run_graph
+from tests.helpers import as_uint8, link, run_graph
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = 64  # the tiny models' pictures (8 x 8 latents)
@@ -89,10 +89,6 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def manager() -> ModelManager:
     return ModelManager(device="cpu")
-
-
-def as_uint8(images: np.ndarray) -> np.ndarray:
-    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
 
 
 def drawn(nodes: dict, root: Path, manager: ModelManager) -> np.ndarray:

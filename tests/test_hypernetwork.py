@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from models.manager import ModelManager
-from tests.helpers import link, run_graph
+from tests.helpers import as_uint8, link, run_graph
 
 SIZE = 64  # 8 x 8 latents
 STEPS = 3
@@ -139,10 +139,6 @@ def graph(hypernetworks: list[tuple[str, float]]) -> dict[str, Any]:
     nodes["d"] = {"type": "VAEDecode", "inputs": {"vae": link("ck", "vae"), "latent": link("s", "latent")}}
     nodes["show"] = {"type": "PreviewImage", "inputs": {"images": link("d", "image")}}
     return nodes
-
-
-def as_uint8(images: np.ndarray) -> np.ndarray:
-    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
 
 
 def drawn(nodes: dict[str, Any], root: Path, manager: ModelManager, extra_nodes: tuple = ()) -> np.ndarray:

@@ -29,7 +29,7 @@ from nodes.registry import default_registry
 from tests.fixtures.services import services_over
 from tests.fixtures.tiny_clip_vision import EMBED_DIM, TOWER, save_comfy_clip_vision, tiny_vision_tower
 from tests.fixtures.tiny_ip_adapter import faceid_adapter, plus_adapter, save_adapter, standard_adapter
-from tests.helpers import link, run_graph
+from tests.helpers import as_uint8, assert_same, link, run_graph
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = 64  # the tiny models' pictures (8 x 8 latents)
@@ -95,15 +95,6 @@ def drawn(nodes: dict, root: Path, manager: ModelManager) -> np.ndarray:
     result = run_graph(nodes, root / "models", manager, work=root, extra_nodes=(StackImages,))
     assert result.status == "done", result.error
     return as_uint8(result.outputs["show"]["images"])
-
-
-def as_uint8(images: np.ndarray) -> np.ndarray:
-    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
-
-
-def assert_same(ours: np.ndarray, theirs: np.ndarray) -> None:
-    assert ours.shape == theirs.shape
-    assert int(np.abs(ours.astype(int) - theirs.astype(int)).max()) <= 1  # uint8 rounding
 
 
 def differ(a: np.ndarray, b: np.ndarray) -> bool:

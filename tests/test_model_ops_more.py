@@ -25,7 +25,7 @@ from nodes.base import CancelToken, Context, NodeInputError, RunSettings
 from nodes.registry import default_registry
 from tests.fixtures.models_root import SIZE
 from tests.fixtures.services import services_over
-from tests.helpers import link
+from tests.helpers import as_uint8, link
 
 pytestmark = pytest.mark.slow
 PROMPT = "a red circle at the top left"
@@ -223,10 +223,6 @@ def draw(model: tuple[str, str], texts: str) -> dict:
 def picture(result: Any) -> np.ndarray:
     assert result.status == "done", result.error
     return result.outputs["show"]["images"]
-
-
-def as_uint8(images: np.ndarray) -> np.ndarray:
-    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- block merges
