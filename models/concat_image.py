@@ -109,18 +109,12 @@ def _fitted(image: torch.Tensor, batch: int, size: tuple[int, int]) -> torch.Ten
 
     import torch.nn.functional as F
 
-    height, width = image.shape[-2:]
-    if (height, width) != tuple(size):
-        rows, cols = size
-        if width * rows > height * cols:  # too wide: cut the sides
-            keep = round(height * cols / rows)
-            left = (width - keep) // 2
-            image = image[..., :, left : left + keep]
-        elif width * rows < height * cols:  # too tall: cut top and bottom
-            keep = round(width * rows / cols)
-            top = (height - keep) // 2
-            image = image[..., top : top + keep, :]
-        image = F.interpolate(image, size=tuple(size), mode="bilinear", align_corners=False)
+    from imaging.crop import center_crop_box
+
+    if tuple(image.shape[-2:]) != tuple(size):
+        top, bottom, left, right = center_crop_box(*image.shape[-2:], *size)
+        cut = image[..., top:bottom, left:right]
+        image = F.interpolate(cut, size=tuple(size), mode="bilinear", align_corners=False)
     if image.shape[0] != batch:
         image = image.repeat(math.ceil(batch / image.shape[0]), 1, 1, 1)[:batch]
     return image

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from imaging.crop import center_crop_box
 from nodes import types as T
 from nodes.base import Context, Input, Node, NodeInputError, Output
 from nodes.limits import MAX_SIZE, check_pixel_budget
@@ -56,20 +57,6 @@ def vae_scale(vae: Any) -> int:
 
 
 # -- resizing ------------------------------------------------------------------------------------
-
-
-def center_crop_box(height: int, width: int, new_height: int, new_width: int) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) of the centred region with the new size's aspect ratio.
-
-    As ComfyUI's ``center`` crop: an equal margin (rounded) is cut from both sides.
-    """
-    old_aspect, new_aspect = width / height, new_width / new_height
-    left = top = 0
-    if old_aspect > new_aspect:
-        left = round((width - width * (new_aspect / old_aspect)) / 2)
-    elif old_aspect < new_aspect:
-        top = round((height - height * (old_aspect / new_aspect)) / 2)
-    return top, height - top, left, width - left
 
 
 def resize_latents(samples: torch.Tensor, height: int, width: int, method: str, crop: str) -> torch.Tensor:
