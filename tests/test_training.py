@@ -288,3 +288,39 @@ def test_the_inpainting_mask_covers_exactly_one_cell():
     cells = [cell_mask(scene, (row, col)) > 0 for row in range(3) for col in range(3)]
     assert (np.sum(cells, axis=0) == 1).all()  # the nine cells tile the picture
     assert not (mask(scene) > 0)[~cells[5]].any()  # the shape lies inside its own cell
+
+
+def test_sd_fine_tunes_with_grounding_and_exports_beside_the_sd_it_started_from(exported: Path, tmp_path):
+    from training import quality_grounding
+
+    base = exported / "checkpoints" / "toy-sd"
+    run = tmp_path / "grounded"
+    args = ["--out", str(run), "--vae", str(base / "vae"), "--init", str(base), "--steps", "2"]
+    assert sd.main([*args, "--batch", "4", "--threads", "1", "--freeze-text", "--ground", "0.5"]) == 0
+    log = read_log(run)
+    assert len(log) == 2 and all(r["ground"] > 0 and r["denoise"] > 0 for r in log)
+    for record in log:  # the loss is the denoising loss plus the weighted grounding loss
+        assert record["loss"] == pytest.approx(record["denoise"] + 0.5 * record["ground"], rel=1e-5)
+    out = exported / "checkpoints" / "toy-sd-grounded"
+    export.export_sd(run, out, link_from=base)
+    for part in ("text_encoder", "tokenizer", "vae"):  # frozen, so stored once: links into the SD's folder
+        assert (out / part).is_symlink() and (out / part).resolve() == base.resolve() / part
+    trained = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
+    started = load_file(base / "unet" / "diffusion_pytorch_model.safetensors")
+    assert any(not torch.equal(trained[k], started[k]) for k in started)  # the UNet trained on
+    card = (out / "README.md").read_text()
+    assert "# toy-sd-grounded: toy-sd fine-tuned to ground its words" in card
+    assert "--init" in card and "--freeze-text --ground 0.5" in card and "--link-from" in card
+    probe = quality_grounding.grounding_probe(out, n=2, timesteps=(500,))
+    assert 0 < probe["even"] < 1 and 0 < probe["inside"] < 1 and 0 < probe["peak_kind"] <= 1
+
+
+def test_the_editor_trains_with_grounding(exported: Path, tmp_path: Path):
+    from training import ip2p
+
+    run = tmp_path / "ip2p-ground"
+    args = ["--out", str(run), "--sd", str(exported / "checkpoints" / "toy-sd"), "--steps", "2"]
+    assert ip2p.main([*args, "--batch", "4", "--threads", "1", "--shapes", "2", "--ground", "0.5"]) == 0
+    log = read_log(run)
+    assert len(log) == 2 and all(r["ground"] > 0 for r in log)
+    assert json.loads((run / "config.json").read_text())["ground"] == 0.5

@@ -23,7 +23,7 @@ import torch
 
 from training.cards import load_trained, same_weights, score_table, shown, split_scores, weights_line
 from training.run_folder import CONFIG, read_state, recent_loss
-from training.script import count_parameters, halve_weights, staging, swap_in
+from training.script import count_parameters, halve_weights, link_shared, staging, swap_in
 from training.sd import SD_SCHEDULER_CONFIG, load_vae
 
 SCHEDULERS = {"dpmpp": "DPMSolverMultistepScheduler", "pndm": "PNDMScheduler"}
@@ -225,6 +225,81 @@ def model_card(config: dict[str, Any], unet: Any, text_encoder: Any, vae: Any, r
     return "\n".join(lines)
 
 
+def finetune_card(
+    config: dict[str, Any], unet: Any, run: Path, info: dict, name: str, link_from: Path | None
+) -> str:
+    """The card of an SD fine-tuned from an exported one (``training.sd --init``): what it started from,
+    what changed, how well it draws, and the commands that made it."""
+    state = read_state(run)
+    steps = state.step if state else 0
+    init = shown(config["init"])
+    ground = config.get("ground") or 0.0
+    denoise, grounding = recent_loss(run, key="denoise"), recent_loss(run, key="ground")
+    trained = (
+        "the UNet only (the text encoder frozen)" if config.get("freeze_text") else "text encoder and UNet"
+    )
+    lines = [
+        f"# {name}: {Path(config['init']).name} fine-tuned" + (" to ground its words" if ground else ""),
+        "",
+        f"The model of `{init}` (see its card for the VAE, the text encoder and the UNet's first training),",
+        f"trained {steps} steps further on the same toy-world stream: {trained}.",
+    ]
+    if ground:
+        lines += [
+            "Besides the denoising loss, a grounding loss (`training.grounding`, TokenCompose's token loss)",
+            "ties each shape's color and kind words to the place of that shape through the UNet's own",
+            "cross-attention: for every cross-attention layer, the share of the word's attention",
+            "(averaged over heads) outside the cells its shape touches, squared, weighted by",
+            f"{ground}. It exists so that a word has a place in the attention maps, which Attend-and-Excite",
+            "and the other attention-steering methods read (docs/toy-models.md).",
+        ]
+    lines += [
+        "",
+        "## How it was made",
+        "",
+        f"- **Training**: epsilon prediction, SD's noise schedule, AdamW (lr {config['lr']}, "
+        f"{config['warmup']} warm-up steps, weight decay {config['weight_decay']}), gradient clipping at 1, "
+        f"batch {config['batch']}, seed {config['seed']}, {steps} steps ({state.status if state else 'new'}) "
+        f"in {state.elapsed / 60 if state else 0:.1f} minutes on {config['device']}"
+        + (f"; over the last 100 steps: denoising loss {denoise:.4f}" if denoise is not None else "")
+        + (f", grounding loss {grounding:.4f}" if grounding is not None else "")
+        + ".",
+        f"- **UNet**: as `{init}`'s, {count_parameters(unet):,} parameters.",
+        weights_line(config),
+    ]
+    if link_from is not None:
+        lines.append(
+            f"- **Shared parts**: the text encoder, tokenizer and VAE are links to `{Path(link_from).name}`'s"
+            " where they are the same files."
+        )
+    lines += ["", "## Using it", "", "As `toy-sd`: 32 px pictures, 20 steps, guidance 5.", ""]
+    if info.get("eval"):
+        ev = info["eval"]
+        lines += [
+            "## Evaluation",
+            "",
+            f"{ev['n']} pictures per split ({ev['steps']} steps, guidance {ev['cfg']}, seed {ev['seed']})",
+            "scored by `toyworld.score`, as in toy-sd's card.",
+            "",
+            *score_table(ev),
+        ]
+    command = (
+        f"python -m training.sd --out {shown(run)} --vae {shown(config['vae'])} --init {init} "
+        f"--steps {steps} --batch {config['batch']} --lr {config['lr']} --warmup {config['warmup']} "
+        f"--seed {config['seed']} --ema {config['ema']} --drop {config['drop']} "
+        f"--background-p {config['background_p']}"
+        + (" --freeze-text" if config.get("freeze_text") else "")
+        + (f" --ground {ground}" if ground else "")
+    )
+    export = (
+        f"python -m training.export --sd {shown(run)} --out models/checkpoints/{name}"
+        + (f" --link-from {shown(link_from)}" if link_from is not None else "")
+        + (f" --eval {info['eval']['n']}" if info.get("eval") else "")
+    )
+    lines += ["## Reproducing it", "", "```bash", command, export, "```", ""]
+    return "\n".join(lines)
+
+
 def check_loads(folder: Path, unet: Any) -> None:
     """Load the folder through the studio's loader and compare the UNet's weights with ours (as the
     float16 the folder stores them in)."""
@@ -245,10 +320,12 @@ def export_sd(
     scheduler: str = "dpmpp",
     eval_n: int = 0,
     vae_run: Path | None = None,
+    link_from: Path | None = None,
 ) -> Path:
     """Write the diffusers folder and its model card to ``out`` (replacing it), checked by loading.
     ``vae_run``: another VAE run than the one the SD trained with, whose encoder must be the same (a
-    decoder fine-tuned with ``training.vae --decoder-only``)."""
+    decoder fine-tuned with ``training.vae --decoder-only``). ``link_from``: an exported folder beside
+    ``out`` whose text encoder, tokenizer and VAE the export links to where they are the same files."""
     run, out = Path(run), Path(out)
     unet, text_encoder, config = trained_models(run, use_ema)
     config["sd_vae"] = config["vae"]  # the VAE whose latents the SD learnt
@@ -268,9 +345,15 @@ def export_sd(
         )
         shipped.set_progress_bar_config(disable=True)
         info["eval"] = evaluate(shipped, eval_n, size=config["size"])
-    (tmp / "README.md").write_text(model_card(config, unet, text_encoder, vae, run, info))
+    if config.get("init"):
+        card = finetune_card(config, unet, run, info, Path(out).name, link_from)
+    else:
+        card = model_card(config, unet, text_encoder, vae, run, info)
+    (tmp / "README.md").write_text(card)
     if info.get("eval"):
         (tmp / "eval.json").write_text(json.dumps(info["eval"], indent=1))
+    if link_from is not None:
+        link_shared(tmp, Path(link_from))
     check_loads(tmp, unet)
     return swap_in(tmp, out)
 
@@ -285,9 +368,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--vae", type=Path, default=None, help="a VAE run with the same encoder (a fine-tuned decoder)"
     )
+    parser.add_argument(
+        "--link-from",
+        type=Path,
+        default=None,
+        help="an exported folder beside --out (e.g. models/checkpoints/toy-sd) whose text encoder, "
+        "tokenizer and VAE are linked to where the export's are the same files",
+    )
     args = parser.parse_args(argv)
     folder = export_sd(
-        args.sd, args.out, use_ema=not args.raw, scheduler=args.scheduler, eval_n=args.eval, vae_run=args.vae
+        args.sd,
+        args.out,
+        use_ema=not args.raw,
+        scheduler=args.scheduler,
+        eval_n=args.eval,
+        vae_run=args.vae,
+        link_from=args.link_from,
     )
     print(f"exported {folder} (loads with models.loading.load_checkpoint)")
     return 0

@@ -21,7 +21,6 @@ where all the instruction's work is, against the rest that is only copied from t
 from __future__ import annotations
 
 import argparse
-import filecmp
 import json
 import math
 import shutil
@@ -37,12 +36,20 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from training.frozen import DEFAULT_SD, FrozenSD, load_frozen_sd, to_tensor
+from training.grounding import (
+    AttentionStore,
+    TokenCounter,
+    grounding_loss,
+    instruction_groundings,
+    record_cross_attention,
+)
 from training.loop import prepare, train, warmup_lr
 from training.run_folder import read_state, recent_loss, write_config
 from training.script import (
     add_common_args,
     count_parameters,
     halve_weights,
+    link_shared,
     measure_step,
     model_config,
     settings,
@@ -177,10 +184,34 @@ def pool_for(run: Path, sd: FrozenSD, args: argparse.Namespace, device: torch.de
     return pool
 
 
+def instruction_targets(
+    texts: list[str], changed: torch.Tensor, count: TokenCounter, tokens: int = 77
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grounding targets for a batch of instructions: the words naming what changes (the shape referred
+    to, the new color; :func:`training.grounding.instruction_groundings`) are tied to the latent cells
+    the edit changes (``changed``, (B, 1, h, w))."""
+    batch, _, height, width = changed.shape
+    weights = torch.zeros(batch, tokens, device=changed.device)
+    for b, text in enumerate(texts):
+        for position in instruction_groundings(text, count):
+            if position < tokens - 1:
+                weights[b, position] = 1.0
+    targets = changed.expand(batch, tokens, height, width) * weights[:, :, None, None]
+    return targets, weights
+
+
 def ip2p_step(
-    editor: Any, sd: FrozenSD, args: argparse.Namespace, device: torch.device, pool: EditPool | None = None
+    editor: Any,
+    sd: FrozenSD,
+    args: argparse.Namespace,
+    device: torch.device,
+    pool: EditPool | None = None,
+    store: AttentionStore | None = None,
 ) -> Any:
+    """The step function. With a ``store`` (the editor's recorded cross-attention) the loss adds
+    ``args.ground`` x the grounding loss of the instruction's words to the changed cells."""
     text_cache: dict[str, torch.Tensor] = {}  # the frozen text encoder's states of each instruction
+    count = TokenCounter(sd.tokens.tokenizer)
 
     def text_states(texts: list[str]) -> torch.Tensor:
         missing = sorted({t for t in texts if t not in text_cache})
@@ -216,17 +247,27 @@ def ip2p_step(
             states = text_states(texts)
         source_latents = source_latents * keep_source[:, None, None, None]
         noisy, noise, timesteps = sd.noised(latents, generator)
+        if store is not None:
+            store.start()
         prediction = editor(torch.cat([noisy, source_latents], dim=1), timesteps, states).sample
-        if args.edit_weight:
+        changed = None
+        if args.edit_weight or store is not None:
             changed = (
                 pool.changed[chosen] if pool is not None else changed_cells(source, target, noise.shape[-1])
             )
+        if args.edit_weight:
             weight = 1.0 + args.edit_weight * changed
             loss = ((prediction - noise) ** 2 * weight).mean() / weight.mean()
         else:
             loss = F.mse_loss(prediction, noise)
+        metrics = {"denoise": loss.item()}
+        if store is not None:
+            targets, weights = instruction_targets(texts, changed, count, states.shape[1])
+            ground = grounding_loss(store.take(), targets, weights)
+            loss = loss + args.ground * ground
+            metrics["ground"] = ground.item()
         loss.backward()
-        return {"loss": loss.item()}
+        return {"loss": loss.item(), **metrics}
 
     return step_fn
 
@@ -263,44 +304,6 @@ def init_from(editor: Any, folder: Path) -> None:
             f"{editor.config.in_channels} (the picture's latents and the source's)"
         )
     editor.load_state_dict({k: v.float() for k, v in weights.items()})
-
-
-SHARED = ("text_encoder", "tokenizer", "vae")
-
-
-def same_file(a: Path, b: Path) -> bool:
-    """Same bytes, or for JSON configs the same settings (the ``_name_or_path`` a config records of
-    where its model was loaded from does not count)."""
-    if a.suffix == ".json":
-        first, second = (json.loads(path.read_text()) for path in (a, b))
-        for config in (first, second):
-            config.pop("_name_or_path", None)
-        return first == second
-    return filecmp.cmp(a, b, shallow=False)
-
-
-def same_files(a: Path, b: Path) -> bool:
-    """Whether two folders hold the same files with the same contents."""
-    names = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    if names != sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()):
-        return False
-    return all(same_file(a / name, b / name) for name in names)
-
-
-def link_shared(folder: Path, sd_folder: Path) -> list[str]:
-    """Replace the parts of the export that are byte for byte the SD's (its frozen text encoder,
-    tokenizer and VAE) by relative links into the SD's folder, when the two folders sit side by side,
-    so the repository and a checkout hold them once. Returns the parts linked."""
-    folder, sd_folder = Path(folder), Path(sd_folder)
-    if folder.resolve().parent != sd_folder.resolve().parent:
-        return []
-    linked = []
-    for part in SHARED:
-        if (sd_folder / part).is_dir() and same_files(folder / part, sd_folder / part):
-            shutil.rmtree(folder / part)
-            (folder / part).symlink_to(Path("..") / sd_folder.name / part, target_is_directory=True)
-            linked.append(part)
-    return linked
 
 
 def export(editor: Any, sd: FrozenSD, run: Path, out: Path) -> Path:
@@ -474,6 +477,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="scenes of this many shapes only (default: 1 or 2 at random); 2 makes every instruction"
         " name one shape of two, so that only the named one may change",
     )
+    parser.add_argument(
+        "--ground",
+        type=float,
+        default=None,
+        help="weight of a grounding loss tying the words that name what changes to the changed cells"
+        " through the editor's cross-attention (training.grounding; default: none)",
+    )
     # The new options default to None, as they read in the settings of runs saved before they existed,
     # so that such runs still resume.
     return parser.parse_args(argv)
@@ -495,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.pool
             else None
         )
-        seconds = measure_step(ip2p_step(editor, sd, args, device, pool), optimizer)
+        store = record_cross_attention(editor) if args.ground else None
+        seconds = measure_step(ip2p_step(editor, sd, args, device, pool, store), optimizer)
         print(
             json.dumps(
                 {
@@ -512,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.init and (Path(args.init) / "README.md").is_file() and not (run / INIT_CARD).is_file():
         shutil.copyfile(Path(args.init) / "README.md", run / INIT_CARD)  # for this run's card
     pool = pool_for(run, sd, args, device) if args.pool else None
-    step_fn = ip2p_step(editor, sd, args, device, pool)
+    store = record_cross_attention(editor) if args.ground else None
+    step_fn = ip2p_step(editor, sd, args, device, pool, store)
     state = train(args, {"unet": editor}, optimizer, step_fn, lr_at=lr_schedule(args))
     print(f"editor ({state.status}, step {state.step}) in {run}")
     if args.export:

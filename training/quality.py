@@ -91,10 +91,10 @@ class Studio:
 # --------------------------------------------------------------------------- workflow builders
 
 
-def sd_nodes(prompt: str, seed: int, negative: str = "") -> dict[str, Any]:
+def sd_nodes(prompt: str, seed: int, negative: str = "", checkpoint: str = SD) -> dict[str, Any]:
     """Checkpoint, prompts and a sampler (its latent input left for the caller), decoded and shown."""
     return {
-        "ck": {"type": "CheckpointLoader", "inputs": {"ckpt_name": SD}},
+        "ck": {"type": "CheckpointLoader", "inputs": {"ckpt_name": checkpoint}},
         "pos": {"type": "CLIPTextEncode", "inputs": {"clip": link("ck", "clip"), "text": prompt}},
         "neg": {"type": "CLIPTextEncode", "inputs": {"clip": link("ck", "clip"), "text": negative}},
         "s": {
@@ -116,8 +116,8 @@ def sd_nodes(prompt: str, seed: int, negative: str = "") -> dict[str, Any]:
     }
 
 
-def txt2img_nodes(prompt: str, seed: int) -> dict[str, Any]:
-    nodes = sd_nodes(prompt, seed)
+def txt2img_nodes(prompt: str, seed: int, checkpoint: str = SD) -> dict[str, Any]:
+    nodes = sd_nodes(prompt, seed, checkpoint=checkpoint)
     nodes["lat"] = {
         "type": "EmptyLatent",
         "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1, "vae": link("ck", "vae")},

@@ -74,9 +74,11 @@ VARIANTS: dict[str, tuple[Any, int]] = {
 }
 
 
-def excite_nodes(prompt: str, seed: int, subjects: str, settings: dict[str, Any]) -> dict[str, Any]:
+def excite_nodes(
+    prompt: str, seed: int, subjects: str, settings: dict[str, Any], checkpoint: str = SD
+) -> dict[str, Any]:
     """``txt2img_nodes`` with AttendAndExcite between the checkpoint and the sampler."""
-    nodes = txt2img_nodes(prompt, seed)
+    nodes = txt2img_nodes(prompt, seed, checkpoint)
     nodes["ae"] = {
         "type": "AttendAndExcite",
         "inputs": {
@@ -137,16 +139,18 @@ def attend_excite(
     settings: dict[str, Any] | None = None,
     save: str | None = None,
     variants: Sequence[str] = ("positions", "bare", "three"),
+    checkpoint: str = SD,
 ) -> dict[str, Any]:
-    """Both objects present, without and with Attend-and-Excite, for captions with and without positions.
-    ``save``: a path prefix for a contact sheet of the first pictures (plain above, excited below)."""
+    """Both objects present, without and with Attend-and-Excite, for captions with and without positions,
+    drawn by ``checkpoint``. ``save``: a path prefix for a contact sheet of the first pictures (plain
+    above, excited below)."""
     from transformers import CLIPTokenizer
 
     settings = {**TOY_SETTINGS, **(settings or {})}
     tokenizer = CLIPTokenizer.from_pretrained(
-        str(studio.services.paths.find("checkpoints", SD) / "tokenizer")
+        str(studio.services.paths.find("checkpoints", checkpoint) / "tokenizer")
     )
-    figures: dict[str, Any] = {"task": "attend_excite", "n": n}
+    figures: dict[str, Any] = {"task": "attend_excite", "n": n, "checkpoint": checkpoint}
     for name in variants:
         prompt_of, shapes = VARIANTS[name]
         plain_rows, excited_rows, sheet = [], [], []
@@ -154,8 +158,8 @@ def attend_excite(
             prompt = prompt_of(scene)
             kinds = [s.kind for s in sorted(scene.shapes, key=lambda s: s.cell)]
             subjects = subject_positions(tokenizer, prompt, kinds)
-            plain = studio.picture(txt2img_nodes(prompt, seed + i), seed + i)
-            excited = studio.picture(excite_nodes(prompt, seed + i, subjects, settings), seed + i)
+            plain = studio.picture(txt2img_nodes(prompt, seed + i, checkpoint), seed + i)
+            excited = studio.picture(excite_nodes(prompt, seed + i, subjects, settings, checkpoint), seed + i)
             plain_rows.append((all_present(scene, plain), placed(scene, plain), drawn(scene, plain)))
             excited_rows.append((all_present(scene, excited), placed(scene, excited), drawn(scene, excited)))
             if len(sheet) < 16:
@@ -193,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", default=None, help="path prefix for contact sheets")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--variants", default="positions,bare,three", help="which prompts (see VARIANTS)")
+    parser.add_argument(
+        "--checkpoint", default=SD, help="the checkpoint that draws (a models/checkpoints name)"
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -202,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         key, _, value = item.partition("=")
         settings[key] = value if key in ("thresholds", "subjects") else json.loads(value)
     variants = args.variants.split(",")
-    print(json.dumps(attend_excite(Studio(), args.n, args.seed, settings, args.save, variants)), flush=True)
+    figures = attend_excite(Studio(), args.n, args.seed, settings, args.save, variants, args.checkpoint)
+    print(json.dumps(figures), flush=True)
     return 0
 
 

@@ -4,6 +4,7 @@ measurement, model sizes, and writing an export safely (staged, swapped in, weig
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import shutil
 import time
@@ -109,3 +110,41 @@ def swap_in(tmp: Path, out: Path) -> Path:
     Path(tmp).rename(out)
     shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+SHARED = ("text_encoder", "tokenizer", "vae")
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Same bytes, or for JSON configs the same settings (the ``_name_or_path`` a config records of
+    where its model was loaded from does not count)."""
+    if a.suffix == ".json":
+        first, second = (json.loads(path.read_text()) for path in (a, b))
+        for config in (first, second):
+            config.pop("_name_or_path", None)
+        return first == second
+    return filecmp.cmp(a, b, shallow=False)
+
+
+def same_files(a: Path, b: Path) -> bool:
+    """Whether two folders hold the same files with the same contents."""
+    names = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    if names != sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()):
+        return False
+    return all(same_file(a / name, b / name) for name in names)
+
+
+def link_shared(folder: Path, sd_folder: Path) -> list[str]:
+    """Replace the parts of the export that are byte for byte the SD's (its frozen text encoder,
+    tokenizer and VAE) by relative links into the SD's folder, when the two folders sit side by side,
+    so the repository and a checkout hold them once. Returns the parts linked."""
+    folder, sd_folder = Path(folder), Path(sd_folder)
+    if folder.resolve().parent != sd_folder.resolve().parent:
+        return []
+    linked = []
+    for part in SHARED:
+        if (sd_folder / part).is_dir() and same_files(folder / part, sd_folder / part):
+            shutil.rmtree(folder / part)
+            (folder / part).symlink_to(Path("..") / sd_folder.name / part, target_is_directory=True)
+            linked.append(part)
+    return linked

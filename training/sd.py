@@ -22,6 +22,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from training.grounding import (
+    AttentionStore,
+    TokenCounter,
+    grounding_loss,
+    record_cross_attention,
+    scene_targets,
+)
 from training.loop import prepare, train
 from training.run_folder import read_state, write_config
 from training.script import add_common_args, count_parameters, measure_step, model_config, settings
@@ -122,14 +129,24 @@ class Tokens:
 
 
 def sd_step(
-    unet: Any, text_encoder: Any, vae: Any, tokens: Tokens, args: argparse.Namespace, device: torch.device
+    unet: Any,
+    text_encoder: Any,
+    vae: Any,
+    tokens: Tokens,
+    args: argparse.Namespace,
+    device: torch.device,
+    store: AttentionStore | None = None,
 ) -> Any:
     """The step function: noise the VAE latents of the step's batch at random timesteps and train the
-    UNet (with the text encoder's states) to predict the noise; backward; returns the metrics."""
+    UNet (with the text encoder's states) to predict the noise; backward; returns the metrics. With a
+    ``store`` (the UNet's recorded cross-attention, :func:`training.grounding.record_cross_attention`)
+    the loss adds ``args.ground`` x the grounding loss of each shape's color and kind words."""
     from diffusers import DDPMScheduler
 
     scheduler = DDPMScheduler.from_config(SD_SCHEDULER_CONFIG)
     factor = float(vae.config.scaling_factor)
+    count = TokenCounter(tokens.tokenizer)
+    train_text = any(p.requires_grad for p in text_encoder.parameters())
 
     def step_fn(step: int) -> dict[str, float]:
         batch = toy_batch(
@@ -143,11 +160,20 @@ def sd_step(
             0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator, device=device
         )
         noisy = scheduler.add_noise(latents, noise, timesteps)
-        states = text_encoder(tokens(batch.captions).to(device))[0]
+        with torch.set_grad_enabled(train_text):
+            states = text_encoder(tokens(batch.captions).to(device))[0]
+        if store is not None:
+            store.start()
         prediction = unet(noisy, timesteps, states).sample
         loss = F.mse_loss(prediction, noise)
+        metrics = {"denoise": loss.item()}
+        if store is not None:
+            targets, weights = scene_targets(batch.scenes, batch.captions, count, MAX_LENGTH)
+            ground = grounding_loss(store.take(), targets.to(device), weights.to(device))
+            loss = loss + args.ground * ground
+            metrics["ground"] = ground.item()
         loss.backward()
-        return {"loss": loss.item()}
+        return {"loss": loss.item(), **metrics}
 
     return step_fn
 
@@ -173,11 +199,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--ema", type=float, default=0.999, help="EMA decay (0: no EMA copies)")
     parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from an exported SD folder's UNet and text encoder (e.g. models/checkpoints/toy-sd); "
+        "their sizes then replace the size options",
+    )
+    parser.add_argument(
+        "--freeze-text", action="store_true", help="train the UNet only (the text encoder stays as it is)"
+    )
+    parser.add_argument(
+        "--ground",
+        type=float,
+        default=0.0,
+        help="weight of the grounding loss that ties each shape's color and kind words to its mask "
+        "through the UNet's cross-attention (training.grounding; 0: none)",
+    )
     return parser.parse_args(argv)
 
 
 def build(args: argparse.Namespace, device: torch.device) -> tuple[Any, Any]:
     seed_everything(args.seed)
+    if args.init is not None:
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        folder = Path(args.init)
+        unet = UNet2DConditionModel.from_pretrained(str(folder / "unet"), local_files_only=True)
+        text_encoder = CLIPTextModel.from_pretrained(str(folder / "text_encoder"), local_files_only=True)
+        return unet.float().to(device).train(), text_encoder.float().to(device).train()
     text_encoder = build_text_encoder(args.text_hidden, args.text_layers, args.text_heads)
     unet = build_unet(
         args.channels, args.layers, args.text_hidden, args.head_dim, args.groups, args.size // 4
@@ -201,9 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     latent = args.size // 2 ** (len(vae.config.block_out_channels) - 1)
     if latent != unet.config.sample_size:
         unet.register_to_config(sample_size=latent)
-    params = list(unet.parameters()) + list(text_encoder.parameters())
+    if args.freeze_text:
+        text_encoder.requires_grad_(False).eval()
+    params = [p for p in list(unet.parameters()) + list(text_encoder.parameters()) if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
-    step_fn = sd_step(unet, text_encoder, vae, Tokens(), args, device)
+    store = record_cross_attention(unet) if args.ground else None
+    step_fn = sd_step(unet, text_encoder, vae, Tokens(), args, device, store)
     if args.measure:
         seconds = measure_step(step_fn, optimizer)
         print(
