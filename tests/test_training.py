@@ -74,6 +74,26 @@ def test_the_stream_is_the_train_split_and_depends_only_on_seed_and_step():
     assert 50 < sum(c == "" for c in many.captions) < 150
 
 
+def test_bare_captions_leave_the_places_out_and_leave_the_rest_of_the_stream_as_it_was():
+    from toyworld import caption, parse_caption
+
+    plain = toy_batch(0, 200, seed=0, drop_p=0.1)
+    bare = toy_batch(0, 200, seed=0, drop_p=0.1, bare_p=0.4)
+    assert torch.equal(plain.images, bare.images)  # the same pictures, captions apart
+    assert [c == "" for c in plain.captions] == [c == "" for c in bare.captions]
+    changed = [i for i, (a, b) in enumerate(zip(plain.captions, bare.captions, strict=True)) if a != b]
+    assert 50 < len(changed) < 110  # about 0.4 of the 180 or so captions not dropped
+    for i in changed:
+        scene = bare.scenes[i]
+        assert bare.captions[i] == caption(
+            scene, background="background" in bare.captions[i], positions=False
+        )
+        assert " at the " not in bare.captions[i] and " on the " not in bare.captions[i]
+    for i in set(range(200)) - set(changed):
+        if plain.captions[i]:
+            assert parse_caption(plain.captions[i])  # still full captions
+
+
 def test_vae_trains_and_exports(runs: Path):
     from diffusers import AutoencoderKL
 
@@ -296,7 +316,8 @@ def test_sd_fine_tunes_with_grounding_and_exports_beside_the_sd_it_started_from(
     base = exported / "checkpoints" / "toy-sd"
     run = tmp_path / "grounded"
     args = ["--out", str(run), "--vae", str(base / "vae"), "--init", str(base), "--steps", "2"]
-    assert sd.main([*args, "--batch", "4", "--threads", "1", "--freeze-text", "--ground", "0.5"]) == 0
+    args += ["--batch", "4", "--threads", "1", "--freeze-text", "--ground", "0.5", "--bare-p", "0.5"]
+    assert sd.main(args) == 0
     log = read_log(run)
     assert len(log) == 2 and all(r["ground"] > 0 and r["denoise"] > 0 for r in log)
     for record in log:  # the loss is the denoising loss plus the weighted grounding loss
@@ -310,7 +331,8 @@ def test_sd_fine_tunes_with_grounding_and_exports_beside_the_sd_it_started_from(
     assert any(not torch.equal(trained[k], started[k]) for k in started)  # the UNet trained on
     card = (out / "README.md").read_text()
     assert "# toy-sd-grounded: toy-sd fine-tuned to ground its words" in card
-    assert "--init" in card and "--freeze-text --ground 0.5" in card and "--link-from" in card
+    assert "--init" in card and "--freeze-text --ground 0.5 --bare-p 0.5" in card and "--link-from" in card
+    assert "50% of its captions leave the places out" in card
     probe = quality_grounding.grounding_probe(out, n=2, timesteps=(500,))
     assert 0 < probe["even"] < 1 and 0 < probe["inside"] < 1 and 0 < probe["peak_kind"] <= 1
 

@@ -390,14 +390,16 @@ def join_phrases(phrases: Sequence[str]) -> str:
     return ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
-def caption(scene: Scene, background: bool = False) -> str:
+def caption(scene: Scene, background: bool = False, positions: bool = True) -> str:
     """``"a red circle at the top left and a blue square in the center"``.
 
     Shapes are named in reading order of their cells (so the caption does not depend on the order of
-    ``scene.shapes``); ``background=True`` appends ``" on a gray background"``.
+    ``scene.shapes``); ``background=True`` appends ``" on a gray background"``; ``positions=False``
+    leaves the places out: ``"a red circle and a blue square"``.
     """
     shapes = sorted(scene.shapes, key=lambda s: s.cell)
-    text = join_phrases([s.phrase() for s in shapes])
+    phrases = [s.phrase() if positions else f"{article(s.color)} {s.color} {s.kind}" for s in shapes]
+    text = join_phrases(phrases)
     if background:
         text += f" on {article(scene.background)} {scene.background} background"
     return text

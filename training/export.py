@@ -242,7 +242,13 @@ def finetune_card(
         f"# {name}: {Path(config['init']).name} fine-tuned" + (" to ground its words" if ground else ""),
         "",
         f"The model of `{init}` (see its card for the VAE, the text encoder and the UNet's first training),",
-        f"trained {steps} steps further on the same toy-world stream: {trained}.",
+        f"trained {steps} steps further on the same toy-world stream: {trained}."
+        + (
+            f' {config["bare_p"]:.0%} of its captions leave the places out ("a red circle and a blue'
+            ' square"), so that the model itself chooses where each named shape goes.'
+            if config.get("bare_p")
+            else ""
+        ),
     ]
     if ground:
         lines += [
@@ -290,6 +296,7 @@ def finetune_card(
         f"--background-p {config['background_p']}"
         + (" --freeze-text" if config.get("freeze_text") else "")
         + (f" --ground {ground}" if ground else "")
+        + (f" --bare-p {config['bare_p']}" if config.get("bare_p") else "")
     )
     export = (
         f"python -m training.export --sd {shown(run)} --out models/checkpoints/{name}"

@@ -285,11 +285,21 @@ def attribute_scores(pairs: list[tuple[Scene, np.ndarray]]) -> dict[str, float]:
     }
 
 
-def text_to_image(studio: Studio, n: int, seed: int = 1) -> dict[str, Any]:
-    """Pictures of held-out captions: how often the analyzer reads each shape as the caption says."""
+def text_to_image(studio: Studio, n: int, seed: int = 1, checkpoint: str = SD) -> dict[str, Any]:
+    """Pictures of held-out captions drawn by ``checkpoint``: how often the analyzer reads each shape as
+    the caption says."""
     scenes = held_out_scenes(n, seed)
-    pictures = [studio.picture(txt2img_nodes(caption(s), seed + i), seed + i) for i, s in enumerate(scenes)]
-    return {"task": "text_to_image", "n": n, **attribute_scores(list(zip(scenes, pictures, strict=True)))}
+    pictures = [
+        studio.picture(txt2img_nodes(caption(s), seed + i, checkpoint), seed + i)
+        for i, s in enumerate(scenes)
+    ]
+    figures = attribute_scores(list(zip(scenes, pictures, strict=True)))
+    return {
+        "task": "text_to_image",
+        "n": n,
+        **({"checkpoint": checkpoint} if checkpoint != SD else {}),
+        **figures,
+    }
 
 
 def captioning(studio: Studio, n: int, seed: int = 2) -> dict[str, Any]:

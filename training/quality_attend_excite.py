@@ -41,10 +41,9 @@ TOY_SETTINGS: dict[str, Any] = {
 
 def bare_prompt(scene: Any) -> str:
     """The scene's shapes in reading order without position words: "a red circle and a blue square"."""
-    from toyworld.world import article, join_phrases
+    from toyworld import caption
 
-    shapes = sorted(scene.shapes, key=lambda s: s.cell)
-    return join_phrases([f"{article(s.color)} {s.color} {s.kind}" for s in shapes])
+    return caption(scene, positions=False)
 
 
 def subject_positions(tokenizer: Any, prompt: str, kinds: Sequence[str]) -> str:

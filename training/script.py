@@ -116,13 +116,25 @@ SHARED = ("text_encoder", "tokenizer", "vae")
 
 
 def same_file(a: Path, b: Path) -> bool:
-    """Same bytes, or for JSON configs the same settings (the ``_name_or_path`` a config records of
-    where its model was loaded from does not count)."""
+    """Same bytes; for JSON configs the same settings (the ``_name_or_path`` a config records of where
+    its model was loaded from does not count); for safetensors the same tensors and metadata (a file
+    written again may order its header differently)."""
     if a.suffix == ".json":
         first, second = (json.loads(path.read_text()) for path in (a, b))
         for config in (first, second):
             config.pop("_name_or_path", None)
         return first == second
+    if a.suffix == ".safetensors" and not filecmp.cmp(a, b, shallow=False):
+        from safetensors import safe_open
+
+        with safe_open(str(a), framework="pt") as first, safe_open(str(b), framework="pt") as second:
+            if first.metadata() != second.metadata() or set(first.keys()) != set(second.keys()):
+                return False
+            for key in first.keys():
+                x, y = first.get_tensor(key), second.get_tensor(key)
+                if x.dtype != y.dtype or x.shape != y.shape or not torch.equal(x, y):
+                    return False
+        return True
     return filecmp.cmp(a, b, shallow=False)
 
 

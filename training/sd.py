@@ -150,7 +150,13 @@ def sd_step(
 
     def step_fn(step: int) -> dict[str, float]:
         batch = toy_batch(
-            step, args.batch, args.seed, args.size, background_p=args.background_p, drop_p=args.drop
+            step,
+            args.batch,
+            args.seed,
+            args.size,
+            background_p=args.background_p,
+            drop_p=args.drop,
+            bare_p=getattr(args, "bare_p", None) or 0.0,
         )
         generator = step_generator(args.seed, step, device)
         with torch.no_grad():
@@ -196,6 +202,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--background-p", type=float, default=0.5, help="share of captions naming the background"
+    )
+    parser.add_argument(
+        "--bare-p",
+        type=float,
+        default=None,
+        help='share of captions without position words ("a red circle and a blue square"; default none)',
     )
     parser.add_argument("--ema", type=float, default=0.999, help="EMA decay (0: no EMA copies)")
     parser.add_argument("--weight-decay", type=float, default=0.01)

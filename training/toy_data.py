@@ -25,11 +25,14 @@ def toy_batch(
     *,
     background_p: float = 0.5,
     drop_p: float = 0.0,
+    bare_p: float = 0.0,
 ) -> Batch:
     """Step ``step``'s batch of toy-world training pictures: item i is drawn from the generator seeded
     by (seed, step, i), from the "train" split only (held-out combinations never appear). The caption
     names the background with probability ``background_p`` and is "" with probability ``drop_p``
-    (caption dropout for classifier-free guidance)."""
+    (caption dropout for classifier-free guidance); with ``bare_p`` > 0 a caption leaves the places out
+    ("a red circle and a blue square") with that probability (drawn after the others, so the stream of a
+    run without it stays as it was)."""
     from toyworld import caption, random_scene, render, split_of
 
     images, captions, scenes = [], [], []
@@ -38,9 +41,10 @@ def toy_batch(
         scene = random_scene(rng, size=size, split="train")
         if split_of(scene) != "train":  # random_scene guarantees it; a training set must never leak
             raise AssertionError("a held-out scene reached the training stream")
-        text = caption(scene, background=bool(rng.random() < background_p))
-        if rng.random() < drop_p:
-            text = ""
+        with_background = bool(rng.random() < background_p)
+        dropped = rng.random() < drop_p
+        bare = bare_p > 0 and rng.random() < bare_p
+        text = "" if dropped else caption(scene, background=with_background, positions=not bare)
         images.append(render(scene))
         captions.append(text)
         scenes.append(scene)
