@@ -75,31 +75,17 @@ class P2PAttnProcessor:
         temb: Any = None,
         **kwargs: Any,
     ) -> Any:
-        import torch
+        from models.explicit_attention import explicit_attention
 
-        residual = hidden_states
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
         batch = hidden_states.shape[0]
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        query = attn.to_q(hidden_states)
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        if encoder_hidden_states is not None and attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        key, value = attn.to_k(context), attn.to_v(context)
-        query, key, value = (attn.head_to_batch_dim(t) for t in (query, key, value))
-        probs = attn.get_attention_scores(query, key, None)
-        probs = self.edit(probs, batch, attn.heads)
-        hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
-        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
-        if input_ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
+        return explicit_attention(
+            attn,
+            hidden_states,
+            encoder_hidden_states,
+            None,  # the studio's prompts carry no attention mask
+            temb,
+            lambda probs: self.edit(probs, batch, attn.heads),
+        )
 
     def edit(self, probs: torch.Tensor, batch: int, heads: int) -> torch.Tensor:
         import torch

@@ -9,9 +9,9 @@ over layers and grounded tokens (the mask max-pooled to the layer's grid, so a c
 counts as inside). It is added to the denoising loss with a weight (``--ground W`` in
 :mod:`training.sd` and :mod:`training.ip2p`).
 
-:class:`RecordingCrossAttention` computes cross-attention explicitly, as diffusers' ``AttnProcessor``
-does, and keeps its probabilities (with their gradient) for the loss; self-attention keeps its
-processor.
+:class:`RecordingCrossAttention` computes cross-attention explicitly
+(:func:`models.explicit_attention.explicit_attention`, as diffusers' ``AttnProcessor`` does) and keeps its
+probabilities (with their gradient) for the loss; self-attention keeps its processor.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from models.explicit_attention import explicit_attention
 
 _PIECES = re.compile(r"\w+|[^\w\s]")
 
@@ -44,35 +46,14 @@ class RecordingCrossAttention:
         *args: Any,
         **kwargs: Any,
     ) -> torch.Tensor:
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch, channels, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
-        batch = hidden_states.shape[0]
-        tokens = hidden_states.shape[1] if encoder_hidden_states is None else encoder_hidden_states.shape[1]
-        attention_mask = attn.prepare_attention_mask(attention_mask, tokens, batch)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        query = attn.to_q(hidden_states)
-        if encoder_hidden_states is None:
-            encoder_hidden_states = hidden_states
-        elif attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
-        value = attn.head_to_batch_dim(attn.to_v(encoder_hidden_states))
-        probs = attn.get_attention_scores(attn.head_to_batch_dim(query), key, attention_mask)
-        if self.store.maps is not None:
-            self.store.maps.append(probs)
-        hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
-        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
-        if input_ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channels, height, width)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
+        maps = self.store.maps
+
+        def keep(probs: torch.Tensor) -> torch.Tensor:
+            if maps is not None:
+                maps.append(probs)
+            return probs
+
+        return explicit_attention(attn, hidden_states, encoder_hidden_states, attention_mask, temb, keep)
 
 
 class AttentionStore:
