@@ -345,4 +345,6 @@ def test_the_editor_trains_with_grounding(exported: Path, tmp_path: Path):
     assert ip2p.main([*args, "--batch", "4", "--threads", "1", "--shapes", "2", "--ground", "0.5"]) == 0
     log = read_log(run)
     assert len(log) == 2 and all(r["ground"] > 0 for r in log)
-    assert json.loads((run / "config.json").read_text())["ground"] == 0.5
+    config = json.loads((run / "config.json").read_text())
+    assert config["ground"] == 0.5
+    assert "--shapes 2 --ground 0.5" in ip2p.reproduce_commands(run, config)[-1]

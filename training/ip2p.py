@@ -359,6 +359,8 @@ def reproduce_commands(run: Path, config: dict[str, Any]) -> list[str]:
         command += f" --edit-weight {config['edit_weight']}"
     if config.get("shapes"):
         command += f" --shapes {config['shapes']}"
+    if config.get("ground"):
+        command += f" --ground {config['ground']}"
     if config.get("decay_to") is not None:
         command += (
             f" --decay-to {config['decay_to']} --decay-steps {config.get('decay_steps') or config['steps']}"
@@ -393,6 +395,13 @@ def model_card(editor: Any, run: Path) -> str:
             f"; the loss weighted {1 + config['edit_weight']:g}x on the latent cells the edit changes (and"
             " their neighbours)"
             if config.get("edit_weight")
+            else ""
+        )
+        + (
+            f"; plus {config['ground']} x a grounding loss (`training.grounding`) tying the instruction's"
+            " words that name what changes (the shape referred to, the new color) to the changed latent"
+            " cells through the UNet's cross-attention"
+            if config.get("ground")
             else ""
         )
         + f"; {DROP:.0%} of items without the instruction, {DROP:.0%} without the source and {DROP:.0%}"

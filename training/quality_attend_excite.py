@@ -46,17 +46,21 @@ def bare_prompt(scene: Any) -> str:
     return caption(scene, positions=False)
 
 
-def subject_positions(tokenizer: Any, prompt: str, kinds: Sequence[str]) -> str:
-    """The token positions (1 = first word) of the shape words ``kinds``, in order of appearance, as the
-    AttendAndExcite node takes them ("3, 9")."""
+def subject_positions(tokenizer: Any, prompt: str, words: Sequence[str]) -> str:
+    """The token positions (1 = first word) of ``words`` (each found after the one before; every token of
+    a word that is several, as "cyan"), as the AttendAndExcite node takes them ("3, 9")."""
     ids = tokenizer(prompt, add_special_tokens=False).input_ids
     positions, start = [], 0
-    for kind in kinds:
-        (token,) = tokenizer(kind, add_special_tokens=False).input_ids
-        at = ids.index(token, start)
-        positions.append(at + 1)
-        start = at + 1
+    for word in words:
+        tokens = tokenizer(word, add_special_tokens=False).input_ids
+        at = next(i for i in range(start, len(ids)) if ids[i : i + len(tokens)] == tokens)
+        positions.extend(range(at + 1, at + 1 + len(tokens)))
+        start = at + len(tokens)
     return ", ".join(str(p) for p in positions)
+
+
+#: Which words of each shape are excited: its kind (the pipeline's usage: the nouns), or its color too.
+SUBJECTS: dict[str, tuple[str, ...]] = {"kinds": ("kind",), "colors_and_kinds": ("color", "kind")}
 
 
 def caption_of(scene: Any) -> str:
@@ -139,6 +143,7 @@ def attend_excite(
     save: str | None = None,
     variants: Sequence[str] = ("positions", "bare", "three"),
     checkpoint: str = SD,
+    subjects_of: str = "kinds",
 ) -> dict[str, Any]:
     """Both objects present, without and with Attend-and-Excite, for captions with and without positions,
     drawn by ``checkpoint``. ``save``: a path prefix for a contact sheet of the first pictures (plain
@@ -149,14 +154,23 @@ def attend_excite(
     tokenizer = CLIPTokenizer.from_pretrained(
         str(studio.services.paths.find("checkpoints", checkpoint) / "tokenizer")
     )
-    figures: dict[str, Any] = {"task": "attend_excite", "n": n, "checkpoint": checkpoint}
+    figures: dict[str, Any] = {
+        "task": "attend_excite",
+        "n": n,
+        "checkpoint": checkpoint,
+        "subjects": subjects_of,
+    }
     for name in variants:
         prompt_of, shapes = VARIANTS[name]
         plain_rows, excited_rows, sheet = [], [], []
         for i, scene in enumerate(held_out_scenes(n, seed, shapes=shapes)):
             prompt = prompt_of(scene)
-            kinds = [s.kind for s in sorted(scene.shapes, key=lambda s: s.cell)]
-            subjects = subject_positions(tokenizer, prompt, kinds)
+            words = [
+                getattr(s, attribute)
+                for s in sorted(scene.shapes, key=lambda s: s.cell)
+                for attribute in SUBJECTS[subjects_of]
+            ]
+            subjects = subject_positions(tokenizer, prompt, words)
             plain = studio.picture(txt2img_nodes(prompt, seed + i, checkpoint), seed + i)
             excited = studio.picture(excite_nodes(prompt, seed + i, subjects, settings, checkpoint), seed + i)
             plain_rows.append((all_present(scene, plain), placed(scene, plain), drawn(scene, plain)))
@@ -208,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         key, _, value = item.partition("=")
         settings[key] = value if key in ("thresholds", "subjects") else json.loads(value)
     variants = args.variants.split(",")
-    figures = attend_excite(Studio(), args.n, args.seed, settings, args.save, variants, args.checkpoint)
+    figures = attend_excite(
+        Studio(), args.n, args.seed, settings, args.save, variants, args.checkpoint, args.subjects
+    )
     print(json.dumps(figures), flush=True)
     return 0
 
