@@ -216,3 +216,19 @@ def test_a_unet_without_cross_attention_is_refused():
     with pytest.raises(ValueError, match="no cross-attention maps"):
         grounding_loss([], torch.zeros(1, 1, 2, 2), torch.ones(1, 1))
     assert AttentionStore().take() == []
+
+
+def test_the_shipped_grounded_model_ties_words_to_their_shapes_where_toy_sd_hardly_does():
+    """The probe (training/quality_grounding.py) on held-out scenes: toy-sd's shape words spread their
+    attention about evenly; toy-sd-grounded's fall mostly on their own shape."""
+    from pathlib import Path
+
+    from training.quality_grounding import grounding_probe
+
+    checkpoints = Path(__file__).resolve().parent.parent / "models" / "checkpoints"
+    plain = grounding_probe(checkpoints / "toy-sd", n=8, timesteps=(500,))
+    grounded = grounding_probe(checkpoints / "toy-sd-grounded", n=8, timesteps=(500,))
+    assert plain["even"] == grounded["even"] and 0.05 < plain["even"] < 0.3  # the same scenes
+    assert plain["inside"] < plain["even"] + 0.1
+    assert grounded["inside"] > grounded["even"] + 0.5
+    assert grounded["peak_kind"] > plain["peak_kind"]

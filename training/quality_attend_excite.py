@@ -15,7 +15,9 @@ Each prompt is drawn by toy-sd (DPM++ 2M, cfg 5, 20 steps; the text_to_image tas
 plain KSampler and with AttendAndExcite before it (the subjects are the shape words, by token position,
 so two shapes of one kind are both excited), same seed. A picture has **both objects** when, for each of
 the prompt's two shapes, the analyzer (``toyworld.analyze``) reads a shape of that kind and that color,
-two distinct detections for the two (a one-to-one matching; positions are not asked for). For the
+two distinct detections for the two (a one-to-one matching; positions are not asked for).
+``--checkpoint`` draws with another checkpoint (toy-sd-grounded, say) and ``--subjects colors_and_kinds``
+excites each shape's color word as well as its kind. For the
 ``positions`` prompts the line also gives ``placed``: both objects found with kind, color *and* cell as
 the caption says (``toyworld.score``'s "exact" without the count).
 """
@@ -210,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", default=None, help="path prefix for contact sheets")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--variants", default="positions,bare,three", help="which prompts (see VARIANTS)")
+    parser.add_argument("--subjects", choices=sorted(SUBJECTS), default="kinds", help="which words to excite")
     parser.add_argument(
         "--checkpoint", default=SD, help="the checkpoint that draws (a models/checkpoints name)"
     )
