@@ -126,6 +126,18 @@ def vae_command(s: dict[str, Any]) -> str:
     return command + (" --decoder-only" if s.get("decoder_only") else "")
 
 
+def evaluation_section(ev: dict[str, Any], *how: str) -> list[str]:
+    """A card's evaluation: what was drawn, ``how`` it was scored (lines), and the table per split."""
+    return [
+        "## Evaluation",
+        "",
+        f"{ev['n']} pictures per split ({ev['steps']} steps, guidance {ev['cfg']}, seed {ev['seed']})",
+        *how,
+        "",
+        *score_table(ev),
+    ]
+
+
 def model_card(config: dict[str, Any], unet: Any, text_encoder: Any, vae: Any, run: Path, info: dict) -> str:
     state = read_state(run)
     steps_done = state.step if state else 0
@@ -189,18 +201,13 @@ def model_card(config: dict[str, Any], unet: Any, text_encoder: Any, vae: Any, r
         "",
     ]
     if info.get("eval"):
-        ev = info["eval"]
-        lines += [
-            "## Evaluation",
-            "",
-            f"{ev['n']} pictures per split ({ev['steps']} steps, guidance {ev['cfg']}, seed {ev['seed']})",
+        lines += evaluation_section(
+            info["eval"],
             "scored by `toyworld.score`: the share of shapes whose kind, color, position (and all",
             "three) the analyzer reads as the caption says, and of pictures entirely right (`exact`)",
             "and with the right number of shapes.",
             "`test` captions hold combinations never seen in training.",
-            "",
-            *score_table(ev),
-        ]
+        )
     lines += [
         "## Reproducing it",
         "",
@@ -280,15 +287,7 @@ def finetune_card(
         )
     lines += ["", "## Using it", "", "As `toy-sd`: 32 px pictures, 20 steps, guidance 5.", ""]
     if info.get("eval"):
-        ev = info["eval"]
-        lines += [
-            "## Evaluation",
-            "",
-            f"{ev['n']} pictures per split ({ev['steps']} steps, guidance {ev['cfg']}, seed {ev['seed']})",
-            "scored by `toyworld.score`, as in toy-sd's card.",
-            "",
-            *score_table(ev),
-        ]
+        lines += evaluation_section(info["eval"], "scored by `toyworld.score`, as in toy-sd's card.")
     command = (
         f"python -m training.sd --out {shown(run)} --vae {shown(config['vae'])} --init {init} "
         f"--steps {steps} --batch {config['batch']} --lr {config['lr']} --warmup {config['warmup']} "
