@@ -96,6 +96,26 @@ def test_a_second_phase_starts_from_the_first_runs_state_with_a_decaying_lr(tmp_
     assert f"--out {first}" in card and f"--init-from {first}" in card and "4 steps" in card
 
 
+@pytest.mark.slow
+def test_a_grounding_loss_steers_the_captions_words_through_the_adapter(tmp_path: Path) -> None:
+    from training import gligen
+
+    plain, grounded = tmp_path / "plain", tmp_path / "grounded"
+    assert gligen.main(train_args(plain, 2, "--no-position", "1.0", "--drop", "0")) == 0
+    out = tmp_path / "toy-gligen.safetensors"
+    extra = ("--no-position", "1.0", "--drop", "0", "--ground", "0.3")
+    assert gligen.main([*train_args(grounded, 2, *extra), "--export", str(out)]) == 0
+    records = read_log(grounded)
+    # the loss is the denoising loss plus 0.3 x the grounding loss of the captions' words
+    assert all(0 < r["ground"] <= 1 for r in records)
+    assert [r["loss"] for r in records] == pytest.approx([r["denoise"] + 0.3 * r["ground"] for r in records])
+    assert [r["denoise"] for r in records][0] == pytest.approx(read_log(plain)[0]["loss"])
+    # the UNet is frozen, so the loss's gradient reaches the adapter only: its weights differ
+    a, b = state_tensors(plain), state_tensors(grounded)
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("adapter/"))
+    assert "--ground 0.3" in out.with_suffix(".md").read_text()
+
+
 def test_boxes_only_items_keep_their_boxes_and_phrases_but_lose_the_caption() -> None:
     import argparse
 

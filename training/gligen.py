@@ -215,10 +215,21 @@ class Pool:
 
 
 def gligen_step(
-    sd: FrozenSD, pool: Pool, phrases: Phrases, args: argparse.Namespace, device: torch.device
+    sd: FrozenSD,
+    pool: Pool,
+    phrases: Phrases,
+    args: argparse.Namespace,
+    device: torch.device,
+    store: Any = None,
 ) -> Any:
     """The step function: a batch of pool scenes (latents drawn from their posteriors), captions and
-    boxes as :func:`grounding_batch` makes them, epsilon MSE of the UNet with the adapter."""
+    boxes as :func:`grounding_batch` makes them, epsilon MSE of the UNet with the adapter. With a
+    ``store`` (the UNet's recorded cross-attention, :func:`training.grounding.record_cross_attention`)
+    the loss adds ``args.ground`` x the grounding loss of the caption's color and kind words on their
+    shapes: the UNet is frozen, so the adapter learns to steer the caption's words to its boxes."""
+    from training.grounding import TokenCounter, grounding_loss, scene_targets
+
+    count = TokenCounter(sd.tokens.tokenizer)
 
     def step_fn(step: int) -> dict[str, float]:
         rng = np.random.default_rng([args.seed, step, 2])
@@ -233,14 +244,22 @@ def gligen_step(
         timesteps = torch.randint(args.t_min, 1000, (len(latents),), generator=generator, device=device)
         noisy = sd.scheduler.add_noise(latents, noise, timesteps)
         states = sd.text_states(captions, device)
+        if store is not None:
+            store.start()
         prediction = sd.unet(noisy, timesteps, states, cross_attention_kwargs={"gligen": gligen}).sample
         # the clean latents' error, (1 - a) / a times the noise's (capped): where the shapes go is
         # decided at high noise, where predicting the noise is easy and its plain MSE says little
         alpha = sd.scheduler.alphas_cumprod.to(device)[timesteps]
         weight = ((1 - alpha) / alpha).clamp(max=args.max_weight)
         loss = (weight * F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+        record = {"denoise": loss.item()}
+        if store is not None:
+            targets, weights = scene_targets(scenes, captions, count, int(states.shape[1]))
+            ground = grounding_loss(store.take(), targets.to(device), weights.to(device))
+            loss = loss + args.ground * ground
+            record["ground"] = ground.item()
         loss.backward()
-        record = {"loss": loss.item()}
+        record["loss"] = loss.item()
         if args.probe_every and step % args.probe_every == 0:
             # the same batch with every box masked out: the boxes help once this loss is the higher
             with torch.no_grad():
@@ -312,7 +331,7 @@ def lr_schedule(args: argparse.Namespace) -> Any:
 # --------------------------------------------------------------------------- export
 
 
-def export(adapter: GligenAdapter, unet: Any, run: Path, out: Path) -> Path:
+def export(adapter: GligenAdapter, unet: Any, run: Path, out: Path, base: str = "toy-sd") -> Path:
     """Write the adapter (original layout, float16) and its model card, once it loads back through
     the studio's reader as the trained adapter (to float16 rounding)."""
     from safetensors.torch import save_file
@@ -325,7 +344,7 @@ def export(adapter: GligenAdapter, unet: Any, run: Path, out: Path) -> Path:
     state = {
         k: v.detach().to("cpu", torch.float16).contiguous() for k, v in adapter.original_state(unet).items()
     }
-    save_file(state, str(tmp), metadata={"format": "pt", "gligen": "text-box", "base": "toy-sd"})
+    save_file(state, str(tmp), metadata={"format": "pt", "gligen": "text-box", "base": base})
     back = load_gligen(tmp, dtype=torch.float32)
     fusers = check_fits(back, unet)
     for path, fuser in zip(adapter.paths, adapter.fusers, strict=True):
@@ -352,6 +371,7 @@ def run_command(config: dict[str, Any], steps: int, export_to: Path | None) -> s
         + (f" --init-from {config['init_from']}" if config.get("init_from") else "")
         + (f" --decay {config['decay']}" if config.get("decay") else "")
         + (f" --boxes-only {config['boxes_only']}" if config.get("boxes_only") else "")
+        + (f" --ground {config['ground']}" if config.get("ground") else "")
         + " --threads 1"
         + (f" --export {export_to}" if export_to else "")
     )
@@ -376,11 +396,19 @@ def model_card(adapter: GligenAdapter, run: Path, out: Path) -> str:
             f" {config['init_minutes'] + minutes:.1f} minutes in all."
         )
     schedule = "constant" if not config.get("decay") else f"{config['decay']}-decayed to 0"
+    base = Path(config["sd"]).name
+    grounding = (
+        f"- A grounding loss ({config['ground']} x, `training.grounding`) tied the caption's color and kind"
+        " words to their shapes through the frozen UNet's cross-attention, so the adapter learns to steer"
+        " them to the boxes."
+        if config.get("ground")
+        else None
+    )
     return "\n".join(
         [
-            "# toy-gligen: a GLIGEN text-box adapter for toy-sd",
+            f"# {out.stem}: a GLIGEN text-box adapter for {base}",
             "",
-            "A GLIGEN adapter (text-box grounding) for the toy world's SD (`models/checkpoints/toy-sd`):",
+            f"A GLIGEN adapter (text-box grounding) for the toy world's SD (`models/checkpoints/{base}`):",
             'give phrases such as "a red circle" with boxes (GLIGENTextBoxApply) and the SD draws them',
             "there. It knows nothing but the toy world.",
             "",
@@ -391,11 +419,11 @@ def model_card(adapter: GligenAdapter, run: Path, out: Path) -> str:
             f"  gated self-attention fuser per transformer block ({len(adapter.fusers)}, under",
             "  `input_blocks.N.1.`, `middle_block.1.`, `output_blocks.N.1.` +",
             f"  `transformer_blocks.0.fuser.*`); {count_parameters(adapter):,} parameters. diffusers",
-            '  reads it too, as a gated UNet (`attention_type="gated"`) of toy-sd\'s weights and these.',
+            f'  reads it too, as a gated UNet (`attention_type="gated"`) of {base}\'s weights and these.',
             "",
             "## How it was made",
             "",
-            "- Trained with toy-sd's UNet, text encoder and VAE frozen, on a pool of "
+            f"- Trained with {base}'s UNet, text encoder and VAE frozen, on a pool of "
             f"{config['pool']} toy-world",
             "  training scenes (held-out combinations never seen). Each shape is a box with the phrase",
             '  "a <color> <shape>"; the box is the shape\'s own square or its whole grid cell',
@@ -416,6 +444,7 @@ def model_card(adapter: GligenAdapter, run: Path, out: Path) -> str:
             f"warm-up steps, then {schedule}), batch {config['batch']},",
             f"  seed {config['seed']}, EMA {config['ema']} (exported): {steps_done} steps in",
             f"  {minutes:.1f} minutes on {config['device']} ({config['threads']} thread){ending}{first}",
+            *([grounding] if grounding else []),
             f"- Exported {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
             "",
             "## Reproducing it",
@@ -447,6 +476,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="share of the items with boxes whose caption is empty (the phrases must carry each shape's"
         " kind and color; default: none)",
+    )
+    parser.add_argument(
+        "--ground",
+        type=float,
+        default=0.0,
+        help="weight of a grounding loss that ties the caption's color and kind words to their shapes "
+        "through the frozen UNet's cross-attention (training.grounding; 0: none)",
     )
     parser.add_argument("--t-min", type=int, default=200, help="lowest training timestep")
     parser.add_argument(
@@ -486,7 +522,12 @@ def main(argv: list[str] | None = None) -> int:
     adapter.install(sd.unet)
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=args.lr, weight_decay=0.0)
     pool = Pool(sd, args, device)
-    step_fn = gligen_step(sd, pool, phrases, args, device)
+    store = None
+    if args.ground:
+        from training.grounding import record_cross_attention
+
+        store = record_cross_attention(sd.unet)
+    step_fn = gligen_step(sd, pool, phrases, args, device, store)
     if args.measure:
         seconds = measure_step(step_fn, optimizer)
         print(
@@ -516,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"GLIGEN ({state.status}, step {state.step}) in {run}")
     if args.export:
         final = modules.get("ema_adapter", adapter)
-        print(f"exported {export(final, sd.unet, run, args.export)}")
+        print(f"exported {export(final, sd.unet, run, args.export, Path(args.sd).name)}")
     return 0
 
 

@@ -16,12 +16,13 @@ Both draw the same held-out two-shape scenes with the same seeds, with toy-sd (D
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from toyworld import Scene, caption
 from toyworld.world import article, join_phrases
-from training.quality import CFG, SAMPLER, SIZE, STEPS, Studio, attribute_scores, held_out_scenes, link
+from training.quality import CFG, SAMPLER, SD, SIZE, STEPS, Studio, attribute_scores, held_out_scenes, link
 
 GLIGEN = "toy-gligen.safetensors"
 #: The share of the steps with the boxes on: 1.0, every step, as ComfyUI and workflows/gligen.json
@@ -49,9 +50,9 @@ def placeless_prompt(scene: Scene) -> str:
     return join_phrases([phrase(s) for s in sorted(scene.shapes, key=lambda s: s.cell)])
 
 
-def base_nodes(prompt: str, positive: dict[str, str], seed: int) -> dict[str, Any]:
+def base_nodes(prompt: str, positive: dict[str, str], seed: int, checkpoint: str = SD) -> dict[str, Any]:
     return {
-        "ck": {"type": "CheckpointLoader", "inputs": {"ckpt_name": "toy-sd"}},
+        "ck": {"type": "CheckpointLoader", "inputs": {"ckpt_name": checkpoint}},
         "pos": {"type": "CLIPTextEncode", "inputs": {"clip": link("ck", "clip"), "text": prompt}},
         "neg": {"type": "CLIPTextEncode", "inputs": {"clip": link("ck", "clip"), "text": ""}},
         "lat": {
@@ -77,10 +78,18 @@ def base_nodes(prompt: str, positive: dict[str, str], seed: int) -> dict[str, An
     }
 
 
-def gligen_nodes(scene: Scene, seed: int, prompt: str | None = None, beta: float = BETA) -> dict[str, Any]:
-    """The scene's shapes as GLIGEN boxes (their cells) on a prompt (``placeless_prompt`` by default)."""
+def gligen_nodes(
+    scene: Scene,
+    seed: int,
+    prompt: str | None = None,
+    beta: float = BETA,
+    checkpoint: str = SD,
+    adapter: str = GLIGEN,
+) -> dict[str, Any]:
+    """The scene's shapes as GLIGEN boxes (their cells) on a prompt (``placeless_prompt`` by default),
+    drawn by ``checkpoint`` with the GLIGEN file ``adapter``."""
     positive = link("pos", "conditioning")
-    boxes: dict[str, Any] = {"gl": {"type": "GLIGENLoader", "inputs": {"gligen_name": GLIGEN}}}
+    boxes: dict[str, Any] = {"gl": {"type": "GLIGENLoader", "inputs": {"gligen_name": adapter}}}
     for index, shape in enumerate(sorted(scene.shapes, key=lambda s: s.cell)):
         x, y, width, height = cell_box(shape, scene.size)
         boxes[f"box{index}"] = {
@@ -99,10 +108,10 @@ def gligen_nodes(scene: Scene, seed: int, prompt: str | None = None, beta: float
         }
         positive = link(f"box{index}", "conditioning")
     text = placeless_prompt(scene) if prompt is None else prompt
-    return {**base_nodes(text, positive, seed), **boxes}
+    return {**base_nodes(text, positive, seed, checkpoint), **boxes}
 
 
-def region_nodes(scene: Scene, seed: int) -> dict[str, Any]:
+def region_nodes(scene: Scene, seed: int, checkpoint: str = SD) -> dict[str, Any]:
     """The scene's shapes as regional prompts: each shape's phrase with its place, in its cell."""
     shapes = sorted(scene.shapes, key=lambda s: s.cell)
     regions: dict[str, Any] = {}
@@ -133,7 +142,7 @@ def region_nodes(scene: Scene, seed: int) -> dict[str, Any]:
             here = link(f"both{index}", "conditioning")
         combined = here
     assert combined is not None
-    nodes = {**base_nodes("", combined, seed), **regions}
+    nodes = {**base_nodes("", combined, seed, checkpoint), **regions}
     del nodes["pos"]
     return nodes
 
@@ -144,43 +153,50 @@ def _measure(studio: Studio, task: str, n: int, seed: int, build: Any) -> dict[s
     return {"task": task, "n": n, **attribute_scores(list(zip(scenes, pictures, strict=True)))}
 
 
-def gligen(studio: Studio, n: int, seed: int = 11) -> dict[str, Any]:
+def gligen(
+    studio: Studio, n: int, seed: int = 11, checkpoint: str = SD, adapter: str = GLIGEN
+) -> dict[str, Any]:
     """Held-out two-shape scenes from GLIGEN boxes (beta 1.0) and a prompt without places, with
     regional prompting's figures on the same scenes and seeds (``regions_*``) and the differences
-    (``*_vs_regions``, positive where the boxes do better)."""
-    boxes = _measure(studio, "gligen", n, seed, gligen_nodes)
-    baseline = _measure(studio, "regions", n, seed, region_nodes)
+    (``*_vs_regions``, positive where the boxes do better); both drawn by ``checkpoint``."""
+    boxes = _measure(studio, "gligen", n, seed, partial(gligen_nodes, checkpoint=checkpoint, adapter=adapter))
+    baseline = _measure(studio, "regions", n, seed, partial(region_nodes, checkpoint=checkpoint))
+    boxes.update({"checkpoint": checkpoint, "adapter": adapter})
     boxes.update({f"regions_{k}": baseline[k] for k in COMPARED})
     boxes.update({f"{k}_vs_regions": round(boxes[k] - baseline[k], 4) for k in COMPARED})
     return boxes
 
 
-def regions(studio: Studio, n: int, seed: int = 11) -> dict[str, Any]:
+def regions(studio: Studio, n: int, seed: int = 11, checkpoint: str = SD) -> dict[str, Any]:
     """The same scenes and seeds from regional prompts (each phrase with its place, in its cell)."""
-    return _measure(studio, "regions", n, seed, region_nodes)
+    return _measure(studio, "regions", n, seed, partial(region_nodes, checkpoint=checkpoint))
 
 
-def no_boxes_nodes(scene: Scene, seed: int) -> dict[str, Any]:
+def no_boxes_nodes(scene: Scene, seed: int, checkpoint: str = SD, adapter: str = GLIGEN) -> dict[str, Any]:
     """The placeless prompt alone: what the boxes have to beat."""
-    nodes = gligen_nodes(scene, seed)
+    nodes = gligen_nodes(scene, seed, checkpoint=checkpoint)
     nodes["s"]["inputs"]["positive"] = link("pos", "conditioning")
     return {k: v for k, v in nodes.items() if not k.startswith(("box", "gl"))}
 
 
-#: The variants ``python -m training.quality_gligen`` measures beside the two tasks.
+#: The variants ``python -m training.quality_gligen`` measures beside the two tasks: each builds a
+#: scene's workflow from (scene, seed, checkpoint=..., adapter=...).
 VARIANTS: dict[str, Any] = {
-    "gligen_beta0.3": lambda s, seed: gligen_nodes(s, seed, beta=0.3),
-    "gligen_beta0.5": lambda s, seed: gligen_nodes(s, seed, beta=0.5),
-    "gligen_beta1.0": lambda s, seed: gligen_nodes(s, seed, beta=1.0),
-    "gligen_places_beta0.3": lambda s, seed: gligen_nodes(s, seed, prompt=caption(s), beta=0.3),
+    "gligen_beta0.3": partial(gligen_nodes, beta=0.3),
+    "gligen_beta0.5": partial(gligen_nodes, beta=0.5),
+    "gligen_beta1.0": partial(gligen_nodes, beta=1.0),
+    "gligen_places_beta0.3": lambda s, seed, **kw: gligen_nodes(s, seed, prompt=caption(s), beta=0.3, **kw),
     "no_boxes": no_boxes_nodes,
+    "regions": lambda s, seed, adapter=GLIGEN, **kw: region_nodes(s, seed, **kw),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m training.quality_gligen [--n 100] [--variants a,b] [--models DIR]``: one JSON line
-    per variant, on the scenes and seeds of the ``gligen`` and ``regions`` tasks (``--models``: another
-    models folder, e.g. a candidate adapter in DIR/gligen beside a link to the checkpoints)."""
+    """``python -m training.quality_gligen [--n 100] [--variants a,b] [--models DIR] [--checkpoint NAME]
+    [--adapter FILE]``: one JSON line per variant, on the scenes and seeds of the ``gligen`` and
+    ``regions`` tasks (``--models``: another models folder, e.g. a candidate adapter in DIR/gligen beside
+    a link to the checkpoints; ``--checkpoint`` draws with another checkpoint, ``--adapter`` names
+    another GLIGEN file)."""
     import argparse
     import json
 
@@ -188,10 +204,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--variants", default=",".join(VARIANTS), help=", ".join(VARIANTS))
     parser.add_argument("--models", type=Path, default=None, help="the models folder (default: models/)")
+    parser.add_argument("--checkpoint", default=SD, help="the checkpoint that draws")
+    parser.add_argument("--adapter", default=GLIGEN, help="the GLIGEN file (models/gligen)")
     args = parser.parse_args(argv)
     studio = Studio(models=args.models)
     for name in args.variants.split(","):
-        print(json.dumps(_measure(studio, name, args.n, 11, VARIANTS[name])), flush=True)
+        build = partial(VARIANTS[name], checkpoint=args.checkpoint, adapter=args.adapter)
+        figures = _measure(studio, name, args.n, 11, build)
+        print(json.dumps({**figures, "checkpoint": args.checkpoint, "adapter": args.adapter}), flush=True)
     return 0
 
 
