@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from toyworld import COLORS, Scene, Shape, caption, random_scene, render, score
-from training.quality import SIZE, Studio, attribute_scores, held_out_scenes, link, txt2img_nodes
+from training.quality import SD, SIZE, Studio, attribute_scores, held_out_scenes, link, txt2img_nodes
 
 SHAPE = "heart"
 LORA = "toy-heart.safetensors"
@@ -66,33 +66,37 @@ def with_lora(nodes: dict[str, Any], lora: str, strength: float = 1.0) -> dict[s
 
 
 def concept_pictures(
-    studio: Studio, word: str, n: int, lora: str | None = None, seed: int = 1000
+    studio: Studio, word: str, n: int, lora: str | None = None, seed: int = 1000, checkpoint: str = SD
 ) -> list[tuple[Scene, np.ndarray]]:
-    """Pictures of "a <color> <word> at the top left" (seeds seed + i), with the scenes they ask for."""
+    """Pictures of "a <color> <word> at the top left" (seeds seed + i) drawn by ``checkpoint``, with the
+    scenes they ask for."""
     out = []
     for i, (prompt, scene) in enumerate(concept_prompts(word, n)):
-        nodes = txt2img_nodes(prompt, seed + i)
+        nodes = txt2img_nodes(prompt, seed + i, checkpoint)
         out.append((scene, studio.picture(with_lora(nodes, lora) if lora else nodes, seed + i)))
     return out
 
 
-def concept_shares(studio: Studio, word: str, n: int, lora: str | None = None) -> dict[str, float]:
+def concept_shares(
+    studio: Studio, word: str, n: int, lora: str | None = None, checkpoint: str = SD
+) -> dict[str, float]:
     """Shares of concept pictures read as the shape at the top left (and in the asked color)."""
-    shapes = [
-        score(scene, picture)["shapes"][0] for scene, picture in concept_pictures(studio, word, n, lora)
-    ]
+    pictures = concept_pictures(studio, word, n, lora, checkpoint=checkpoint)
+    shapes = [score(scene, picture)["shapes"][0] for scene, picture in pictures]
     return {
         "top_left": round(float(np.mean([s["kind"] and s["position"] for s in shapes])), 3),
         "all": round(float(np.mean([s["all"] for s in shapes])), 3),
     }
 
 
-def others(studio: Studio, n: int, lora: str | None = None, seed: int = 1) -> dict[str, float]:
+def others(
+    studio: Studio, n: int, lora: str | None = None, seed: int = 1, checkpoint: str = SD
+) -> dict[str, float]:
     """text_to_image's figures on its held-out captions and seeds, with a LoRA or without."""
     scenes = held_out_scenes(n, seed)
     pictures = []
     for i, scene in enumerate(scenes):
-        nodes = txt2img_nodes(caption(scene), seed + i)
+        nodes = txt2img_nodes(caption(scene), seed + i, checkpoint)
         pictures.append(studio.picture(with_lora(nodes, lora) if lora else nodes, seed + i))
     return attribute_scores(list(zip(scenes, pictures, strict=True)))
 
