@@ -169,3 +169,19 @@ def test_the_shipped_adapter_is_small_and_in_the_original_layout() -> None:
     )
     assert size < 60 * 1000 * 1000  # all toy models together (issue 11's budget)
     assert "toy-sd" in SHIPPED.with_suffix(".md").read_text()
+
+
+def test_the_decayed_lr_reaches_zero_at_decay_steps_not_at_the_step_a_run_is_exported() -> None:
+    import argparse
+    import math
+
+    from training import gligen
+
+    def args(**extra: object) -> argparse.Namespace:
+        return argparse.Namespace(lr=1.0, warmup=1, decay="cosine", steps=100, **extra)
+
+    plain, spread = gligen.lr_schedule(args()), gligen.lr_schedule(args(decay_steps=400))
+    assert plain(50) == pytest.approx(0.5) and plain(100) == pytest.approx(0.0)
+    assert spread(100) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert spread(400) == pytest.approx(0.0) and spread(500) == pytest.approx(0.0)
+    assert gligen.lr_schedule(argparse.Namespace(decay=None)) is None

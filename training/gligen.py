@@ -315,16 +315,18 @@ def init_phase(
 
 
 def lr_schedule(args: argparse.Namespace) -> Any:
-    """Warm-up, then constant or (``--decay cosine``) cosine-decayed to 0 at ``--steps``."""
+    """Warm-up, then constant or (``--decay cosine``) cosine-decayed to 0 at ``--decay-steps`` (by
+    default ``--steps``)."""
     import math
 
     if not args.decay:
         return None
+    span = getattr(args, "decay_steps", None) or args.steps
     return lambda step: (
         args.lr
         * min(1.0, (step + 1) / max(1, args.warmup))
         * 0.5
-        * (1 + math.cos(math.pi * step / args.steps))
+        * (1 + math.cos(math.pi * min(step, span) / span))
     )
 
 
@@ -370,6 +372,7 @@ def run_command(config: dict[str, Any], steps: int, export_to: Path | None) -> s
         f" --probe-every {config.get('probe_every', 0)}"
         + (f" --init-from {config['init_from']}" if config.get("init_from") else "")
         + (f" --decay {config['decay']}" if config.get("decay") else "")
+        + (f" --decay-steps {config['decay_steps']}" if config.get("decay_steps") else "")
         + (f" --boxes-only {config['boxes_only']}" if config.get("boxes_only") else "")
         + (f" --ground {config['ground']}" if config.get("ground") else "")
         + " --threads 1"
@@ -398,9 +401,9 @@ def model_card(adapter: GligenAdapter, run: Path, out: Path) -> str:
     schedule = "constant" if not config.get("decay") else f"{config['decay']}-decayed to 0"
     base = Path(config["sd"]).name
     grounding = (
-        f"- A grounding loss ({config['ground']} x, `training.grounding`) tied the caption's color and kind"
-        " words to their shapes through the frozen UNet's cross-attention, so the adapter learns to steer"
-        " them to the boxes."
+        f"- A grounding loss ({config['ground']} x, `training.grounding`) tied the caption's color and kind\n"
+        "  words to their shapes through the frozen UNet's cross-attention, so the adapter learns to steer\n"
+        "  them to the boxes."
         if config.get("ground")
         else None
     )
@@ -507,6 +510,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--decay", choices=["cosine"], default=None, help="decay the lr to 0 at --steps (default: constant)"
+    )
+    parser.add_argument(
+        "--decay-steps",
+        type=int,
+        default=None,
+        help="the step where the decayed lr reaches 0 (default: --steps; a run stopped early and exported "
+        "with --steps at the step it reached keeps its schedule with this)",
     )
     return parser.parse_args(argv)
 
