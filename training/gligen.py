@@ -333,9 +333,9 @@ def lr_schedule(args: argparse.Namespace) -> Any:
 # --------------------------------------------------------------------------- export
 
 
-def export(adapter: GligenAdapter, unet: Any, run: Path, out: Path, base: str = "toy-sd") -> Path:
+def export(adapter: GligenAdapter, unet: Any, run: Path, out: Path) -> Path:
     """Write the adapter (original layout, float16) and its model card, once it loads back through
-    the studio's reader as the trained adapter (to float16 rounding)."""
+    the studio's reader as the trained adapter (to float16 rounding); its base is the run's ``--sd``."""
     from safetensors.torch import save_file
 
     from models.gligen import check_fits, load_gligen
@@ -346,7 +346,7 @@ def export(adapter: GligenAdapter, unet: Any, run: Path, out: Path, base: str = 
     state = {
         k: v.detach().to("cpu", torch.float16).contiguous() for k, v in adapter.original_state(unet).items()
     }
-    save_file(state, str(tmp), metadata={"format": "pt", "gligen": "text-box", "base": base})
+    save_file(state, str(tmp), metadata={"format": "pt", "gligen": "text-box", "base": base_of(run)})
     back = load_gligen(tmp, dtype=torch.float32)
     fusers = check_fits(back, unet)
     for path, fuser in zip(adapter.paths, adapter.fusers, strict=True):
@@ -357,6 +357,11 @@ def export(adapter: GligenAdapter, unet: Any, run: Path, out: Path, base: str = 
     tmp.replace(out)
     out.with_suffix(".md").write_text(model_card(adapter, run, out))
     return out
+
+
+def base_of(run: Path) -> str:
+    """The name of the SD folder the run's adapter was trained on (``--sd``, as its config saved it)."""
+    return Path(json.loads((Path(run) / "config.json").read_text())["sd"]).name
 
 
 def run_command(config: dict[str, Any], steps: int, export_to: Path | None) -> str:
@@ -399,7 +404,7 @@ def model_card(adapter: GligenAdapter, run: Path, out: Path) -> str:
             f" {config['init_minutes'] + minutes:.1f} minutes in all."
         )
     schedule = "constant" if not config.get("decay") else f"{config['decay']}-decayed to 0"
-    base = Path(config["sd"]).name
+    base = Path(config["sd"]).name  # as base_of(run), from the config read above
     grounding = (
         f"- A grounding loss ({config['ground']} x, `training.grounding`) tied the caption's color and kind\n"
         "  words to their shapes through the frozen UNet's cross-attention, so the adapter learns to steer\n"
@@ -567,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"GLIGEN ({state.status}, step {state.step}) in {run}")
     if args.export:
         final = modules.get("ema_adapter", adapter)
-        print(f"exported {export(final, sd.unet, run, args.export, Path(args.sd).name)}")
+        print(f"exported {export(final, sd.unet, run, args.export)}")
     return 0
 
 
