@@ -105,6 +105,19 @@ def test_concept_lora_example_draws_the_shape_the_base_model_never_saw(tmp_path)
     assert read == "a red heart at the top left"
 
 
+def test_concept_lora_example_loads_the_lora_at_the_strength_the_bench_measures():
+    """The toy-heart LoRA trades hearts against other prompts' shapes by its strength: the example, the
+    bench's figures and the model card all use the one strength."""
+    from training.quality_concept import LORA, LORA_STRENGTH
+
+    nodes = json.loads((REPO / "workflows" / "concept-lora.json").read_text())["nodes"]
+    (loader,) = [node["inputs"] for node in nodes.values() if node["type"] == "LoraLoader"]
+    assert loader["lora_name"] == LORA
+    assert loader["strength_model"] == loader["strength_clip"] == LORA_STRENGTH
+    card = (REPO / "models" / "loras" / LORA).with_suffix(".md").read_text()
+    assert f"**{LORA_STRENGTH}**" in card
+
+
 def test_inpaint_example_keeps_every_pixel_outside_the_mask(tmp_path):
     (file,) = [Path(line) for line in run_example("inpaint", tmp_path) if line.endswith(".png")]
     assets = REPO / "workflows" / "assets"

@@ -30,11 +30,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ import numpy as np
 import torch
 
 from models.paths import ModelPaths
-from training.loop import prepare, train
+from training.loop import cosine_lr, prepare, train
 from training.run_folder import read_state, recent_loss, write_config
 from training.script import (
     add_common_args,
@@ -201,19 +200,6 @@ class SavedOnce(torch.nn.Module):
         if strict and (set(result.missing_keys) != self.aliases() or result.unexpected_keys):
             raise RuntimeError(f"the saved captioner does not fit the model: {result}")
         return result
-
-
-def cosine_lr(base: float, warmup: int, steps: int, floor: float) -> Callable[[int], float]:
-    """Linear warm-up over ``warmup`` steps, then a cosine from ``base`` to ``floor * base`` at ``steps``:
-    a function of the step alone."""
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return base * (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, steps - warmup))
-        return base * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-    return lr_at
 
 
 class CellReader(torch.nn.Module):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import time
@@ -43,7 +42,7 @@ from training.grounding import (
     instruction_groundings,
     record_cross_attention,
 )
-from training.loop import prepare, train, warmup_lr
+from training.loop import cosine_lr, prepare, train, warmup_lr
 from training.run_folder import read_state, recent_loss, write_config
 from training.script import (
     add_common_args,
@@ -278,15 +277,8 @@ def lr_schedule(args: argparse.Namespace) -> Any:
     run follows the same schedule, and a run stopped early is reproduced by ``--steps`` at its stop."""
     if args.decay_to is None:
         return warmup_lr(args.lr, args.warmup)
-
-    def lr_at(step: int) -> float:
-        if step < args.warmup:
-            return args.lr * (step + 1) / args.warmup
-        total = getattr(args, "decay_steps", None) or args.steps
-        done = min(1.0, (step - args.warmup) / max(1, total - args.warmup))
-        return args.lr * (args.decay_to + (1 - args.decay_to) * 0.5 * (1 + math.cos(math.pi * done)))
-
-    return lr_at
+    total = getattr(args, "decay_steps", None) or args.steps
+    return cosine_lr(args.lr, args.warmup, total, args.decay_to)
 
 
 def init_from(editor: Any, folder: Path) -> None:

@@ -40,6 +40,19 @@ def warmup_lr(base: float, warmup: int) -> Callable[[int], float]:
     return lambda step: base * min(1.0, (step + 1) / max(1, warmup))
 
 
+def cosine_lr(base: float, warmup: int, steps: int, floor: float) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup`` steps, then a cosine from ``base`` to ``floor * base`` at ``steps``,
+    constant after: a function of the step alone, so a resumed run follows the same schedule."""
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return base * (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+        return base * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    return lr_at
+
+
 @dataclass
 class Loop:
     """One training run: ``step_fn(step)`` does the forward and backward pass of a step and returns

@@ -11,7 +11,8 @@ Figures (``bench/toy_quality.py --tasks concept``):
   the concept measured;
 - ``*_top_left``: the share of "a <color> <heart> at the top left" pictures (colors in turn, seeds
   1000 + i) that the analyzer reads as a heart at the top left (``*_all_right``: in the right color
-  too), for the base model (the word "heart"), the LoRA and the embedding;
+  too), for the base model (the word "heart"), the LoRA (at its card's strength, ``lora_strength``)
+  and the embedding;
 - ``base_all`` / ``lora_all`` (and the shape, color and position parts): text_to_image's held-out
   captions and seeds without and with the LoRA, so what the LoRA does to other prompts shows;
 - ``embedding_others_max_change``: the largest change the embedding makes to the prompt embedding of
@@ -31,6 +32,9 @@ from training.quality import SD, SIZE, Studio, attribute_scores, held_out_scenes
 SHAPE = "heart"
 LORA = "toy-heart.safetensors"
 LORA_TRIGGER = "heart"
+#: The strength its model card recommends (LoraLoader's strength_model and strength_clip), which the
+#: figures use: the file trades hearts against other prompts' shapes, and this is where both stand best.
+LORA_STRENGTH = 0.9
 EMBEDDING = "toy-heart"
 CELL = (0, 0)
 GOALS = {"lora_top_left": 0.7, "embedding_top_left": 0.7}
@@ -66,22 +70,34 @@ def with_lora(nodes: dict[str, Any], lora: str, strength: float = 1.0) -> dict[s
 
 
 def concept_pictures(
-    studio: Studio, word: str, n: int, lora: str | None = None, seed: int = 1000, checkpoint: str = SD
+    studio: Studio,
+    word: str,
+    n: int,
+    lora: str | None = None,
+    seed: int = 1000,
+    checkpoint: str = SD,
+    strength: float = 1.0,
 ) -> list[tuple[Scene, np.ndarray]]:
-    """Pictures of "a <color> <word> at the top left" (seeds seed + i) drawn by ``checkpoint``, with the
-    scenes they ask for."""
+    """Pictures of "a <color> <word> at the top left" (seeds seed + i) drawn by ``checkpoint`` (with
+    ``lora`` at ``strength``), with the scenes they ask for."""
     out = []
     for i, (prompt, scene) in enumerate(concept_prompts(word, n)):
         nodes = txt2img_nodes(prompt, seed + i, checkpoint)
-        out.append((scene, studio.picture(with_lora(nodes, lora) if lora else nodes, seed + i)))
+        out.append((scene, studio.picture(with_lora(nodes, lora, strength) if lora else nodes, seed + i)))
     return out
 
 
 def concept_shares(
-    studio: Studio, word: str, n: int, lora: str | None = None, checkpoint: str = SD
+    studio: Studio,
+    word: str,
+    n: int,
+    lora: str | None = None,
+    checkpoint: str = SD,
+    strength: float = 1.0,
+    seed: int = 1000,
 ) -> dict[str, float]:
     """Shares of concept pictures read as the shape at the top left (and in the asked color)."""
-    pictures = concept_pictures(studio, word, n, lora, checkpoint=checkpoint)
+    pictures = concept_pictures(studio, word, n, lora, seed, checkpoint, strength)
     shapes = [score(scene, picture)["shapes"][0] for scene, picture in pictures]
     return {
         "top_left": round(float(np.mean([s["kind"] and s["position"] for s in shapes])), 3),
@@ -90,14 +106,20 @@ def concept_shares(
 
 
 def others(
-    studio: Studio, n: int, lora: str | None = None, seed: int = 1, checkpoint: str = SD
+    studio: Studio,
+    n: int,
+    lora: str | None = None,
+    seed: int = 1,
+    checkpoint: str = SD,
+    strength: float = 1.0,
 ) -> dict[str, float]:
-    """text_to_image's figures on its held-out captions and seeds, with a LoRA or without."""
+    """text_to_image's figures on its held-out captions and seeds, with a LoRA (at ``strength``) or
+    without."""
     scenes = held_out_scenes(n, seed)
     pictures = []
     for i, scene in enumerate(scenes):
         nodes = txt2img_nodes(caption(scene), seed + i, checkpoint)
-        pictures.append(studio.picture(with_lora(nodes, lora) if lora else nodes, seed + i))
+        pictures.append(studio.picture(with_lora(nodes, lora, strength) if lora else nodes, seed + i))
     return attribute_scores(list(zip(scenes, pictures, strict=True)))
 
 
@@ -147,7 +169,7 @@ def embedding_change(studio: Studio, n: int, seed: int = 1) -> float:
 
 def concept(studio: Studio, n: int) -> dict[str, Any]:
     """The figures of the module docstring, on ``n`` concept prompts and ``n`` held-out captions."""
-    figures: dict[str, Any] = {"task": "concept", "n": n, "shape": SHAPE}
+    figures: dict[str, Any] = {"task": "concept", "n": n, "shape": SHAPE, "lora_strength": LORA_STRENGTH}
     for shape in ("star", "heart"):
         figures[f"vae_{shape}"] = vae_round_trip(studio, shape, n)
     for name, word, lora in (
@@ -155,11 +177,11 @@ def concept(studio: Studio, n: int) -> dict[str, Any]:
         ("lora", LORA_TRIGGER, LORA),
         ("embedding", EMBEDDING, None),
     ):
-        shares = concept_shares(studio, word, n, lora)
+        shares = concept_shares(studio, word, n, lora, strength=LORA_STRENGTH)
         figures[f"{name}_top_left"] = shares["top_left"]
         figures[f"{name}_all_right"] = shares["all"]
     for name, lora in (("base", None), ("lora", LORA)):
-        for key, value in others(studio, n, lora).items():
+        for key, value in others(studio, n, lora, strength=LORA_STRENGTH).items():
             figures[f"{name}_{key}"] = value
     figures["embedding_others_max_change"] = embedding_change(studio, n)
     return figures
