@@ -42,7 +42,7 @@ import torch
 
 from models.paths import ModelPaths
 from training.loop import cosine_lr, prepare, train
-from training.run_folder import read_state, recent_loss, write_config
+from training.run_folder import read_config, read_state, recent_loss, write_config
 from training.script import (
     add_common_args,
     count_parameters,
@@ -516,7 +516,7 @@ def export_captioner(model: Any, processor: Any, run: Path, out: Path, eval_n: i
     """Write the transformers folder, its model card and ``eval.json`` (``eval_n`` pictures per split
     captioned through the studio's nodes) beside ``out``, then swap it in."""
     run, out = Path(run), Path(out)
-    config = {**json.loads((run / "config.json").read_text()), "eval": eval_n}
+    config = {**read_config(run), "eval": eval_n}
     tmp = staging(out)
     model = model.to("cpu").eval()
     model.save_pretrained(str(tmp), safe_serialization=True)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from training.loop import prepare, train
-from training.run_folder import read_state, recent_loss, write_config
+from training.run_folder import read_config, read_state, recent_loss, write_config
 from training.script import (
     add_common_args,
     count_parameters,
@@ -156,7 +156,7 @@ def export(model: Any, run: Path, out: Path, eval_n: int) -> Path:
 
 
 def model_card(model: Any, run: Path, result: dict[str, Any] | None) -> str:
-    config = json.loads((run / "config.json").read_text())
+    config = read_config(run)
     state = read_state(run)
     steps_done = state.step if state else 0
     loss = recent_loss(run)

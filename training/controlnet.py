@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from training.frozen import DEFAULT_SD, FrozenSD, load_frozen_sd, to_tensor
 from training.loop import prepare, train
-from training.run_folder import read_state, recent_loss, write_config
+from training.run_folder import read_config, read_state, recent_loss, write_config
 from training.script import (
     add_common_args,
     count_parameters,
@@ -135,7 +135,7 @@ def export(controlnet: Any, run: Path, out: Path) -> Path:
 
 
 def model_card(controlnet: Any, run: Path) -> str:
-    config = json.loads((run / "config.json").read_text())
+    config = read_config(run)
     state = read_state(run)
     steps_done = state.step if state else 0
     loss = recent_loss(run)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from training.frozen import DEFAULT_SD, FrozenSD, load_frozen_sd
 from training.loop import prepare, train
-from training.run_folder import load_state, read_state, recent_loss, write_config
+from training.run_folder import load_state, read_config, read_state, recent_loss, write_config
 from training.script import add_common_args, count_parameters, measure_step, settings
 from training.seeding import step_generator
 
@@ -306,7 +306,7 @@ def init_phase(
     the new run's own steps, seeds and schedule). Returns the config entries that say where it began
     (a resumed second phase keeps those it saved)."""
     if resuming:
-        saved = json.loads((run / "config.json").read_text())
+        saved = read_config(run)
         return {k: saved[k] for k in ("init_step", "init_minutes")}
     state = load_state(Path(init_from), modules, optimizer)
     if state is None:
@@ -346,7 +346,9 @@ def export(adapter: GligenAdapter, unet: Any, run: Path, out: Path) -> Path:
     state = {
         k: v.detach().to("cpu", torch.float16).contiguous() for k, v in adapter.original_state(unet).items()
     }
-    save_file(state, str(tmp), metadata={"format": "pt", "gligen": "text-box", "base": base_of(run)})
+    save_file(
+        state, str(tmp), metadata={"format": "pt", "gligen": "text-box", "base": base_of(read_config(run))}
+    )
     back = load_gligen(tmp, dtype=torch.float32)
     fusers = check_fits(back, unet)
     for path, fuser in zip(adapter.paths, adapter.fusers, strict=True):
@@ -359,9 +361,9 @@ def export(adapter: GligenAdapter, unet: Any, run: Path, out: Path) -> Path:
     return out
 
 
-def base_of(run: Path) -> str:
-    """The name of the SD folder the run's adapter was trained on (``--sd``, as its config saved it)."""
-    return Path(json.loads((Path(run) / "config.json").read_text())["sd"]).name
+def base_of(config: dict[str, Any]) -> str:
+    """The name of the SD folder a run's adapter was trained on (its config's ``--sd``)."""
+    return Path(config["sd"]).name
 
 
 def run_command(config: dict[str, Any], steps: int, export_to: Path | None) -> str:
@@ -386,7 +388,7 @@ def run_command(config: dict[str, Any], steps: int, export_to: Path | None) -> s
 
 
 def model_card(adapter: GligenAdapter, run: Path, out: Path) -> str:
-    config = json.loads((run / "config.json").read_text())
+    config = read_config(run)
     state = read_state(run)
     steps_done = state.step if state else 0
     loss = recent_loss(run)
@@ -396,7 +398,7 @@ def model_card(adapter: GligenAdapter, run: Path, out: Path) -> str:
     first = ""
     if config.get("init_from"):
         # a second phase: the first run's command to the step it started from comes first
-        init = json.loads((Path(config["init_from"]) / "config.json").read_text())
+        init = read_config(Path(config["init_from"]))
         command = run_command(init, config["init_step"], None) + "\n" + command
         first = (
             f" It started from {config['init_from']} at step {config['init_step']}"
@@ -404,7 +406,7 @@ def model_card(adapter: GligenAdapter, run: Path, out: Path) -> str:
             f" {config['init_minutes'] + minutes:.1f} minutes in all."
         )
     schedule = "constant" if not config.get("decay") else f"{config['decay']}-decayed to 0"
-    base = Path(config["sd"]).name  # as base_of(run), from the config read above
+    base = base_of(config)
     grounding = (
         f"- A grounding loss ({config['ground']} x, `training.grounding`) tied the caption's color and kind\n"
         "  words to their shapes through the frozen UNet's cross-attention, so the adapter learns to steer\n"

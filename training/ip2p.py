@@ -43,7 +43,7 @@ from training.grounding import (
     record_cross_attention,
 )
 from training.loop import cosine_lr, prepare, train, warmup_lr
-from training.run_folder import read_state, recent_loss, write_config
+from training.run_folder import read_config, read_state, recent_loss, write_config
 from training.script import (
     add_common_args,
     count_parameters,
@@ -361,7 +361,7 @@ def reproduce_commands(run: Path, config: dict[str, Any]) -> list[str]:
 
 
 def model_card(editor: Any, run: Path) -> str:
-    config = json.loads((run / "config.json").read_text())
+    config = read_config(run)
     state = read_state(run)
     loss = recent_loss(run)
     data = (

@@ -168,6 +168,11 @@ def load_state(
     return TrainState(meta["step"], meta["status"], meta["elapsed"], meta.get("extra", {}))
 
 
+def read_config(run: Path) -> dict[str, Any]:
+    """The config a run saved (:func:`write_config`)."""
+    return json.loads((Path(run) / CONFIG).read_text())
+
+
 def write_config(run: Path, config: dict[str, Any], resuming: bool) -> None:
     """Save the run's config; when resuming, refuse settings that differ from the saved ones (other
     than :data:`RESUMABLE_CHANGES`), since the result would no longer be one run."""
