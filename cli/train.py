@@ -49,10 +49,24 @@ def add_train_parsers(commands: Any) -> None:
     lora.add_argument(
         "--train-text-encoder", action="store_true", help="also put LoRA layers on the text encoder"
     )
-    embedding.add_argument(
-        "--init-word", default="", help="a word whose embedding starts the new one (default: the mean)"
+    lora.add_argument(
+        "--pivotal",
+        action="store_true",
+        help="pivotal tuning: the trigger word (--token, a new word) also gets learnt rows of its own, "
+        "written as the embedding models/embeddings/TOKEN.safetensors; prompts then use TOKEN with "
+        "the LoRA loaded",
     )
-    embedding.add_argument("--vectors", type=int, default=1, help="vectors per token (default: 1)")
+    lora.add_argument(
+        "--embedding-out", type=Path, default=None, help="with --pivotal: write the rows to this file instead"
+    )
+    lora.add_argument(
+        "--token-lr", type=float, default=5e-3, help="with --pivotal: the rows' learning rate (default: 5e-3)"
+    )
+    for parser in (lora, embedding):
+        parser.add_argument(
+            "--init-word", default="", help="a word whose embedding starts the new one (default: the mean)"
+        )
+        parser.add_argument("--vectors", type=int, default=1, help="vectors per token (default: 1)")
 
 
 def _common_args(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +121,13 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
     )
     prior.add_argument("--num-class-images", type=int, default=8)
     prior.add_argument("--prior-weight", type=float, default=1.0, help="weight of the prior loss")
+    prior.add_argument(
+        "--prior-target",
+        choices=("noise", "base"),
+        default="noise",
+        help="what class pictures are held to: the added noise (DreamBooth, default) or the base "
+        "model's own prediction (a distillation: the same aim, less noisy)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
     parser.add_argument("--max-minutes", type=float, default=None, help="save and stop after this long")
@@ -123,6 +144,16 @@ def output_path(args: argparse.Namespace, kind: str) -> Path:
     folder = "loras" if kind == "lora" else "embeddings"
     root = services_from_args(args).paths.roots[0]
     return root / KIND_FOLDERS[folder][0] / f"{args.name}.safetensors"
+
+
+def embedding_path(args: argparse.Namespace, token: str) -> Path:
+    """Where pivotal tuning's rows go: TOKEN.safetensors in the first models folder's embeddings/, the
+    name prompts then use."""
+    from cli.services import services_from_args
+    from models.paths import KIND_FOLDERS
+
+    root = services_from_args(args).paths.roots[0]
+    return root / KIND_FOLDERS["embeddings"][0] / f"{token}.safetensors"
 
 
 def checkpoint_path(args: argparse.Namespace) -> Path:
@@ -152,6 +183,14 @@ def config_from_args(args: argparse.Namespace) -> Any:
     extra: dict[str, Any] = {}
     if kind == "lora":
         extra = {"rank": args.rank, "train_text_encoder": args.train_text_encoder, "targets": args.targets}
+        if args.pivotal:
+            extra |= {
+                "pivotal": True,
+                "init_word": args.init_word,
+                "vectors": args.vectors,
+                "token_learning_rate": args.token_lr,
+                "embedding_out": args.embedding_out or embedding_path(args, token),
+            }
     else:
         extra = {"init_word": args.init_word, "vectors": args.vectors}
     return ConceptConfig(
@@ -168,6 +207,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         class_images=args.class_images,
         num_class_images=args.num_class_images,
         prior_weight=args.prior_weight,
+        prior_target=args.prior_target,
         resolution=args.resolution,
         snr_gamma=args.snr_gamma,
         shift=args.shift,
@@ -259,6 +299,8 @@ def train_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if config.kind == "lora"
         else f"write {result.path.stem} (or embedding:{result.path.stem}) in a prompt"
     )
+    if result.embedding_path is not None:
+        use += f" (its rows: {result.embedding_path})"
     last = sum(result.losses[-20:]) / max(1, len(result.losses[-20:]))
     print(
         f"{how}: {result.steps_done} steps in {result.seconds:.0f} s, loss {last:.4f}; wrote {result.path} "

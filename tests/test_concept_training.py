@@ -260,6 +260,70 @@ def test_prior_preservation_draws_class_pictures_and_trains(stars: Path, tmp_pat
     assert [p.read_bytes() for p in sorted(classes.glob("*.png"))] == before
 
 
+def test_prior_target_base_holds_class_pictures_to_the_base_models_prediction(
+    stars: Path, tmp_path: Path
+) -> None:
+    """With ``prior_target="base"`` the class pictures' target is the base model's prediction, so at
+    the first step (LoRA layers start at zero) their loss is exactly 0 and the total is the concept's
+    loss alone; DreamBooth's noise target is not met by the base model. Later steps drift from it."""
+    classes = tmp_path / "classes"
+    write_concept("heart", 2, 32, 3, "heart", classes)
+    prior = {
+        "prior_preservation": True,
+        "class_prompt": "a heart",
+        "class_images": classes,
+        "num_class_images": 2,
+        "train_text_encoder": True,
+    }
+
+    def losses(name: str, **extra: object) -> tuple[float, ...]:
+        out = tmp_path / f"{name}.safetensors"
+        return train_concept(config("lora", stars, out, token="star", steps=2, **(prior | extra))).losses
+
+    alone = losses("alone", prior_target="base", prior_weight=0.0)
+    base = losses("base", prior_target="base", prior_weight=1.0)
+    noise = losses("noise", prior_target="noise", prior_weight=1.0)
+    assert base[0] == alone[0]
+    assert noise[0] > alone[0] + 1e-3
+    assert base[1] > alone[1]  # the LoRA has moved: the class pictures' loss is no longer 0
+
+
+def test_pivotal_tuning_learns_the_trigger_words_rows_beside_the_lora(stars: Path, tmp_path: Path) -> None:
+    """``pivotal``: the trigger word gets new rows (written as an embedding named after it) that learn
+    with the LoRA; prompts use the word with the LoRA loaded, and prompts without it see no new row."""
+    from models.embeddings import load_vectors
+    from models.loading import load_checkpoint
+
+    rows = tmp_path / "embeddings" / "toy-star.safetensors"
+    rows.parent.mkdir()
+    out = tmp_path / "pivotal.safetensors"
+    result = train_concept(
+        config("lora", stars, out, pivotal=True, embedding_out=rows, init_word="diamond", vectors=2)
+    )
+    assert result.path == out and result.embedding_path == rows
+    assert any(k.startswith("lora_unet_") for k in load_file(str(out)))
+    vectors = load_vectors(rows, 1, allow_pickle=False)[0]
+    assert vectors.shape == (2, 64)
+    base = load_checkpoint(TOY_SD)
+    tokenizer, encoder = base.tokenizers[0], base.text_encoders[0]
+    diamond = encoder.get_input_embeddings().weight[
+        tokenizer("diamond", add_special_tokens=False).input_ids[0]
+    ]
+    assert not torch.allclose(vectors[0], diamond)  # it learnt from where it started
+    with safe_open(str(out), "pt") as handle:
+        assert '"pivotal": true' in handle.metadata()["settings"]
+    studio = studio_over(tmp_path / "models", lora=out, embedding=rows)
+    with_word = picture(studio, "a red toy-star at the top left", "pivotal.safetensors")
+    without_rows = picture(
+        studio_over(tmp_path / "bare", lora=out), "a red toy-star at the top left", "pivotal.safetensors"
+    )
+    assert np.abs(with_word.astype(int) - without_rows).max() > 0
+    with pytest.raises(ConceptError, match="already exists"):
+        train_concept(config("lora", stars, tmp_path / "again.safetensors", pivotal=True, embedding_out=rows))
+    with pytest.raises(ConceptError, match="embedding_out"):
+        train_concept(config("lora", stars, tmp_path / "again.safetensors", pivotal=True))
+
+
 def test_should_stop_saves_what_it_has(stars: Path, tmp_path: Path) -> None:
     seen = []
     result = train_concept(
@@ -308,6 +372,12 @@ def test_bad_requests_are_refused_before_training(stars: Path, tmp_path: Path) -
         (config("embedding", stars, out, token="<nowhere>"), "no caption names the token"),
         (config("embedding", stars, out, init_word="red circle"), "init word"),
         (config("lora", stars, out, prior_preservation=True), "class prompt"),
+        (config("lora", stars, out, prior_target="model"), "prior_target must be"),
+        (config("embedding", stars, out, pivotal=True), "pivotal tuning is for a LoRA"),
+        (
+            config("lora", stars, out, token="star", pivotal=True, embedding_out=tmp_path / "s.safetensors"),
+            "already a word",
+        ),
         (config("lora", stars, out, steps=0), "steps must be at least 1"),
         (config("lora", stars, out, shift=-1), "shift must be 0"),
         (config("lora", stars, out, shift=9), "shift 9 is too large"),

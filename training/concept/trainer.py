@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from training.concept.lora_file import (
     lora_metadata,
 )
 from training.concept.prior import class_examples
-from training.concept.tokens import NewTokens, add_tokens, expand_token, names_token
+from training.concept.tokens import NewTokens, add_tokens, check_token, expand_token, names_token
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -88,6 +89,9 @@ def _train(
         params = add_lora(unet, UNET_TARGETS_ALL if config.targets == "all" else UNET_TARGETS, config.rank)
         if config.train_text_encoder:
             params += add_lora(encoder, TEXT_TARGETS, config.rank)
+        if config.pivotal:
+            new_tokens = _pivotal_tokens(config, tokenizer, encoder, examples)
+            captions = [expand_token(c, config.token, new_tokens.expansion) for c in captions]
     if config.shift and config.shift * 4 > resolution:
         raise ConceptError(f"shift {config.shift} is too large for {resolution}-pixel pictures")
     moved = shifted([replace(e, caption=c) for e, c in zip(examples, captions, strict=True)], config.shift)
@@ -101,8 +105,13 @@ def _train(
 
     noise_scheduler = DDPMScheduler.from_config(checkpoint.scheduler_config)
     decay = 0.0 if config.kind == "embedding" else 1e-2
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=decay)
-    text_trains = config.kind == "embedding" or config.train_text_encoder
+    groups: list[dict[str, Any]] = [{"params": params}]
+    if config.pivotal and new_tokens is not None:
+        groups.append(
+            {"params": [new_tokens.rows.vectors], "lr": config.token_learning_rate, "weight_decay": 0.0}
+        )
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=decay)
+    text_trains = config.kind == "embedding" or config.train_text_encoder or config.pivotal
     unet.train()
     encoder.train(text_trains)
     cached: dict[int, torch.Tensor] = {}
@@ -115,6 +124,18 @@ def _train(
             with torch.no_grad():
                 cached[key] = encoder(ids.to(device))[0]
         return cached[key]
+
+    base_rows: dict[bytes, torch.Tensor] = {}  # one per class caption
+
+    def base_prediction(noisy: torch.Tensor, timesteps: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """What the model predicted before training (LoRA layers off; class captions never name the
+        new rows), the target of ``prior_target="base"``."""
+        with torch.no_grad(), _adapters_off(unet, encoder):
+            for row in ids:
+                if row.numpy().tobytes() not in base_rows:
+                    base_rows[row.numpy().tobytes()] = encoder(row[None].to(device))[0][0]
+            hidden = torch.stack([base_rows[row.numpy().tobytes()] for row in ids])
+            return unet(noisy.to(device), timesteps.to(device), hidden).sample.float()
 
     scaling = float(checkpoint.vae.config.scaling_factor)
     weights = timestep_weights(config.timestep_bias, int(noise_scheduler.config.num_train_timesteps))
@@ -143,9 +164,13 @@ def _train(
             target = noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
             target = noise
+        target = target.to(device)
+        if prior is not None and config.prior_target == "base":
+            b = config.batch
+            target = torch.cat([target[:b], base_prediction(noisy[b:], timesteps[b:], ids[b:])])
         hidden = hidden_states(ids)
         prediction = unet(noisy.to(device), timesteps.to(device), hidden).sample
-        errors = F.mse_loss(prediction.float(), target.to(device), reduction="none").mean(dim=(1, 2, 3))
+        errors = F.mse_loss(prediction.float(), target, reduction="none").mean(dim=(1, 2, 3))
         if config.snr_gamma is not None:
             errors = errors * _min_snr_weights(noise_scheduler, timesteps, config.snr_gamma).to(errors.device)
         loss = errors[: config.batch].mean()
@@ -167,17 +192,50 @@ def _train(
     unet.eval()
     encoder.eval()
     metadata = config.settings() | {"steps_done": str(len(losses)), "family": checkpoint.family}
+    embedding_path = None
     if new_tokens is not None:
         new_tokens.write_back(encoder)
-        tensors = {"emb_params": new_tokens.vectors()}
-        metadata |= {"token": config.token, "vectors": str(config.vectors)}
-    else:
-        tensors = kohya_state(unet, "lora_unet_", config.rank)
-        if config.train_text_encoder:
-            tensors |= kohya_state(encoder, "lora_te_text_model_", config.rank)
-        metadata |= {"trigger": config.token} | lora_metadata(config.rank, checkpoint.family)
+        rows = {"emb_params": new_tokens.vectors()}
+        row_metadata = metadata | {"token": config.token, "vectors": str(config.vectors)}
+        if config.kind == "embedding":
+            path = _save(rows, row_metadata, Path(config.out))
+            return ConceptResult(path, len(losses), tuple(losses), time.monotonic() - start, stopped)
+        assert config.embedding_out is not None  # check_config
+        embedding_path = _save(rows, row_metadata | {"kind": "embedding"}, Path(config.embedding_out))
+    tensors = kohya_state(unet, "lora_unet_", config.rank)
+    if config.train_text_encoder:
+        tensors |= kohya_state(encoder, "lora_te_text_model_", config.rank)
+    metadata |= {"trigger": config.token} | lora_metadata(config.rank, checkpoint.family)
     path = _save(tensors, metadata, Path(config.out))
-    return ConceptResult(path, len(losses), tuple(losses), time.monotonic() - start, stopped)
+    return ConceptResult(path, len(losses), tuple(losses), time.monotonic() - start, stopped, embedding_path)
+
+
+def _pivotal_tokens(
+    config: ConceptConfig, tokenizer: Any, encoder: Any, examples: list[Example]
+) -> NewTokens:
+    """Pivotal tuning's new rows for the trigger word, which the captions must name."""
+    check_token(tokenizer, config.token, config.vectors)
+    if not any(names_token(e.caption, config.token) for e in examples):
+        raise ConceptError(
+            f"no caption names the token {config.token!r}: pivotal tuning learns that word's rows, so put "
+            f"it in the captions (e.g. 'a photo of {config.token}')"
+        )
+    return add_tokens(tokenizer, encoder, config.token, config.vectors, config.init_word)
+
+
+@contextmanager
+def _adapters_off(*models: Any) -> Iterator[None]:
+    """The models as they were before training: their peft LoRA layers switched off for a while."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for model in models for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
 
 
 #: ``timestep_bias``: this share of the timesteps (the least noisy for "earlier", the noisiest for
