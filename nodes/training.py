@@ -314,12 +314,30 @@ class TrainLoRA(_TrainConcept):
         *_common_inputs(1e-3),
         Input("rank", T.INT, default=4, min=1, max=256, description="The LoRA's rank (its size)."),
         Input(
+            "targets",
+            T.STRING,
+            default="attention",
+            choices=("attention", "all"),
+            accepts="constant",
+            description="The UNet layers that learn: attention only, or all (also the ResNet convolutions "
+            "and feed-forward layers: better for a new shape or look, a bigger file).",
+        ),
+        Input(
             "train_text_encoder",
             T.BOOLEAN,
             default=False,
             description="Also train LoRA layers in the text encoder.",
         ),
         *_PRIOR_INPUTS,
+        Input(
+            "prior_target",
+            T.STRING,
+            default="noise",
+            choices=("noise", "base"),
+            accepts="constant",
+            description="What class pictures are held to: the added noise (DreamBooth) or the base "
+            "model's own prediction (less noisy).",
+        ),
     )
     outputs = _OUTPUTS
 
@@ -337,11 +355,13 @@ class TrainLoRA(_TrainConcept):
         seed: int,
         max_minutes: float,
         rank: int,
+        targets: str,
         train_text_encoder: bool,
         prior_preservation: bool,
         class_prompt: str,
         num_class_images: int,
         prior_weight: float,
+        prior_target: str,
     ) -> dict[str, Any]:
         return self.train(
             ctx,
@@ -356,11 +376,13 @@ class TrainLoRA(_TrainConcept):
             seed=seed,
             max_minutes=max_minutes,
             rank=rank,
+            targets=targets,
             train_text_encoder=train_text_encoder,
             prior_preservation=prior_preservation,
             class_prompt=class_prompt,
             num_class_images=num_class_images,
             prior_weight=prior_weight,
+            prior_target=prior_target,
         )
 
 

@@ -162,6 +162,21 @@ def test_a_lora_trains_as_a_job_and_lora_loader_uses_it_at_once(
     assert np.abs(picture - without.outputs["show"]["images"]).max() > 1e-3
 
 
+def test_the_lora_nodes_targets_reach_the_trainer(world: dict[str, Any], run: Any) -> None:
+    """``targets`` "all" puts LoRA layers on the ResNet convolutions too (the toy heart's recipe);
+    the default, attention only, does not."""
+    from safetensors import safe_open
+
+    files = {}
+    for targets in ("attention", "all"):
+        result, _ = run(lora_flow(f"plus-{targets}", steps=1, targets=targets))
+        assert result.status == "done", result.error
+        with safe_open(str(world["models"] / "loras" / f"plus-{targets}.safetensors"), "pt") as handle:
+            files[targets] = set(handle.keys())
+    assert not any("conv1" in k for k in files["attention"])
+    assert any("conv1" in k for k in files["all"]) and files["attention"] < files["all"]
+
+
 def test_a_training_is_never_served_from_the_cache_and_a_taken_name_is_refused(
     world: dict[str, Any], run: Any
 ) -> None:

@@ -16,6 +16,7 @@ export const ADVANCED_SETTINGS = {
     "learning_rate",
     "batch",
     "rank",
+    "targets",
     "resolution",
     "seed",
     "max_minutes",
@@ -24,6 +25,7 @@ export const ADVANCED_SETTINGS = {
     "class_prompt",
     "num_class_images",
     "prior_weight",
+    "prior_target",
   ],
   embedding: ["init_word", "vectors", "learning_rate", "batch", "resolution", "seed", "max_minutes"],
 };
