@@ -178,8 +178,10 @@ def test_an_actor_killed_mid_sweep_loses_nothing(cluster: str, models: Path, tmp
     while len(manifest(out)[0]) < 3:
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
         time.sleep(0.1)
+    # at least this sweep's two (an earlier test's may still be shutting down on a slow machine;
+    # they are idle, so the busiest is one of this sweep's)
     victims = actor_pids()
-    assert len(victims) == 2
+    assert len(victims) >= 2
     os.kill(busiest(victims), signal.SIGKILL)  # one that is drawing an item, so that it is lost mid-way
     _, stderr = proc.communicate(timeout=900)
     assert proc.returncode == 0, stderr[-3000:]
