@@ -134,26 +134,20 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def models_file(args: argparse.Namespace, folder: str, stem: str) -> Path:
+    """STEM.safetensors in the first models folder's ``folder`` (loras or embeddings)."""
+    from cli.services import services_from_args
+    from models.paths import KIND_FOLDERS
+
+    root = services_from_args(args).paths.roots[0]
+    return root / KIND_FOLDERS[folder][0] / f"{stem}.safetensors"
+
+
 def output_path(args: argparse.Namespace, kind: str) -> Path:
     """``--out``, or NAME.safetensors in the first models folder's loras/ or embeddings/."""
     if args.out is not None:
         return Path(args.out)
-    from cli.services import services_from_args
-    from models.paths import KIND_FOLDERS
-
-    folder = "loras" if kind == "lora" else "embeddings"
-    root = services_from_args(args).paths.roots[0]
-    return root / KIND_FOLDERS[folder][0] / f"{args.name}.safetensors"
-
-
-def embedding_path(args: argparse.Namespace, token: str) -> Path:
-    """Where pivotal tuning's rows go: TOKEN.safetensors in the first models folder's embeddings/, the
-    name prompts then use."""
-    from cli.services import services_from_args
-    from models.paths import KIND_FOLDERS
-
-    root = services_from_args(args).paths.roots[0]
-    return root / KIND_FOLDERS["embeddings"][0] / f"{token}.safetensors"
+    return models_file(args, "loras" if kind == "lora" else "embeddings", args.name)
 
 
 def checkpoint_path(args: argparse.Namespace) -> Path:
@@ -189,7 +183,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
                 "init_word": args.init_word,
                 "vectors": args.vectors,
                 "token_learning_rate": args.token_lr,
-                "embedding_out": args.embedding_out or embedding_path(args, token),
+                # pivotal rows go where prompts find them by the word: embeddings/TOKEN.safetensors
+                "embedding_out": args.embedding_out or models_file(args, "embeddings", token),
             }
     else:
         extra = {"init_word": args.init_word, "vectors": args.vectors}

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 KINDS = ("lora", "embedding")
+PRIOR_TARGETS = ("noise", "base")
 #: Default learning rates (AdamW): the toy models learn a concept in a few hundred steps with these.
 DEFAULT_LEARNING_RATE = {"lora": 1e-3, "embedding": 5e-3}
 #: Pipelines whose models are SD 1.x / 2.x (a UNet, one CLIP text encoder).
@@ -148,7 +149,7 @@ def check_config(config: ConceptConfig) -> None:
         raise ConceptError(f"the resolution must be a multiple of 8, not {config.resolution}")
     if not config.token.strip() or any(c.isspace() for c in config.token):
         raise ConceptError(f"the token must be one word without spaces, not {config.token!r}")
-    if config.prior_target not in ("noise", "base"):
+    if config.prior_target not in PRIOR_TARGETS:
         raise ConceptError(f"prior_target must be 'noise' or 'base', not {config.prior_target!r}")
     if config.pivotal:
         if config.kind != "lora":
