@@ -53,11 +53,15 @@ def add_train_parsers(commands: Any) -> None:
         "--pivotal",
         action="store_true",
         help="pivotal tuning: the trigger word (--token, a new word) also gets learnt rows of its own, "
-        "written as the embedding models/embeddings/TOKEN.safetensors; prompts then use TOKEN with "
-        "the LoRA loaded",
+        "bundled into the LoRA file (as A1111 does); prompts that say TOKEN through the LoRA's text "
+        "encoder use them",
     )
     lora.add_argument(
-        "--embedding-out", type=Path, default=None, help="with --pivotal: write the rows to this file instead"
+        "--embedding-out",
+        type=Path,
+        default=None,
+        help="with --pivotal: also write the rows to this embedding file (for tools that read no bundled "
+        "embeddings, e.g. ComfyUI: models/embeddings/TOKEN.safetensors)",
     )
     lora.add_argument(
         "--token-lr", type=float, default=5e-3, help="with --pivotal: the rows' learning rate (default: 5e-3)"
@@ -183,8 +187,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
                 "init_word": args.init_word,
                 "vectors": args.vectors,
                 "token_learning_rate": args.token_lr,
-                # pivotal rows go where prompts find them by the word: embeddings/TOKEN.safetensors
-                "embedding_out": args.embedding_out or models_file(args, "embeddings", token),
+                "embedding_out": args.embedding_out,
             }
     else:
         extra = {"init_word": args.init_word, "vectors": args.vectors}
@@ -294,8 +297,9 @@ def train_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if config.kind == "lora"
         else f"write {result.path.stem} (or embedding:{result.path.stem}) in a prompt"
     )
-    if result.embedding_path is not None:
-        use += f" (its rows: {result.embedding_path})"
+    if getattr(config, "pivotal", False):
+        use += f" (it teaches prompts the word {config.token!r} itself"
+        use += f"; its rows also in {result.embedding_path})" if result.embedding_path is not None else ")"
     last = sum(result.losses[-20:]) / max(1, len(result.losses[-20:]))
     print(
         f"{how}: {result.steps_done} steps in {result.seconds:.0f} s, loss {last:.4f}; wrote {result.path} "

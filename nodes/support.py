@@ -243,6 +243,23 @@ def embedding_files(paths: ModelPaths) -> dict[str, Path]:
     return files
 
 
+def bundled_embeddings(clip: Any) -> dict[str, Any]:
+    """The embeddings that the LoRAs applied to ``clip`` bundle (``bundle_emb.NAME.*``), by name; a
+    later LoRA's before an earlier one's."""
+    from models.embeddings import Bundled, bundled_names
+
+    found: dict[str, Any] = {}
+    for entry in getattr(clip, "loras", ()):
+        path = Path(entry[0])
+        found.update({name: Bundled(path, name) for name in bundled_names(path)})
+    return found
+
+
+def embedding_state(source: Any) -> str:
+    """file_state of an embedding's file, or of the LoRA file that bundles it."""
+    return file_state(source if isinstance(source, Path) else source.path)
+
+
 def embeddings_fingerprint(
     inputs: Mapping[str, Any], text_inputs: tuple[str, ...], settings: RunSettings
 ) -> str | None:
@@ -269,14 +286,15 @@ def prompt_encoders(ctx: Context, clip: Any, texts: list[str], input_name: str) 
     checkpoint = checkpoint_for(clip, ctx)
     manager = manager_of(ctx)
     tokenizers, encoders = checkpoint.tokenizers, checkpoint.text_encoders
-    files = embedding_files(model_paths(ctx))
+    # a LoRA's bundled embeddings before the embeddings folder's files of the same name
+    files = embedding_files(model_paths(ctx)) | bundled_embeddings(clip)
     names = sorted({n for text in texts for n in find_names(text, files)})
     if names:
         used = {n: files[n] for n in names}
         key = (
             model_key(clip),  # the checkpoint with its merges and LoRAs
             "embeddings",
-            tuple((n, file_state(p)) for n, p in used.items()),
+            tuple((n, embedding_state(p)) for n, p in used.items()),
         )
         try:
             tokenizers, encoders, expansions = manager.get(

@@ -143,6 +143,48 @@ _PRIOR_INPUTS = (
 )
 
 
+#: A new word's rows: an embedding's, or a LoRA's trigger word with pivotal tuning.
+_WORD_INPUTS = (
+    Input(
+        "init_word",
+        T.STRING,
+        default="",
+        accepts="constant",
+        description="A word the new one starts from (e.g. 'star'); empty: the vocabulary's mean.",
+    ),
+    Input("vectors", T.INT, default=1, min=1, max=16, description="Vectors the new word takes."),
+)
+
+#: How each step's loss is weighed and what the pictures are seen as (a LoRA's; the CLI's too).
+_LOSS_INPUTS = (
+    Input(
+        "snr_gamma",
+        T.FLOAT,
+        default=0.0,
+        min=0.0,
+        max=100.0,
+        step=0.5,
+        description="Min-SNR-gamma loss weighting (e.g. 5): noisy steps count less; 0: off.",
+    ),
+    Input(
+        "shift",
+        T.INT,
+        default=0,
+        min=0,
+        max=64,
+        description="Also show the pictures moved by up to this many pixels (0: as they are).",
+    ),
+    Input(
+        "timestep_bias",
+        T.STRING,
+        default="none",
+        choices=("none", "earlier", "later"),
+        accepts="constant",
+        description="Train more often at the noisier (earlier) or the cleaner (later) steps.",
+    ),
+)
+
+
 def dataset_folder(settings: RunSettings, name: str) -> Path:
     """The dataset ``name`` (``datasets/<name>`` in the first input folder that has it), checked
     like any input file (no absolute paths in the studio, no ``..``, no links leading out)."""
@@ -338,6 +380,24 @@ class TrainLoRA(_TrainConcept):
             description="What class pictures are held to: the added noise (DreamBooth) or the base "
             "model's own prediction (less noisy).",
         ),
+        Input(
+            "pivotal",
+            T.BOOLEAN,
+            default=False,
+            description="Pivotal tuning: the token, a new word, also learns rows of its own (from "
+            "init_word, vectors), bundled into the LoRA file: prompts that say it through the LoRA use them.",
+        ),
+        *_WORD_INPUTS,
+        Input(
+            "token_learning_rate",
+            T.FLOAT,
+            default=5e-3,
+            min=1e-7,
+            max=1.0,
+            step=1e-4,
+            description="With pivotal: the new word's rows' learning rate.",
+        ),
+        *_LOSS_INPUTS,
     )
     outputs = _OUTPUTS
 
@@ -362,6 +422,13 @@ class TrainLoRA(_TrainConcept):
         num_class_images: int,
         prior_weight: float,
         prior_target: str,
+        pivotal: bool,
+        init_word: str,
+        vectors: int,
+        token_learning_rate: float,
+        snr_gamma: float,
+        shift: int,
+        timestep_bias: str,
     ) -> dict[str, Any]:
         return self.train(
             ctx,
@@ -383,6 +450,13 @@ class TrainLoRA(_TrainConcept):
             num_class_images=num_class_images,
             prior_weight=prior_weight,
             prior_target=prior_target,
+            pivotal=pivotal,
+            init_word=str(init_word).strip(),
+            vectors=vectors,
+            token_learning_rate=token_learning_rate,
+            snr_gamma=float(snr_gamma) or None,
+            shift=shift,
+            timestep_bias=timestep_bias,
         )
 
 
@@ -396,14 +470,7 @@ class TrainEmbedding(_TrainConcept):
     folder_kind = "embeddings"
     inputs = (
         *_common_inputs(5e-3),
-        Input(
-            "init_word",
-            T.STRING,
-            default="",
-            accepts="constant",
-            description="A word the new one starts from (e.g. 'star'); empty: the vocabulary's mean.",
-        ),
-        Input("vectors", T.INT, default=1, min=1, max=16, description="Vectors the new word takes."),
+        *_WORD_INPUTS,
     )
     outputs = _OUTPUTS
 

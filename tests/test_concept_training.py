@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from models.paths import REPO_MODELS
 from toyworld.__main__ import write_concept
@@ -288,10 +288,13 @@ def test_prior_target_base_holds_class_pictures_to_the_base_models_prediction(
     assert base[1] > alone[1]  # the LoRA has moved: the class pictures' loss is no longer 0
 
 
-def test_pivotal_tuning_learns_the_trigger_words_rows_beside_the_lora(stars: Path, tmp_path: Path) -> None:
-    """``pivotal``: the trigger word gets new rows (written as an embedding named after it) that learn
-    with the LoRA; prompts use the word with the LoRA loaded, and prompts without it see no new row."""
-    from models.embeddings import load_vectors
+def test_pivotal_tuning_bundles_the_trigger_words_learnt_rows_into_the_lora(
+    stars: Path, tmp_path: Path
+) -> None:
+    """``pivotal``: the trigger word gets new rows that learn with the LoRA and go into the LoRA file
+    (A1111's ``bundle_emb.TOKEN.emb_params``), so LoraLoader alone teaches prompts the word; with
+    ``embedding_out`` they are also written as an embedding file of their own, the same rows."""
+    from models.embeddings import Bundled, load_vectors
     from models.loading import load_checkpoint
 
     rows = tmp_path / "embeddings" / "toy-star.safetensors"
@@ -301,9 +304,11 @@ def test_pivotal_tuning_learns_the_trigger_words_rows_beside_the_lora(stars: Pat
         config("lora", stars, out, pivotal=True, embedding_out=rows, init_word="diamond", vectors=2)
     )
     assert result.path == out and result.embedding_path == rows
-    assert any(k.startswith("lora_unet_") for k in load_file(str(out)))
-    vectors = load_vectors(rows, 1, allow_pickle=False)[0]
+    state = load_file(str(out))
+    assert any(k.startswith("lora_unet_") for k in state)
+    vectors = load_vectors(Bundled(out, "toy-star"), 1, allow_pickle=False)[0]
     assert vectors.shape == (2, 64)
+    assert torch.equal(load_vectors(rows, 1, allow_pickle=False)[0], vectors)
     base = load_checkpoint(TOY_SD)
     tokenizer, encoder = base.tokenizers[0], base.text_encoders[0]
     diamond = encoder.get_input_embeddings().weight[
@@ -312,16 +317,26 @@ def test_pivotal_tuning_learns_the_trigger_words_rows_beside_the_lora(stars: Pat
     assert not torch.allclose(vectors[0], diamond)  # it learnt from where it started
     with safe_open(str(out), "pt") as handle:
         assert '"pivotal": true' in handle.metadata()["settings"]
-    studio = studio_over(tmp_path / "models", lora=out, embedding=rows)
-    with_word = picture(studio, "a red toy-star at the top left", "pivotal.safetensors")
-    without_rows = picture(
-        studio_over(tmp_path / "bare", lora=out), "a red toy-star at the top left", "pivotal.safetensors"
+    prompt = "a red toy-star at the top left"
+    with_word = picture(studio_over(tmp_path / "models", lora=out), prompt, "pivotal.safetensors")
+    # the oracle: the LoRA without its bundle, and the rows as a file in models/embeddings
+    unbundled = tmp_path / "unbundled" / "pivotal.safetensors"
+    unbundled.parent.mkdir()
+    save_file({k: v for k, v in state.items() if not k.startswith("bundle_emb.")}, str(unbundled))
+    as_file = picture(
+        studio_over(tmp_path / "split", lora=unbundled, embedding=rows), prompt, "pivotal.safetensors"
     )
+    without_rows = picture(studio_over(tmp_path / "bare", lora=unbundled), prompt, "pivotal.safetensors")
+    assert np.array_equal(with_word, as_file)
     assert np.abs(with_word.astype(int) - without_rows).max() > 0
     with pytest.raises(ConceptError, match="already exists"):
         train_concept(config("lora", stars, tmp_path / "again.safetensors", pivotal=True, embedding_out=rows))
-    with pytest.raises(ConceptError, match="embedding_out"):
-        train_concept(config("lora", stars, tmp_path / "again.safetensors", pivotal=True))
+    with pytest.raises(ConceptError, match="embedding_out must be a .safetensors file"):
+        train_concept(
+            config(
+                "lora", stars, tmp_path / "again.safetensors", pivotal=True, embedding_out=tmp_path / "r.pt"
+            )
+        )
 
 
 def test_should_stop_saves_what_it_has(stars: Path, tmp_path: Path) -> None:

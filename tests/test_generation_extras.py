@@ -382,6 +382,89 @@ def test_embeddings_by_name_match_diffusers_textual_inversion(models_root, manag
     assert np.array_equal(graph("a circle in embedding:mystyle"), graph("a circle in mystyle"))
 
 
+def test_a_loras_bundled_embedding_is_used_through_its_clip_as_the_same_file_would_be(models_root, manager):
+    """A LoRA may bundle embeddings (A1111's ``bundle_emb.NAME.*``: pivotal tuning's trigger words):
+    prompts encoded through the LoRA's CLIP know NAME, exactly as with the LoRA without the bundle
+    and the same vectors in models/embeddings; the bundle comes before a file of the same name, and
+    a CLIP without the LoRA reads the word as plain text."""
+    parts = tiny_sd_components()
+    plain = kohya_lora(parts["unet"], parts["text_encoder"], seed=5)
+    vectors = torch.randn(2, 32, generator=torch.Generator().manual_seed(6))
+    loras, embeddings = models_root / "loras", models_root / "embeddings"
+    loras.mkdir(exist_ok=True)
+    embeddings.mkdir(exist_ok=True)
+    # A1111's form of a bundled embedding: string_to_param with the key "*"
+    save_file(plain | {"bundle_emb.mytrig.string_to_param.*": vectors}, str(loras / "bundled.safetensors"))
+    save_file(plain, str(loras / "unbundled.safetensors"))
+
+    def graph(lora: str | None, text: str = "a circle in mytrig") -> np.ndarray:
+        nodes = txt2img()
+        nodes["pos"]["inputs"]["text"] = text
+        if lora is not None:
+            nodes["lora"] = {
+                "type": "LoraLoader",
+                "inputs": {
+                    "model": link("ck", "model"),
+                    "clip": link("ck", "clip"),
+                    "lora_name": lora,
+                    "strength_model": 1.0,
+                    "strength_clip": 1.0,
+                },
+            }
+            for name in ("pos", "neg"):
+                nodes[name]["inputs"]["clip"] = link("lora", "clip")
+            nodes["s"]["inputs"]["model"] = link("lora", "model")
+        return image_of(run_graph(nodes, models_root, manager))
+
+    bundled = graph("bundled.safetensors")
+    as_plain_text = graph("unbundled.safetensors")
+    assert not np.array_equal(bundled, as_plain_text)
+    assert np.array_equal(graph("bundled.safetensors", "a circle in embedding:mytrig"), bundled)
+    # a file of that name in models/embeddings: the bundle still wins where the LoRA is applied
+    save_file({"emb_params": -vectors}, str(embeddings / "mytrig.safetensors"))
+    try:
+        assert np.array_equal(graph("bundled.safetensors"), bundled)
+        assert not np.array_equal(graph("unbundled.safetensors"), bundled)
+        save_file({"emb_params": vectors}, str(embeddings / "mytrig.safetensors"))
+        assert np.array_equal(
+            graph("unbundled.safetensors"), bundled
+        )  # the oracle: the same vectors as a file
+    finally:
+        (embeddings / "mytrig.safetensors").unlink()
+    assert np.array_equal(graph(None), graph(None, "a circle in mytrig"))  # no LoRA: no word of that name
+
+
+def test_bundled_embeddings_read_each_form_and_say_which_is_wrong(tmp_path: Path):
+    from models.embeddings import Bundled, EmbeddingError, bundled_names, load_vectors
+
+    rows = torch.randn(3, 8)
+    path = tmp_path / "lora.safetensors"
+    save_file(
+        {
+            "lora_unet_x.lora_down.weight": torch.zeros(2, 4),
+            "bundle_emb.one.emb_params": rows,
+            "bundle_emb.two.string_to_param.*": rows * 2,
+            "bundle_emb.xl.clip_l": rows[:, :4].clone(),
+            "bundle_emb.xl.clip_g": rows.clone(),
+            "bundle_emb.odd.a": rows.clone(),
+            "bundle_emb.odd.b": rows.clone(),
+        },
+        str(path),
+    )
+    assert sorted(bundled_names(path)) == ["odd", "one", "two", "xl"]
+    assert torch.equal(load_vectors(Bundled(path, "one"), 1, allow_pickle=False)[0], rows)
+    assert torch.equal(load_vectors(Bundled(path, "two"), 1, allow_pickle=False)[0], rows * 2)
+    clip_l, clip_g = load_vectors(Bundled(path, "xl"), 2, allow_pickle=False)
+    assert torch.equal(clip_l, rows[:, :4]) and torch.equal(clip_g, rows)
+    with pytest.raises(EmbeddingError, match="lora.safetensors's bundled embedding 'odd': cannot tell"):
+        load_vectors(Bundled(path, "odd"), 1, allow_pickle=False)
+    with pytest.raises(EmbeddingError, match="not an SDXL embedding"):
+        load_vectors(Bundled(path, "one"), 2, allow_pickle=False)
+    (tmp_path / "broken.safetensors").write_bytes(b"not a file")
+    assert bundled_names(tmp_path / "broken.safetensors") == []
+    assert bundled_names(tmp_path / "lora.pt") == []
+
+
 def p2p_nodes(mode: str, edited: str, **extra: Any) -> dict:
     nodes = txt2img(sampler="ddim", seed=21, steps=8)
     nodes["p2p"] = {

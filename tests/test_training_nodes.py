@@ -10,6 +10,7 @@ jobs) the progress, previews and cancel travel the same way.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,35 @@ def test_the_lora_nodes_targets_reach_the_trainer(world: dict[str, Any], run: An
             files[targets] = set(handle.keys())
     assert not any("conv1" in k for k in files["attention"])
     assert any("conv1" in k for k in files["all"]) and files["attention"] < files["all"]
+
+
+def test_the_lora_nodes_pivotal_rows_go_into_the_lora_and_prompts_through_it_use_them(
+    world: dict[str, Any], run: Any
+) -> None:
+    """``pivotal``: the token's learnt rows are bundled into the LoRA file (``bundle_emb.TOKEN.``), so
+    a prompt through LoraLoader says the new word; the same LoRA without its bundle draws otherwise.
+    The loss settings reach the trainer (its metadata lists them)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    loss_settings = {"snr_gamma": 5.0, "shift": 2, "timestep_bias": "later"}
+    result, _ = run(lora_flow("pivot", steps=2, pivotal=True, init_word="circle", vectors=2, **loss_settings))
+    assert result.status == "done", result.error
+    written = world["models"] / "loras" / "pivot.safetensors"
+    state = load_file(str(written))
+    assert state["bundle_emb.<plus>.emb_params"].shape == (2, 64)
+    with safe_open(str(written), "pt") as handle:
+        settings = json.loads(handle.metadata()["settings"])
+    assert settings["pivotal"] is True
+    assert {k: settings[k] for k in loss_settings} == loss_settings
+    save_file(
+        {k: v for k, v in state.items() if not k.startswith("bundle_emb.")}, str(written.with_stem("bare"))
+    )
+    with_rows, _ = run(draw_flow("pivot.safetensors"))
+    without_rows, _ = run(draw_flow("bare.safetensors"))
+    assert with_rows.status == without_rows.status == "done", (with_rows.error, without_rows.error)
+    difference = with_rows.outputs["show"]["images"] - without_rows.outputs["show"]["images"]
+    assert np.abs(difference).max() > 1e-3
 
 
 def test_a_training_is_never_served_from_the_cache_and_a_taken_name_is_refused(

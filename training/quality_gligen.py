@@ -179,6 +179,13 @@ def no_boxes_nodes(scene: Scene, seed: int, checkpoint: str = SD, adapter: str =
     return {k: v for k, v in nodes.items() if not k.startswith(("box", "gl"))}
 
 
+def places_nodes(scene: Scene, seed: int, checkpoint: str = SD, adapter: str = GLIGEN) -> dict[str, Any]:
+    """The scene's own caption, places named ("a red circle at the top left and ..."), no boxes."""
+    nodes = no_boxes_nodes(scene, seed, checkpoint=checkpoint)
+    nodes["pos"]["inputs"]["text"] = caption(scene)
+    return nodes
+
+
 #: The variants ``python -m training.quality_gligen`` measures beside the two tasks: each builds a
 #: scene's workflow from (scene, seed, checkpoint=..., adapter=...).
 VARIANTS: dict[str, Any] = {
@@ -186,6 +193,8 @@ VARIANTS: dict[str, Any] = {
     "gligen_beta0.5": partial(gligen_nodes, beta=0.5),
     "gligen_beta1.0": partial(gligen_nodes, beta=1.0),
     "gligen_places_beta0.3": lambda s, seed, **kw: gligen_nodes(s, seed, prompt=caption(s), beta=0.3, **kw),
+    "gligen_places_beta1.0": lambda s, seed, **kw: gligen_nodes(s, seed, prompt=caption(s), beta=1.0, **kw),
+    "places": lambda s, seed, **kw: places_nodes(s, seed, **kw),
     "no_boxes": no_boxes_nodes,
     "regions": lambda s, seed, adapter=GLIGEN, **kw: region_nodes(s, seed, **kw),
 }

@@ -47,7 +47,8 @@ class ConceptConfig:
     #: the LoRA and new rows switched off: the same aim with far less noise, a distillation).
     prior_target: Literal["noise", "base"] = "noise"
     #: lora: also learn new rows for the trigger word (pivotal tuning): ``token`` must be a new word,
-    #: ``vectors`` and ``init_word`` as for an embedding, written to ``embedding_out``.
+    #: ``vectors`` and ``init_word`` as for an embedding. The rows go into the LoRA file (A1111's
+    #: ``bundle_emb.TOKEN.emb_params``), and also into ``embedding_out`` when it is given.
     pivotal: bool = False
     embedding_out: Path | None = None
     token_learning_rate: float = 5e-3
@@ -154,11 +155,12 @@ def check_config(config: ConceptConfig) -> None:
     if config.pivotal:
         if config.kind != "lora":
             raise ConceptError("pivotal tuning is for a LoRA (an embedding learns its rows anyway)")
-        where = Path(config.embedding_out) if config.embedding_out is not None else None
-        if where is None or where.suffix != ".safetensors":
-            raise ConceptError("pivotal tuning needs embedding_out, a .safetensors file for the new rows")
-        if where.exists():
-            raise ConceptError(f"{where} already exists: choose another token or delete it first")
+        if config.embedding_out is not None:
+            where = Path(config.embedding_out)
+            if where.suffix != ".safetensors":
+                raise ConceptError(f"embedding_out must be a .safetensors file, not {where.name}")
+            if where.exists():
+                raise ConceptError(f"{where} already exists: choose another token or delete it first")
         if config.token_learning_rate <= 0:
             raise ConceptError(f"token_learning_rate must be positive, not {config.token_learning_rate}")
     if config.prior_preservation:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.embeddings import BUNDLE_PREFIX
 from training.concept.config import ConceptConfig, ConceptError, ConceptResult, StepReport, check_config
 from training.concept.data import Example, check_pictures, read_examples, shifted
 from training.concept.lora_file import (
@@ -200,11 +201,14 @@ def _train(
         if config.kind == "embedding":
             path = _save(rows, row_metadata, Path(config.out))
             return ConceptResult(path, len(losses), tuple(losses), time.monotonic() - start, stopped)
-        assert config.embedding_out is not None  # check_config
-        embedding_path = _save(rows, row_metadata | {"kind": "embedding"}, Path(config.embedding_out))
+        if config.embedding_out is not None:  # also a file of its own, for tools that read no bundles
+            embedding_path = _save(rows, row_metadata | {"kind": "embedding"}, Path(config.embedding_out))
     tensors = kohya_state(unet, "lora_unet_", config.rank)
     if config.train_text_encoder:
         tensors |= kohya_state(encoder, "lora_te_text_model_", config.rank)
+    if new_tokens is not None:  # pivotal rows bundled as A1111 does: the LoRA teaches prompts the word
+        tensors[f"{BUNDLE_PREFIX}{config.token}.emb_params"] = new_tokens.vectors()
+        metadata |= {"vectors": str(config.vectors)}
     metadata |= {"trigger": config.token} | lora_metadata(config.rank, checkpoint.family)
     path = _save(tensors, metadata, Path(config.out))
     return ConceptResult(path, len(losses), tuple(losses), time.monotonic() - start, stopped, embedding_path)

@@ -3,6 +3,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
+  ADVANCED_SETTINGS,
+  PIVOTAL_SETTINGS,
+  advancedSettings,
   applyTrainEvent,
   nameProblem,
   newTraining,
@@ -122,4 +125,14 @@ test("a failure keeps the node's words and the input it names", () => {
 test("how the file is used: LoraLoader's name, or the prompt's word", () => {
   assert.equal(usage("lora", "star.safetensors").loraName, "star.safetensors");
   assert.equal(usage("embedding", "star.safetensors").word, "embedding:star");
+});
+
+test("a LoRA's new-word settings show only with pivotal tuning; an embedding's always", () => {
+  const plain = advancedSettings("lora", { pivotal: false });
+  assert.ok(plain.includes("pivotal") && plain.includes("snr_gamma"));
+  assert.ok(PIVOTAL_SETTINGS.every((name) => !plain.includes(name)));
+  assert.deepEqual(advancedSettings("lora", { pivotal: true }), ADVANCED_SETTINGS.lora);
+  assert.ok(PIVOTAL_SETTINGS.every((name) => ADVANCED_SETTINGS.lora.includes(name)));
+  assert.deepEqual(advancedSettings("embedding", {}), ADVANCED_SETTINGS.embedding);
+  assert.ok(advancedSettings("embedding", {}).includes("init_word"));
 });

@@ -9,7 +9,8 @@ import { formatDuration, formatRate } from "../run/progress.js";
 import { useStudio } from "../store/index.js";
 import { useTrain } from "./store.js";
 import {
-  ADVANCED_SETTINGS,
+  SETTING_LABELS,
+  advancedSettings,
   KIND_WORDS,
   MAIN_SETTINGS,
   NODE_TYPES,
@@ -29,7 +30,7 @@ const KIND_HELP = {
 
 const HEADINGS = { running: "Training", done: "Trained", cancelled: "Stopped training" };
 
-const labelOf = (name) => name.replace(/_/g, " ").replace(/^./, (c) => c.toUpperCase());
+const labelOf = (name) => SETTING_LABELS[name] || name.replace(/_/g, " ").replace(/^./, (c) => c.toUpperCase());
 
 function Field({ spec, value, onChange }) {
   const id = `train-${spec.name}`;
@@ -251,7 +252,7 @@ function TrainForm() {
       {MAIN_SETTINGS.map(field)}
       <details className="train-advanced">
         <summary>Advanced</summary>
-        {ADVANCED_SETTINGS[kind].map(field)}
+        {advancedSettings(kind, values).map(field)}
       </details>
       <div className="train-actions">
         <button type="submit" className="primary" data-testid="train-start" disabled={Boolean(busy)}>

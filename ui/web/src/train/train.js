@@ -26,8 +26,32 @@ export const ADVANCED_SETTINGS = {
     "num_class_images",
     "prior_weight",
     "prior_target",
+    "pivotal",
+    "init_word",
+    "vectors",
+    "token_learning_rate",
+    "snr_gamma",
+    "shift",
+    "timestep_bias",
   ],
   embedding: ["init_word", "vectors", "learning_rate", "batch", "resolution", "seed", "max_minutes"],
+};
+
+// A LoRA's settings that only mean something with pivotal tuning on (the new word's rows).
+export const PIVOTAL_SETTINGS = ["init_word", "vectors", "token_learning_rate"];
+
+// The Advanced settings to show for the values chosen so far: a LoRA's word settings only with pivotal.
+export function advancedSettings(kind, values) {
+  const all = ADVANCED_SETTINGS[kind] || [];
+  if (kind !== "lora" || (values && values.pivotal)) return all;
+  return all.filter((name) => !PIVOTAL_SETTINGS.includes(name));
+}
+
+// Labels where the input's name, in words, would not say it (the rest: "prior_weight" -> "Prior weight").
+export const SETTING_LABELS = {
+  snr_gamma: "Min-SNR gamma",
+  pivotal: "Pivotal tuning (the token is a new word)",
+  token_learning_rate: "Word learning rate",
 };
 
 // Picture types a dataset takes (server/datasets.py) and their captions' suffix.
