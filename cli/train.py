@@ -297,7 +297,7 @@ def train_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if config.kind == "lora"
         else f"write {result.path.stem} (or embedding:{result.path.stem}) in a prompt"
     )
-    if getattr(config, "pivotal", False):
+    if config.pivotal:
         use += f" (it teaches prompts the word {config.token!r} itself"
         use += f"; its rows also in {result.embedding_path})" if result.embedding_path is not None else ")"
     last = sum(result.losses[-20:]) / max(1, len(result.losses[-20:]))

@@ -22,6 +22,7 @@ Figures (``bench/toy_quality.py --tasks concept``):
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -185,3 +186,56 @@ def concept(studio: Studio, n: int) -> dict[str, Any]:
             figures[f"{name}_{key}"] = value
     figures["embedding_others_max_change"] = embedding_change(studio, n)
     return figures
+
+
+def candidate(lora: Path, word: str, n: int, strength: float = LORA_STRENGTH) -> dict[str, Any]:
+    """The concept and other-prompt figures of a LoRA file anywhere (a candidate, before it is
+    shipped): drawn over a temporary models folder holding it beside links to the repository's
+    toy-sd and to every embedding there is (a pivotal LoRA's rows may also be a file beside it)."""
+    import tempfile
+
+    from models.paths import REPO_MODELS
+
+    root = Path(tempfile.mkdtemp(prefix="concept-candidate-"))
+    (root / "checkpoints").mkdir()
+    (root / "checkpoints" / SD).symlink_to(REPO_MODELS / "checkpoints" / SD, target_is_directory=True)
+    (root / "loras").mkdir()
+    (root / "loras" / lora.name).symlink_to(lora.resolve())
+    beside = lora.parent / f"{word}.safetensors"
+    if beside.is_file() and beside != lora:
+        (root / "embeddings").mkdir()
+        (root / "embeddings" / beside.name).symlink_to(beside.resolve())
+    studio = Studio(models=root, folder=root / "run")
+    shares = concept_shares(studio, word, n, lora.name, strength=strength)
+    figures: dict[str, Any] = {"task": "concept_candidate", "lora": str(lora), "word": word, "n": n}
+    figures |= {"strength": strength, "top_left": shares["top_left"], "all_right": shares["all"]}
+    figures |= {f"others_{k}": v for k, v in others(studio, n, lora.name, strength=strength).items()}
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.quality_concept --lora FILE --word WORD [--n 100] [--strength 0.9]``: the
+    bench's concept figures for a LoRA that is not shipped (its file anywhere): the share of
+    "a <color> WORD at the top left" read as a heart there, and text_to_image's held-out captions with
+    it loaded. One JSON line."""
+    import argparse
+    import json
+
+    import torch
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--lora", type=Path, required=True)
+    parser.add_argument("--word", required=True, help="the trigger word the prompts say")
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--strength", type=float, default=LORA_STRENGTH)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    if not args.lora.is_file():
+        parser.error(f"{args.lora} is not a file")
+    torch.set_num_threads(args.threads)
+    print(json.dumps(candidate(args.lora, args.word, args.n, args.strength)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
