@@ -339,6 +339,23 @@ def test_pivotal_tuning_bundles_the_trigger_words_learnt_rows_into_the_lora(
         )
 
 
+def test_a_candidate_lora_anywhere_is_measured_as_the_shipped_one_is(tmp_path: Path) -> None:
+    """``python -m training.quality_concept --lora FILE``: a copy of the shipped heart LoRA outside the
+    models folder gives the figures the repository's folder gives for the shipped file itself."""
+    from training.quality import Studio
+    from training.quality_concept import LORA, LORA_STRENGTH, candidate, concept_shares, others
+
+    copy = tmp_path / "elsewhere" / "candidate.safetensors"
+    copy.parent.mkdir()
+    copy.write_bytes((REPO_MODELS / "loras" / LORA).read_bytes())
+    figures = candidate(copy, "heart", 3)
+    studio = Studio()
+    shipped = concept_shares(studio, "heart", 3, LORA, strength=LORA_STRENGTH)
+    assert (figures["top_left"], figures["all_right"]) == (shipped["top_left"], shipped["all"])
+    assert figures["others_all"] == others(studio, 3, LORA, strength=LORA_STRENGTH)["all"]
+    assert figures["top_left"] > concept_shares(studio, "heart", 3)["top_left"]  # the LoRA was loaded
+
+
 def test_should_stop_saves_what_it_has(stars: Path, tmp_path: Path) -> None:
     seen = []
     result = train_concept(
