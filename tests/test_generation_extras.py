@@ -58,6 +58,24 @@ def kohya_lora(unet: Any, encoder: Any, rank: int = 4, seed: int = 0) -> dict[st
     }
 
 
+def through_lora(nodes: dict, lora_name: str, strength: float = 1.0) -> dict:
+    """txt2img's nodes with a LoraLoader between the checkpoint and the sampler and prompts."""
+    nodes["lora"] = {
+        "type": "LoraLoader",
+        "inputs": {
+            "model": link("ck", "model"),
+            "clip": link("ck", "clip"),
+            "lora_name": lora_name,
+            "strength_model": strength,
+            "strength_clip": strength,
+        },
+    }
+    for name in ("pos", "neg"):
+        nodes[name]["inputs"]["clip"] = link("lora", "clip")
+    nodes["s"]["inputs"]["model"] = link("lora", "model")
+    return nodes
+
+
 def test_kohya_lora_fuses_by_the_lora_formula():
     parts = tiny_sd_components()
     unet, encoder = parts["unet"], parts["text_encoder"]
@@ -121,21 +139,7 @@ def test_lora_loader_node(models_root, manager):
     base = image_of(run_graph(txt2img(), models_root, manager))
 
     def with_lora(strength: float) -> dict:
-        nodes = txt2img()
-        nodes["lora"] = {
-            "type": "LoraLoader",
-            "inputs": {
-                "model": link("ck", "model"),
-                "clip": link("ck", "clip"),
-                "lora_name": "style.safetensors",
-                "strength_model": strength,
-                "strength_clip": strength,
-            },
-        }
-        for name in ("pos", "neg"):
-            nodes[name]["inputs"]["clip"] = link("lora", "clip")
-        nodes["s"]["inputs"]["model"] = link("lora", "model")
-        return nodes
+        return through_lora(txt2img(), "style.safetensors", strength)
 
     assert np.array_equal(image_of(run_graph(with_lora(0.0), models_root, manager)), base)
     changed = image_of(run_graph(with_lora(8.0), models_root, manager))
@@ -400,21 +404,7 @@ def test_a_loras_bundled_embedding_is_used_through_its_clip_as_the_same_file_wou
     def graph(lora: str | None, text: str = "a circle in mytrig") -> np.ndarray:
         nodes = txt2img()
         nodes["pos"]["inputs"]["text"] = text
-        if lora is not None:
-            nodes["lora"] = {
-                "type": "LoraLoader",
-                "inputs": {
-                    "model": link("ck", "model"),
-                    "clip": link("ck", "clip"),
-                    "lora_name": lora,
-                    "strength_model": 1.0,
-                    "strength_clip": 1.0,
-                },
-            }
-            for name in ("pos", "neg"):
-                nodes[name]["inputs"]["clip"] = link("lora", "clip")
-            nodes["s"]["inputs"]["model"] = link("lora", "model")
-        return image_of(run_graph(nodes, models_root, manager))
+        return image_of(run_graph(through_lora(nodes, lora) if lora else nodes, models_root, manager))
 
     bundled = graph("bundled.safetensors")
     as_plain_text = graph("unbundled.safetensors")
