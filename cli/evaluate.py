@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from evaluation.choices import DEFAULT_METRICS, METRICS
+from evaluation.report import details_of
 
 EXIT_OK = 0
 EXIT_INVALID = 2  # as cli/info.py: bad arguments
@@ -95,8 +96,7 @@ def format_table(data: dict[str, Any]) -> str:
     for name, measured in data["metrics"].items():
         value = measured.get("value")
         shown = f"{value:.6g}" if isinstance(value, int | float) else str(value)
-        details = ", ".join(f"{k} {v}" for k, v in measured.items() if k not in ("value", "per_image"))
-        lines.append(f"{name:<18} {shown:>12}  {details}")
+        lines.append(f"{name:<18} {shown:>12}  {details_of(measured)}")
     for name, reason in data["skipped"].items():
         lines.append(f"{name:<18} {'skipped':>12}  {reason}")
     return "\n".join(lines)

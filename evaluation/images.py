@@ -1,8 +1,9 @@
 """Folders of pictures and the prompts they were made from.
 
-A prompt comes from a prompts file (``--prompts``) or, where none is given, from the workflow
-a studio PNG carries in its text chunks (its first non-empty multiline text input, as the
-history shows it).
+A prompt comes from a prompts file (``--prompts``) or, where none is given, from a caption of the
+same stem beside the picture (``cat1.png`` and ``cat1.txt``, as training datasets hold them), else
+from the workflow a studio PNG carries in its text chunks (its first non-empty multiline text
+input, as the history shows it).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ class ImageSet:
 
 
 def load_folder(folder: Path, *, read_prompts: bool = True) -> ImageSet:
-    """Every picture directly in ``folder`` (sorted by name), as RGB uint8; the prompts of the
-    studio PNGs among them when ``read_prompts``."""
+    """Every picture directly in ``folder`` (sorted by name), as RGB uint8; when ``read_prompts``,
+    each one's caption (a same-stem ``.txt`` beside it) or else the prompt its studio PNG carries."""
     from PIL import Image
 
     folder = Path(folder)
@@ -55,6 +56,15 @@ def load_folder(folder: Path, *, read_prompts: bool = True) -> ImageSet:
         except (OSError, ValueError) as exc:
             raise EvaluationInputError(f"cannot read the picture {path.name}: {exc}") from None
         names.append(path.name)
+        caption = path.with_suffix(".txt")
+        if read_prompts and caption.is_file():
+            try:
+                text = caption.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise EvaluationInputError(f"cannot read the caption {caption.name}: {exc}") from None
+            if text:
+                prompts[path.name] = text
+                continue
         if read_prompts and path.suffix.lower() == ".png":
             if registry is None:
                 from nodes.registry import default_registry
@@ -107,7 +117,8 @@ def png_prompt(raw: bytes, shown: str, registry: Any = None) -> str | None:
 def read_prompts(path: Path, images: ImageSet) -> dict[str, str]:
     """Prompts for ``images`` from a file: a JSON object {file name: prompt}, or text with one
     prompt per line (one line: the prompt of every picture; otherwise one line per picture, in
-    name order)."""
+    name order), or lines ``file name<TAB>prompt`` (as ``python -m toyworld sample`` writes its
+    captions.txt)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -127,6 +138,15 @@ def read_prompts(path: Path, images: ImageSet) -> dict[str, str]:
             )
         return dict(data)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines and all("\t" in line for line in lines):
+        named = dict(line.split("\t", 1) for line in lines)
+        unknown = sorted(set(named) - set(images.names))
+        if unknown:
+            raise EvaluationInputError(
+                f"{path.name} names pictures that are not there: {', '.join(unknown[:5])} "
+                "(its lines are 'file name<TAB>prompt')"
+            )
+        return {name: prompt.strip() for name, prompt in named.items()}
     if len(lines) == 1:
         return dict.fromkeys(images.names, lines[0])
     if len(lines) != len(images):

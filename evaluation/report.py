@@ -102,10 +102,17 @@ def _clip_figure(result: Evaluation) -> str | None:
     return _png(figure)
 
 
+def details_of(measured: dict[str, Any]) -> str:
+    """A metric's figures beside its value, as "precision 0.96, recall 1.0" (none that are unknown)."""
+    return ", ".join(
+        f"{k} {v}" for k, v in measured.items() if k not in ("value", "per_image") and v is not None
+    )
+
+
 def _rows(result: Evaluation) -> str:
     rows = []
     for name, measured in result.metrics.items():
-        details = ", ".join(f"{k} {v}" for k, v in measured.items() if k not in ("value", "per_image"))
+        details = details_of(measured)
         rows.append(
             f"<tr><td>{html.escape(name)}</td><td>{html.escape(str(measured.get('value')))}</td>"
             f"<td>{html.escape(details)}</td></tr>"

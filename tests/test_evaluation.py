@@ -212,6 +212,38 @@ def test_prompts_come_from_the_workflow_a_studio_png_carries(tmp_path):
     assert load_folder(tmp_path).prompts == {"a.png": workflow["nodes"]["pos"]["inputs"]["text"]}
 
 
+def test_prompts_come_from_captions_beside_the_pictures_and_name_tab_prompt_files(tmp_path):
+    """A same-stem .txt caption (a training dataset's) is a picture's prompt, before the prompt its
+    PNG carries; a prompts file may name each picture (``name<TAB>prompt``, toyworld's
+    captions.txt), and one that names a picture not there is refused with its name."""
+    from PIL import Image, PngImagePlugin
+
+    from evaluation.images import EvaluationInputError, read_prompts
+
+    workflow = json.loads((REPO / "workflows" / "txt2img.json").read_text())
+    info = PngImagePlugin.PngInfo()
+    info.add_text("workflow", json.dumps(workflow))
+    pictures = toy_pictures(3, 14)
+    for name, picture in zip(("a", "b", "c"), pictures, strict=True):
+        Image.fromarray(picture).save(tmp_path / f"{name}.png", pnginfo=info)
+    (tmp_path / "a.txt").write_text("a red circle at the top left\n")
+    (tmp_path / "b.txt").write_text("  \n")  # an empty caption says nothing: the PNG's prompt stands
+    loaded = load_folder(tmp_path)
+    carried = workflow["nodes"]["pos"]["inputs"]["text"]
+    assert loaded.prompts == {"a.png": "a red circle at the top left", "b.png": carried, "c.png": carried}
+    assert load_folder(tmp_path, read_prompts=False).prompts == {}
+
+    named = tmp_path / "captions.txt"
+    named.write_text("c.png\ta blue square in the center\na.png\ta green cross on the left\n")
+    assert read_prompts(named, loaded) == {
+        "c.png": "a blue square in the center",
+        "a.png": "a green cross on the left",
+    }
+    named.write_text("a.png\tone\nz.png\ttwo\n")
+    with pytest.raises(EvaluationInputError, match="z.png"):
+        read_prompts(named, loaded)
+
+
 # --------------------------------------------------------------------------- nodes
 
 
