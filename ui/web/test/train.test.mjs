@@ -124,6 +124,11 @@ test("a failure keeps the node's words and the input it names", () => {
 
 test("how the file is used: LoraLoader's name, or the prompt's word", () => {
   assert.equal(usage("lora", "star.safetensors").loraName, "star.safetensors");
+  assert.equal(
+    usage("lora", "star.safetensors", "<star>").text,
+    "Load it with a Load LoRA node (star.safetensors) and say <star> in the prompt.",
+  );
+  assert.equal(usage("lora", "star.safetensors").text, "Load it with a Load LoRA node (star.safetensors).");
   assert.equal(usage("embedding", "star.safetensors").word, "embedding:star");
 });
 

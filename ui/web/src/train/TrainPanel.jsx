@@ -270,7 +270,7 @@ function TrainForm() {
 
 function UseResult({ training }) {
   const [copied, setCopied] = useState(false);
-  const use = usage(training.kind, training.file);
+  const use = usage(training.kind, training.file, training.token);
   const addLoader = () => {
     const state = useStudio.getState();
     const tabId = state.activeTabId;

@@ -208,7 +208,7 @@ export const useTrain = create((set, get) => {
       }
       set({ busy: null });
       studio().pollQueue();
-      get().follow(job.id, { kind, name: values.name, steps: values.steps });
+      get().follow(job.id, { kind, name: values.name, steps: values.steps, token: values.token });
       return job.id;
     },
 

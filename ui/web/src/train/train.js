@@ -148,11 +148,14 @@ export function trainingWorkflow(kind, form, def) {
 }
 
 // How the trained file is used: LoraLoader's lora_name, or the word a prompt takes.
-export function usage(kind, fileName) {
+export function usage(kind, fileName, token = "") {
   const stem = stemOf(fileName || "");
-  return kind === "lora"
-    ? { loraName: fileName, text: `Load it with a Load LoRA node (${fileName}).` }
-    : { word: `embedding:${stem}`, text: `Write embedding:${stem} in a prompt.` };
+  const word = String(token || "").trim();
+  if (kind === "lora") {
+    const say = word ? ` and say ${word} in the prompt` : "";
+    return { loraName: fileName, text: `Load it with a Load LoRA node (${fileName})${say}.` };
+  }
+  return { word: `embedding:${stem}`, text: `Write embedding:${stem} in a prompt.` };
 }
 
 // ---- a training job, as the panel follows it --------------------------------------------------
@@ -160,11 +163,12 @@ export function usage(kind, fileName) {
 // Steps whose mean loss the panel shows (nodes/training.py LAST_STEPS: its plot and output too).
 export const LOSS_WINDOW = 20;
 
-export function newTraining(jobId, { kind, name, steps }, now = Date.now()) {
+export function newTraining(jobId, { kind, name, steps, token }, now = Date.now()) {
   return {
     jobId,
     kind,
     name,
+    token: token || "", // a LoRA's trigger word, for how to use it at the end
     status: "queued",
     step: 0,
     total: steps || 0,
