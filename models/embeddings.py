@@ -46,6 +46,13 @@ class Bundled:
 Source = Path | Bundled
 
 
+def label(source: Source) -> str:
+    """How messages name an embedding: its file, or the LoRA file that bundles it and its name."""
+    if isinstance(source, Bundled):
+        return f"{source.path.name}'s bundled embedding {source.name!r}"
+    return source.name
+
+
 def bundled_names(path: Path) -> list[str]:
     """The names of the embeddings a LoRA file bundles, in the file's order (none for a pickle)."""
     if path.suffix != ".safetensors":
@@ -122,7 +129,7 @@ def load_vectors(source: Source, encoders: int, allow_pickle: bool) -> list[torc
 
     if isinstance(source, Bundled):
         data: Any = _bundle(source)
-        return _vectors(data, encoders, f"{source.path.name}'s bundled embedding {source.name!r}")
+        return _vectors(data, encoders, label(source))
     path = source
     check_weights_file(path, allow_pickle)
     if path.suffix == ".safetensors":
@@ -134,24 +141,24 @@ def load_vectors(source: Source, encoders: int, allow_pickle: bool) -> list[torc
             data = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - code in the pickle, or a corrupt file
             raise EmbeddingError(f"{path.name} could not be loaded: {plain_load_error(exc)}") from None
-    return _vectors(data, encoders, path.name)
+    return _vectors(data, encoders, label(path))
 
 
-def _vectors(data: Any, encoders: int, label: str) -> list[torch.Tensor]:
+def _vectors(data: Any, encoders: int, shown: str) -> list[torch.Tensor]:
     if isinstance(data, dict) and data.get("string_to_param"):
         data = {"emb_params": next(iter(data["string_to_param"].values()))}
     if not isinstance(data, dict) or not data:
-        raise EmbeddingError(f"{label} holds no embedding")
+        raise EmbeddingError(f"{shown} holds no embedding")
     if encoders == 2:
         if "clip_l" in data and "clip_g" in data:
             return [data["clip_l"], data["clip_g"]]
-        raise EmbeddingError(f"{label} is not an SDXL embedding (it needs clip_l and clip_g vectors)")
+        raise EmbeddingError(f"{shown} is not an SDXL embedding (it needs clip_l and clip_g vectors)")
     if "emb_params" in data:
         vectors = data["emb_params"]
     elif len(data) == 1:
         vectors = next(iter(data.values()))
     else:
-        raise EmbeddingError(f"{label}: cannot tell which of its tensors is the embedding")
+        raise EmbeddingError(f"{shown}: cannot tell which of its tensors is the embedding")
     return [vectors.reshape(-1, vectors.shape[-1])]
 
 
@@ -168,8 +175,7 @@ def with_embeddings(
         vectors = load_vectors(path, len(encoders), allow_pickle)
         for tokenizer, encoder, vector in zip(tokenizers, encoders, vectors, strict=True):
             if vector.shape[-1] != encoder.get_input_embeddings().weight.shape[-1]:
-                label = path.name if isinstance(path, Path) else f"{path.path.name}'s bundled {path.name!r}"
-                raise EmbeddingError(f"{label} was made for another model (width {vector.shape[-1]})")
+                raise EmbeddingError(f"{label(path)} was made for another model (width {vector.shape[-1]})")
             tokens = add_embedding(tokenizer, encoder, name, vector)
         expansions[name] = " ".join(tokens)
     return tokenizers, encoders, expansions

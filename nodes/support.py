@@ -249,7 +249,7 @@ def bundled_embeddings(clip: Any) -> dict[str, Any]:
     from models.embeddings import Bundled, bundled_names
 
     found: dict[str, Any] = {}
-    for entry in getattr(clip, "loras", ()):
+    for entry in clip.loras:
         path = Path(entry[0])
         found.update({name: Bundled(path, name) for name in bundled_names(path)})
     return found

@@ -190,8 +190,9 @@ def concept(studio: Studio, n: int) -> dict[str, Any]:
 
 def candidate(lora: Path, word: str, n: int, strength: float = LORA_STRENGTH) -> dict[str, Any]:
     """The concept and other-prompt figures of a LoRA file anywhere (a candidate, before it is
-    shipped): drawn over a temporary models folder holding it beside links to the repository's
-    toy-sd and to every embedding there is (a pivotal LoRA's rows may also be a file beside it)."""
+    shipped): drawn over a temporary models folder holding links to it and to the repository's
+    toy-sd, and to ``WORD.safetensors`` beside it when there is one (a pivotal LoRA's rows written with
+    ``--embedding-out``; a LoRA that bundles them needs none)."""
     import tempfile
 
     from models.paths import REPO_MODELS
