@@ -97,6 +97,28 @@ def test_a_second_phase_starts_from_the_first_runs_state_with_a_decaying_lr(tmp_
 
 
 @pytest.mark.slow
+def test_a_run_can_start_from_an_exported_adapter_file(tmp_path: Path) -> None:
+    from training import gligen
+
+    run, out = tmp_path / "run", tmp_path / "toy-gligen.safetensors"
+    # lr 0: the one step leaves the weights where the file put them, so the export is the file again
+    assert (
+        gligen.main([*train_args(run, 1, "--init-adapter", str(SHIPPED), "--lr", "0"), "--export", str(out)])
+        == 0
+    )
+    shipped, again = load_file(SHIPPED), load_file(out)
+    assert shipped.keys() == again.keys()
+    assert all(torch.equal(shipped[k], again[k]) for k in shipped)
+    assert f"--init-adapter {SHIPPED}" in out.with_suffix(".md").read_text()
+    # without it the run starts from fresh weights
+    fresh = tmp_path / "fresh.safetensors"
+    assert gligen.main([*train_args(tmp_path / "fresh", 1, "--lr", "0"), "--export", str(fresh)]) == 0
+    assert not torch.equal(
+        load_file(fresh)["position_net.linears.0.weight"], shipped["position_net.linears.0.weight"]
+    )
+
+
+@pytest.mark.slow
 def test_a_grounding_loss_steers_the_captions_words_through_the_adapter(tmp_path: Path) -> None:
     from training import gligen
 

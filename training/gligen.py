@@ -1,8 +1,10 @@
 """Train a GLIGEN text-box adapter for the toy SD: phrases ("a red circle") in boxes place the shapes.
 
 ``python -m training.gligen --out runs/gligen --sd models/checkpoints/toy-sd --steps 4000 --max-minutes 45
---export models/gligen/toy-gligen.safetensors`` (resumes when ``runs/gligen`` holds a state; ``--max-minutes``
-saves and stops, Ctrl-C too; ``--measure`` prints the parameters and seconds per step and exits).
+--export models/gligen/toy-gligen.safetensors`` (resumes when ``runs/gligen`` holds a state;
+``--init-from RUN`` starts a second phase from another run's state, ``--init-adapter FILE`` from an
+exported adapter's weights; ``--max-minutes`` saves and stops, Ctrl-C too; ``--measure`` prints the
+parameters and seconds per step and exits).
 
 Only the adapter learns: diffusers' GLIGEN position net (``GLIGENTextBoundingboxProjection``: each phrase's
 pooled text embedding with the Fourier features of its box, through a 512-wide MLP) and one gated
@@ -314,6 +316,19 @@ def init_phase(
     return {"init_step": state.step, "init_minutes": round(state.elapsed / 60, 2)}
 
 
+def load_adapter(adapter: GligenAdapter, path: Path, unet: Any) -> None:
+    """Give ``adapter`` the weights of an exported adapter file (read as the studio reads it, so a file
+    made for another model is refused in the same words)."""
+    from models.gligen import check_fits, load_gligen
+
+    weights = load_gligen(Path(path), dtype=torch.float32)
+    fusers = check_fits(weights, unet)
+    with torch.no_grad():
+        adapter.position_net.load_state_dict(weights.position_net)
+        for block, fuser in zip(adapter.paths, adapter.fusers, strict=True):
+            fuser.load_state_dict(fusers[block])
+
+
 def lr_schedule(args: argparse.Namespace) -> Any:
     """Warm-up, then constant or (``--decay cosine``) cosine-decayed to 0 at ``--decay-steps`` (by
     default ``--steps``)."""
@@ -378,6 +393,7 @@ def run_command(config: dict[str, Any], steps: int, export_to: Path | None) -> s
         f" --gate-dense {config.get('gate_dense', 0.0)}{' --zero-out' if config.get('zero_out') else ''}"
         f" --probe-every {config.get('probe_every', 0)}"
         + (f" --init-from {config['init_from']}" if config.get("init_from") else "")
+        + (f" --init-adapter {config['init_adapter']}" if config.get("init_adapter") else "")
         + (f" --decay {config['decay']}" if config.get("decay") else "")
         + (f" --decay-steps {config['decay_steps']}" if config.get("decay_steps") else "")
         + (f" --boxes-only {config['boxes_only']}" if config.get("boxes_only") else "")
@@ -405,6 +421,8 @@ def model_card(adapter: GligenAdapter, run: Path, out: Path) -> str:
             f" ({config['init_minutes']:.1f} minutes): {config['init_step'] + steps_done} steps,"
             f" {config['init_minutes'] + minutes:.1f} minutes in all."
         )
+    if config.get("init_adapter"):
+        first += f" It started from the weights of the adapter file {Path(config['init_adapter']).name}."
     schedule = "constant" if not config.get("decay") else f"{config['decay']}-decayed to 0"
     base = base_of(config)
     grounding = (
@@ -516,6 +534,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a new run starts from this run's latest state (adapter, EMA, optimizer): a second phase",
     )
     parser.add_argument(
+        "--init-adapter",
+        type=Path,
+        default=None,
+        help="a new run starts from this exported adapter file (its weights only; a fresh optimizer)",
+    )
+    parser.add_argument(
         "--decay", choices=["cosine"], default=None, help="decay the lr to 0 at --steps (default: constant)"
     )
     parser.add_argument(
@@ -536,6 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     width = int(phrases("a red circle").shape[-1])
     adapter = GligenAdapter(sd.unet, width).to(device).train()
     open_gates(adapter, args.gate_attn, args.gate_dense, args.zero_out)
+    if args.init_adapter:
+        load_adapter(adapter, args.init_adapter, sd.unet)
     adapter.install(sd.unet)
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=args.lr, weight_decay=0.0)
     pool = Pool(sd, args, device)

@@ -192,6 +192,7 @@ VARIANTS: dict[str, Any] = {
     "gligen_beta0.3": partial(gligen_nodes, beta=0.3),
     "gligen_beta0.5": partial(gligen_nodes, beta=0.5),
     "gligen_beta1.0": partial(gligen_nodes, beta=1.0),
+    "gligen_empty_beta1.0": lambda s, seed, **kw: gligen_nodes(s, seed, prompt="", beta=1.0, **kw),
     "gligen_places_beta0.3": lambda s, seed, **kw: gligen_nodes(s, seed, prompt=caption(s), beta=0.3, **kw),
     "gligen_places_beta1.0": lambda s, seed, **kw: gligen_nodes(s, seed, prompt=caption(s), beta=1.0, **kw),
     "places": lambda s, seed, **kw: places_nodes(s, seed, **kw),
