@@ -41,13 +41,28 @@ def add_train_parsers(commands: Any) -> None:
     lora.add_argument("--rank", type=int, default=4, help="LoRA rank (default: 4)")
     lora.add_argument(
         "--targets",
-        choices=("attention", "all"),
+        choices=("attention", "all", "cross"),
         default="attention",
-        help="the UNet layers that learn: attention projections (default), or all: also the ResNet "
-        "convolutions and feed-forward layers (better for a new look, a bigger file)",
+        help="the UNet layers that learn: attention projections (default); all: also the ResNet "
+        "convolutions and feed-forward layers (better for a new look, a bigger file); cross: only the "
+        "cross-attention's key and value projections, which read the prompt (Custom Diffusion)",
     )
     lora.add_argument(
         "--train-text-encoder", action="store_true", help="also put LoRA layers on the text encoder"
+    )
+    lora.add_argument(
+        "--protect",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="prompts to leave as they are, one per line (with --targets cross): the LoRA learns only "
+        "where their text states do not reach; the empty prompt is always kept (docs/training.md)",
+    )
+    lora.add_argument(
+        "--protect-share",
+        type=float,
+        default=0.999,
+        help="the share of the protected prompts' text-state energy the LoRA may not read (default 0.999)",
     )
     lora.add_argument(
         "--pivotal",
@@ -189,6 +204,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
                 "token_learning_rate": args.token_lr,
                 "embedding_out": args.embedding_out,
             }
+        if args.protect is not None:
+            from training.concept.protect import read_prompts
+
+            extra |= {"protect": read_prompts(args.protect), "protect_share": args.protect_share}
     else:
         extra = {"init_word": args.init_word, "vectors": args.vectors}
     return ConceptConfig(

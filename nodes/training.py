@@ -359,10 +359,11 @@ class TrainLoRA(_TrainConcept):
             "targets",
             T.STRING,
             default="attention",
-            choices=("attention", "all"),
+            choices=("attention", "all", "cross"),
             accepts="constant",
             description="The UNet layers that learn: attention only, or all (also the ResNet convolutions "
-            "and feed-forward layers: better for a new shape or look, a bigger file).",
+            "and feed-forward layers: better for a new shape or look, a bigger file), or cross (only the "
+            "cross-attention's key and value projections, which read the prompt: Custom Diffusion).",
         ),
         Input(
             "train_text_encoder",
@@ -397,6 +398,25 @@ class TrainLoRA(_TrainConcept):
             step=1e-4,
             description="With pivotal: the new word's rows' learning rate.",
         ),
+        Input(
+            "protect_prompts",
+            T.STRING,
+            default="",
+            multiline=True,
+            accepts="constant",
+            description="With targets cross: prompts to leave as they are, one per line; the LoRA then "
+            "learns only where their words do not reach (the empty prompt is always kept). Empty: off.",
+        ),
+        Input(
+            "protect_share",
+            T.FLOAT,
+            default=0.999,
+            min=0.5,
+            max=0.99999,
+            step=0.0001,
+            description="With protected prompts: the share of their text states' energy the LoRA may not "
+            "read (higher: they change less, the concept learns less).",
+        ),
         *_LOSS_INPUTS,
     )
     outputs = _OUTPUTS
@@ -426,6 +446,8 @@ class TrainLoRA(_TrainConcept):
         init_word: str,
         vectors: int,
         token_learning_rate: float,
+        protect_prompts: str,
+        protect_share: float,
         snr_gamma: float,
         shift: int,
         timestep_bias: str,
@@ -454,6 +476,8 @@ class TrainLoRA(_TrainConcept):
             init_word=str(init_word).strip(),
             vectors=vectors,
             token_learning_rate=token_learning_rate,
+            protect=tuple(line.strip() for line in str(protect_prompts).splitlines() if line.strip()),
+            protect_share=protect_share,
             snr_gamma=float(snr_gamma) or None,
             shift=shift,
             timestep_bias=timestep_bias,

@@ -5,6 +5,7 @@ repeats a run, and bad requests are refused before any training."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -94,13 +95,14 @@ def test_lora_loader_uses_it_at_once_and_it_changes_the_picture(lora_file: Path,
     assert np.abs(before.astype(int) - after.astype(int)).max() > 10
 
 
-@pytest.mark.parametrize("targets", ["attention", "all"])
+@pytest.mark.parametrize("targets", ["attention", "all", "cross"])
 def test_diffusers_load_lora_weights_agrees_with_our_loader(
     targets: str, lora_file: Path, stars: Path, tmp_path: Path
 ) -> None:
     """Oracle: the UNet with our file through diffusers' load_lora_weights and fuse_lora equals the
     UNet our LoraLoader path (models.loading.with_loras) makes; with ``targets="all"`` the file also
-    holds the ResNets' convolutions (LoCon) and the feed-forward layers."""
+    holds the ResNets' convolutions (LoCon) and the feed-forward layers, with ``targets="cross"`` only
+    the cross-attention's key and value projections (Custom Diffusion)."""
     from diffusers import StableDiffusionPipeline
 
     from models.loading import load_checkpoint, with_loras
@@ -110,6 +112,12 @@ def test_diffusers_load_lora_weights_agrees_with_our_loader(
         train_concept(config("lora", stars, lora_file, token="star", steps=1, targets="all"))
         keys = load_file(str(lora_file))
         assert any("resnets_0_conv1.lora_down" in k for k in keys) and any("ff_net_2" in k for k in keys)
+    if targets == "cross":
+        lora_file = tmp_path / "cross.safetensors"
+        train_concept(config("lora", stars, lora_file, token="star", steps=1, targets="cross"))
+        layers = {k.split(".")[0] for k in load_file(str(lora_file))}
+        assert layers and all(k.endswith(("attn2_to_k", "attn2_to_v")) for k in layers), sorted(layers)
+        assert any(k.endswith("attn2_to_k") for k in layers) and any(k.endswith("attn2_to_v") for k in layers)
 
     ours = with_loras(load_checkpoint(TOY_SD), [(lora_file, 1.0, 1.0)], allow_pickle=False).unet
     pipe = StableDiffusionPipeline.from_pretrained(str(TOY_SD), local_files_only=True, safety_checker=None)
@@ -393,6 +401,7 @@ def test_bad_requests_are_refused_before_training(stars: Path, tmp_path: Path) -
     (broken / "a.png").write_bytes(b"not a png")
     exists = tmp_path / "exists.safetensors"
     exists.write_bytes(b"")
+    keep = ("a red circle at the top left",)
     sd3 = REPO_MODELS / "checkpoints" / "toy-sd3"
     cases = [
         (config("lora", tmp_path / "missing", out), "does not exist"),
@@ -410,6 +419,15 @@ def test_bad_requests_are_refused_before_training(stars: Path, tmp_path: Path) -
             config("lora", stars, out, token="star", pivotal=True, embedding_out=tmp_path / "s.safetensors"),
             "already a word",
         ),
+        (config("lora", stars, out, protect=keep), "targets 'cross'"),
+        (
+            config("lora", stars, out, targets="cross", train_text_encoder=True, protect=keep),
+            "without text-encoder layers",
+        ),
+        (
+            config("lora", stars, out, targets="cross", protect=keep, protect_share=1.0),
+            "protect_share must be",
+        ),
         (config("lora", stars, out, steps=0), "steps must be at least 1"),
         (config("lora", stars, out, shift=-1), "shift must be 0"),
         (config("lora", stars, out, shift=9), "shift 9 is too large"),
@@ -421,6 +439,85 @@ def test_bad_requests_are_refused_before_training(stars: Path, tmp_path: Path) -
         with pytest.raises(ConceptError, match=message.replace(".", r"\.")):
             train_concept(bad)
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------ protected prompts
+
+
+def test_the_protected_basis_holds_the_share_and_the_projection_removes_it() -> None:
+    """Known answer: states in a 3-dimensional subspace of an 8-wide space need those 3 directions; after
+    the projection a down matrix reads nothing of them and all of what lies outside."""
+    from training.concept.protect import projector, protected_basis
+
+    generator = torch.Generator().manual_seed(0)
+    inside = torch.linalg.qr(torch.randn(8, 3, generator=generator))[0]  # orthonormal columns
+    states = torch.randn(50, 77, 3, generator=generator) @ inside.T
+    basis = protected_basis(states, 0.999)
+    assert basis.shape == (8, 3)
+    torch.testing.assert_close(basis @ basis.T, inside @ inside.T, atol=1e-5, rtol=0)  # the same span
+    down = torch.randn(4, 8, generator=generator)
+    before = down.clone()
+    projector([down], basis)()
+    assert (down @ states.reshape(-1, 8).T).abs().max() < 1e-4
+    outside = torch.eye(8) - inside @ inside.T
+    torch.testing.assert_close(down @ outside, before @ outside, atol=1e-5, rtol=0)
+
+
+def test_protected_prompts_come_from_a_file_of_lines(tmp_path: Path) -> None:
+    from training.concept.protect import read_prompts, with_empty
+
+    path = tmp_path / "keep.txt"
+    path.write_text("a red circle\n\n  a blue square  \na red circle\n", encoding="utf-8")
+    assert read_prompts(path) == ("a red circle", "a blue square", "a red circle")
+    assert with_empty(read_prompts(path)) == ["", "a red circle", "a blue square"]
+    (tmp_path / "blank.txt").write_text("\n \n")
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00not text")
+    for name, message in (
+        ("none.txt", "does not exist"),
+        ("blank.txt", "holds no prompt"),
+        ("binary.txt", "cannot read"),
+    ):
+        with pytest.raises(ConceptError, match=message):
+            read_prompts(tmp_path / name)
+
+
+def test_a_protected_lora_leaves_its_prompts_and_changes_others(stars: Path, tmp_path: Path) -> None:
+    """The same 3 steps with and without ``protect``: through our LoraLoader path, the UNet's prediction
+    for a protected prompt hardly moves with the protected LoRA (under a tenth of what the plain one
+    moves it), while the trigger word's prompt still changes."""
+    from models.loading import load_checkpoint, with_loras
+
+    protect = ("a red circle at the top left", "a blue square in the center")
+    files = {}
+    for name, extra in (("plain", {}), ("kept", {"protect": protect})):
+        files[name] = tmp_path / f"{name}.safetensors"
+        result = train_concept(
+            config("lora", stars, files[name], token="star", targets="cross", rank=8, steps=3, **extra)
+        )
+        assert result.steps_done == 3
+    with safe_open(str(files["kept"]), "pt") as handle:
+        metadata = handle.metadata()
+    assert json.loads(metadata["settings"])["protected_prompts"] == 2
+    assert int(metadata["protected_directions"]) >= 1
+
+    base = load_checkpoint(TOY_SD)
+    tokenizer, encoder = base.tokenizers[0], base.text_encoders[0]
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def predictions(unet: torch.nn.Module, prompt: str) -> torch.Tensor:
+        ids = tokenizer(prompt, padding="max_length", max_length=77, return_tensors="pt").input_ids
+        with torch.no_grad():
+            return unet(latents, 500, encoder(ids)[0]).sample
+
+    unets = {
+        name: with_loras(base, [(path, 1.0, 1.0)], allow_pickle=False).unet for name, path in files.items()
+    }
+    for prompt in ("a red circle at the top left", ""):
+        plain = (predictions(unets["plain"], prompt) - predictions(base.unet, prompt)).abs().max()
+        kept = (predictions(unets["kept"], prompt) - predictions(base.unet, prompt)).abs().max()
+        assert plain > 1e-3 and kept < 0.1 * plain, (prompt, float(plain), float(kept))
+    star = "a yellow star at the top left"
+    assert (predictions(unets["kept"], star) - predictions(base.unet, star)).abs().max() > 1e-4
 
 
 def test_loss_plot_is_a_picture() -> None:

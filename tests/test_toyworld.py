@@ -332,3 +332,17 @@ def test_sample_command_writes_a_contact_sheet(tmp_path: Path) -> None:
         assert (tmp_path / name).is_file()
     lines = (tmp_path / "captions.txt").read_text().splitlines()
     assert len(lines) == 4 and lines[0].split("\t")[1] == dataset(1, seed=0, size=32)[0][1]
+
+
+def test_the_captions_command_writes_training_captions_one_per_line(tmp_path: Path) -> None:
+    """One caption per line, naming colors and shapes; the same seed writes the same file."""
+    from toyworld.world import COLORS, SHAPES
+
+    out = tmp_path / "keep.txt"
+    assert main(["captions", "--n", "50", "--seed", "3", "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 50 and len(set(lines)) > 25
+    assert all(any(c in line for c in COLORS) and any(k in line for k in SHAPES) for line in lines)
+    again = tmp_path / "again.txt"
+    main(["captions", "--n", "50", "--seed", "3", "--out", str(again)])
+    assert again.read_text() == out.read_text()

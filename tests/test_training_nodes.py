@@ -178,6 +178,26 @@ def test_the_lora_nodes_targets_reach_the_trainer(world: dict[str, Any], run: An
     assert any("conv1" in k for k in files["all"]) and files["attention"] < files["all"]
 
 
+def test_the_lora_nodes_protected_prompts_reach_the_trainer(world: dict[str, Any], run: Any) -> None:
+    """``protect_prompts`` (one per line, blank lines skipped) constrains a cross-attention LoRA, and
+    the file's settings say so; with other targets the training is refused before it starts."""
+    import json
+
+    from safetensors import safe_open
+
+    keep = "a red circle at the top left\n\n a blue square \n"
+    result, _ = run(lora_flow("plus-kept", steps=1, targets="cross", protect_prompts=keep))
+    assert result.status == "done", result.error
+    with safe_open(str(world["models"] / "loras" / "plus-kept.safetensors"), "pt") as handle:
+        metadata = handle.metadata()
+    assert json.loads(metadata["settings"])["protected_prompts"] == 2
+    assert int(metadata["protected_directions"]) >= 1
+
+    refused, events = run(lora_flow("plus-refused", steps=1, protect_prompts=keep))
+    assert refused.status == "failed" and "targets 'cross'" in failure(events).message
+    assert not (world["models"] / "loras" / "plus-refused.safetensors").exists()
+
+
 def test_the_lora_nodes_pivotal_rows_go_into_the_lora_and_prompts_through_it_use_them(
     world: dict[str, Any], run: Any
 ) -> None:

@@ -1,7 +1,9 @@
 """Command line: ``python -m toyworld sample --n 16 --size 64 --out DIR`` writes a contact sheet and captions;
 ``python -m toyworld eval --n 1000 --size 32`` measures the analyzer on generated pictures;
 ``python -m toyworld concept --shape star --n 8 --out DIR`` writes pictures of a shape the bundled models
-never saw, each with a same-stem ``.txt`` caption, as a data set for concept training."""
+never saw, each with a same-stem ``.txt`` caption, as a data set for concept training;
+``python -m toyworld captions --n 400 --out FILE`` writes captions of training-split scenes, one per line
+(prompts a concept LoRA leaves alone: ``app.py train-lora --protect FILE``)."""
 
 from __future__ import annotations
 
@@ -73,6 +75,18 @@ def concept_scenes(shape: str, n: int, size: int = 32, seed: int = 0, avoid: str
     return scenes
 
 
+def write_captions(n: int, seed: int, out: Path) -> int:
+    """Captions of ``n`` random training-split scenes (one or two shapes), one per line, into ``out``."""
+    from toyworld.world import caption, random_scene
+
+    rng = np.random.default_rng([seed, 7])
+    lines = [caption(random_scene(rng, split="train")) for _ in range(n)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    print(f"wrote {n} captions of training scenes to {out}")
+    return 0
+
+
 def write_concept(
     shape: str, n: int, size: int, seed: int, token: str, out: Path, avoid: str | None = None
 ) -> int:
@@ -115,7 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         "--avoid", choices=POSITIONS, default=None, help="a position no picture uses (to test it unseen)"
     )
     concept.add_argument("--out", type=Path, required=True)
+    captions = sub.add_parser("captions", help="captions of training-split scenes, one per line")
+    captions.add_argument("--n", type=int, default=400)
+    captions.add_argument("--seed", type=int, default=0)
+    captions.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.command == "captions":
+        return write_captions(args.n, args.seed, args.out)
     if args.command == "concept":
         token = args.token or args.shape
         return write_concept(args.shape, args.n, args.size, args.seed, token, args.out, args.avoid)

@@ -27,6 +27,11 @@ UNET_TARGETS_ALL = (
     "conv2",
     "time_emb_proj",
 )
+#: ``targets="cross"``: only the cross-attention's key and value projections, whose input is the prompt
+#: (Custom Diffusion, Kumari et al. 2023): a prompt's words are all these layers change.
+UNET_TARGETS_CROSS = ("attn2.to_k", "attn2.to_v")
+#: The ``targets`` a LoRA can be trained on, by name.
+UNET_TARGET_SETS = {"attention": UNET_TARGETS, "all": UNET_TARGETS_ALL, "cross": UNET_TARGETS_CROSS}
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 

@@ -22,8 +22,7 @@ from training.concept.config import ConceptConfig, ConceptError, ConceptResult, 
 from training.concept.data import Example, check_pictures, read_examples, shifted
 from training.concept.lora_file import (
     TEXT_TARGETS,
-    UNET_TARGETS,
-    UNET_TARGETS_ALL,
+    UNET_TARGET_SETS,
     add_lora,
     kohya_state,
     lora_metadata,
@@ -87,7 +86,7 @@ def _train(
         params = [new_tokens.rows.vectors]
     else:
         captions = [e.caption for e in examples]
-        params = add_lora(unet, UNET_TARGETS_ALL if config.targets == "all" else UNET_TARGETS, config.rank)
+        params = add_lora(unet, UNET_TARGET_SETS[config.targets], config.rank)
         if config.train_text_encoder:
             params += add_lora(encoder, TEXT_TARGETS, config.rank)
         if config.pivotal:
@@ -112,6 +111,10 @@ def _train(
             {"params": [new_tokens.rows.vectors], "lr": config.token_learning_rate, "weight_decay": 0.0}
         )
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=decay)
+    project, protected = None, {}
+    if config.protect:
+        project, directions = _protection(config, unet, encoder, tokenizer, device)
+        protected = {"protected_directions": str(directions)}
     text_trains = config.kind == "embedding" or config.train_text_encoder or config.pivotal
     unet.train()
     encoder.train(text_trains)
@@ -180,6 +183,8 @@ def _train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if project is not None:
+            project()
         losses.append(float(loss.detach()))
         seconds = time.monotonic() - start
         if on_step is not None:
@@ -192,7 +197,7 @@ def _train(
             break
     unet.eval()
     encoder.eval()
-    metadata = config.settings() | {"steps_done": str(len(losses)), "family": checkpoint.family}
+    metadata = config.settings() | {"steps_done": str(len(losses)), "family": checkpoint.family} | protected
     embedding_path = None
     if new_tokens is not None:
         new_tokens.write_back(encoder)
@@ -286,6 +291,27 @@ def _load(config: ConceptConfig, device: str) -> Any:
             "concept training needs SD 1.x or 2.x"
         )
     return checkpoint
+
+
+def _protection(
+    config: ConceptConfig, unet: Any, encoder: Any, tokenizer: Any, device: str
+) -> tuple[Any, int]:
+    """``config.protect``'s constraint on the UNet's cross-attention LoRA layers (training.concept.protect):
+    the protected prompts' states as the UNet reads them, from the encoder before any training."""
+    from training.concept.protect import protection, with_empty
+
+    def encode(prompts: list[str]) -> torch.Tensor:
+        ids = tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        chunks = [ids[i : i + 64] for i in range(0, len(ids), 64)]
+        return torch.cat([encoder(chunk.to(device))[0].float().cpu() for chunk in chunks])
+
+    return protection(unet, encode, with_empty(config.protect), config.protect_share)
 
 
 def _encode(

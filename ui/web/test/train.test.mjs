@@ -6,6 +6,7 @@ import {
   ADVANCED_SETTINGS,
   PIVOTAL_SETTINGS,
   advancedSettings,
+  PROTECT_SETTINGS,
   applyTrainEvent,
   nameProblem,
   newTraining,
@@ -132,11 +133,18 @@ test("how the file is used: LoraLoader's name, or the prompt's word", () => {
   assert.equal(usage("embedding", "star.safetensors").word, "embedding:star");
 });
 
-test("a LoRA's new-word settings show only with pivotal tuning; an embedding's always", () => {
+test("a LoRA's new-word settings show only with pivotal tuning, its protected prompts only with targets cross; an embedding's always", () => {
   const plain = advancedSettings("lora", { pivotal: false });
   assert.ok(plain.includes("pivotal") && plain.includes("snr_gamma"));
   assert.ok(PIVOTAL_SETTINGS.every((name) => !plain.includes(name)));
-  assert.deepEqual(advancedSettings("lora", { pivotal: true }), ADVANCED_SETTINGS.lora);
+  assert.deepEqual(
+    advancedSettings("lora", { pivotal: true }),
+    ADVANCED_SETTINGS.lora.filter((name) => !PROTECT_SETTINGS.includes(name)),
+  );
+  assert.deepEqual(advancedSettings("lora", { pivotal: true, targets: "cross" }), ADVANCED_SETTINGS.lora);
+  assert.ok(PROTECT_SETTINGS.every((name) => ADVANCED_SETTINGS.lora.includes(name) && !plain.includes(name)));
+  const cross = advancedSettings("lora", { pivotal: false, targets: "cross" });
+  assert.ok(PROTECT_SETTINGS.every((name) => cross.includes(name)));
   assert.ok(PIVOTAL_SETTINGS.every((name) => ADVANCED_SETTINGS.lora.includes(name)));
   assert.deepEqual(advancedSettings("embedding", {}), ADVANCED_SETTINGS.embedding);
   assert.ok(advancedSettings("embedding", {}).includes("init_word"));

@@ -42,6 +42,14 @@ function Field({ spec, value, onChange }) {
       </label>
     );
   }
+  if (spec.multiline) {
+    return (
+      <label className="train-field train-field-wide" title={spec.description}>
+        <span>{labelOf(spec.name)}</span>
+        <textarea data-testid={id} rows={3} value={value ?? ""} onChange={(e) => onChange(e.target.value)} />
+      </label>
+    );
+  }
   const number = spec.type === "INT" || spec.type === "FLOAT";
   const parse = (text) => {
     if (!number) return text;

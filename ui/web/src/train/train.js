@@ -30,6 +30,8 @@ export const ADVANCED_SETTINGS = {
     "init_word",
     "vectors",
     "token_learning_rate",
+    "protect_prompts",
+    "protect_share",
     "snr_gamma",
     "shift",
     "timestep_bias",
@@ -40,11 +42,19 @@ export const ADVANCED_SETTINGS = {
 // A LoRA's settings that only mean something with pivotal tuning on (the new word's rows).
 export const PIVOTAL_SETTINGS = ["init_word", "vectors", "token_learning_rate"];
 
-// The Advanced settings to show for the values chosen so far: a LoRA's word settings only with pivotal.
+// A LoRA's settings that only mean something with targets "cross" (the prompts it leaves alone).
+export const PROTECT_SETTINGS = ["protect_prompts", "protect_share"];
+
+// The Advanced settings to show for the values chosen so far: a LoRA's word settings only with
+// pivotal, its protected prompts only with targets "cross".
 export function advancedSettings(kind, values) {
   const all = ADVANCED_SETTINGS[kind] || [];
-  if (kind !== "lora" || (values && values.pivotal)) return all;
-  return all.filter((name) => !PIVOTAL_SETTINGS.includes(name));
+  if (kind !== "lora") return all;
+  const hidden = [
+    ...(values && values.pivotal ? [] : PIVOTAL_SETTINGS),
+    ...(values && values.targets === "cross" ? [] : PROTECT_SETTINGS),
+  ];
+  return all.filter((name) => !hidden.includes(name));
 }
 
 // Labels where the input's name, in words, would not say it (the rest: "prior_weight" -> "Prior weight").
