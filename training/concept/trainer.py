@@ -301,13 +301,7 @@ def _protection(
     from training.concept.protect import protection, with_empty
 
     def encode(prompts: list[str]) -> torch.Tensor:
-        ids = tokenizer(
-            prompts,
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
+        ids = _token_ids(tokenizer, prompts)
         chunks = [ids[i : i + 64] for i in range(0, len(ids), 64)]
         return torch.cat([encoder(chunk.to(device))[0].float().cpu() for chunk in chunks])
 
@@ -320,14 +314,19 @@ def _encode(
     pixels = torch.from_numpy(np.stack([e.pixels for e in examples])).to(device)
     with torch.no_grad():
         dist = checkpoint.vae.encode(pixels).latent_dist
-    ids = tokenizer(
-        captions,
+    return Encoded(dist.mean.float().cpu(), dist.std.float().cpu(), _token_ids(tokenizer, captions))
+
+
+def _token_ids(tokenizer: Any, texts: list[str]) -> torch.Tensor:
+    """(len(texts), model_max_length): the texts' token ids, padded to the encoder's length as the
+    studio encodes prompts."""
+    return tokenizer(
+        texts,
         padding="max_length",
         max_length=tokenizer.model_max_length,
         truncation=True,
         return_tensors="pt",
     ).input_ids
-    return Encoded(dist.mean.float().cpu(), dist.std.float().cpu(), ids)
 
 
 def _draw(

@@ -42,6 +42,20 @@ function Field({ spec, value, onChange }) {
       </label>
     );
   }
+  if (Array.isArray(spec.choices) && spec.choices.length) {
+    return (
+      <label className="train-field" title={spec.description}>
+        <span>{labelOf(spec.name)}</span>
+        <select data-testid={id} value={value ?? spec.choices[0]} onChange={(e) => onChange(e.target.value)}>
+          {spec.choices.map((choice) => (
+            <option key={choice} value={choice}>
+              {choice}
+            </option>
+          ))}
+        </select>
+      </label>
+    );
+  }
   if (spec.multiline) {
     return (
       <label className="train-field train-field-wide" title={spec.description}>
