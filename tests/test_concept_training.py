@@ -428,6 +428,10 @@ def test_bad_requests_are_refused_before_training(stars: Path, tmp_path: Path) -
             config("lora", stars, out, targets="cross", protect=keep, protect_share=1.0),
             "protect_share must be",
         ),
+        (
+            config("lora", stars, out, targets="cross", protect=("a red toy-star on the left",)),
+            "says the trigger word 'toy-star'",
+        ),
         (config("lora", stars, out, steps=0), "steps must be at least 1"),
         (config("lora", stars, out, shift=-1), "shift must be 0"),
         (config("lora", stars, out, shift=9), "shift 9 is too large"),

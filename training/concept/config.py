@@ -162,6 +162,14 @@ def check_config(config: ConceptConfig) -> None:
             )
         if not 0.5 <= config.protect_share < 1.0:
             raise ConceptError(f"protect_share must be at least 0.5 and below 1, not {config.protect_share}")
+        from training.concept.tokens import names_token
+
+        named = [p for p in config.protect if names_token(p, config.token)]
+        if named:
+            raise ConceptError(
+                f"the protected prompt {named[0]!r} says the trigger word {config.token!r}: protect prompts "
+                "without it, or the LoRA cannot learn the word"
+            )
     if config.lr <= 0:
         raise ConceptError(f"the learning rate must be positive, not {config.lr}")
     if config.resolution is not None and (config.resolution < 8 or config.resolution % 8):
