@@ -452,6 +452,8 @@ class TrainLoRA(_TrainConcept):
         shift: int,
         timestep_bias: str,
     ) -> dict[str, Any]:
+        from training.concept.protect import prompt_lines
+
         return self.train(
             ctx,
             ckpt_name,
@@ -476,7 +478,7 @@ class TrainLoRA(_TrainConcept):
             init_word=str(init_word).strip(),
             vectors=vectors,
             token_learning_rate=token_learning_rate,
-            protect=tuple(line.strip() for line in str(protect_prompts).splitlines() if line.strip()),
+            protect=prompt_lines(str(protect_prompts)),
             protect_share=protect_share,
             snr_gamma=float(snr_gamma) or None,
             shift=shift,

@@ -22,20 +22,24 @@ from typing import Any
 import torch
 
 from training.concept.config import ConceptError
+from training.concept.lora_file import UNET_TARGETS_CROSS
 
-#: ``protect_share``'s default: measured on the toy world (docs/training.md, "Prompts a LoRA leaves alone").
-DEFAULT_SHARE = 0.999
+
+def prompt_lines(text: str) -> tuple[str, ...]:
+    """The prompts of a text, one per line (blank lines skipped, spaces around each trimmed): the
+    ``--protect`` file's and the Train LoRA node's ``protect_prompts``."""
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
 def read_prompts(path: Path) -> tuple[str, ...]:
     """The prompts of a text file, one per line (blank lines skipped): ``--protect FILE``."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConceptError(f"the protected prompts file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConceptError(f"cannot read the protected prompts {path}: {exc}") from None
-    prompts = tuple(line.strip() for line in lines if line.strip())
+    prompts = prompt_lines(text)
     if not prompts:
         raise ConceptError(f"{path} holds no prompt: write the prompts to keep as they are, one per line")
     return prompts
@@ -67,7 +71,7 @@ def cross_downs(unet: Any) -> list[torch.Tensor]:
     return [
         module.weight
         for name, module in unet.named_modules()
-        if ".attn2.to_k.lora_A." in name or ".attn2.to_v.lora_A." in name
+        if any(f".{target}.lora_A." in name for target in UNET_TARGETS_CROSS)
     ]
 
 
