@@ -127,11 +127,11 @@ def load_features(path: Path | str | None = None) -> FeatureModel:
     if config.get("model_type") == "clip":
         return _full_clip(path)
     from models.clip_vision import ClipVisionError, load_clip_vision
-    from models.safety import PickleRefused
+    from models.safety import PickleRefused, UnsafeOrBrokenFile
 
     try:
         tower = load_clip_vision(path, dtype=torch.float32)
-    except (ClipVisionError, PickleRefused, OSError, ValueError, KeyError) as exc:
+    except (ClipVisionError, PickleRefused, UnsafeOrBrokenFile, OSError, ValueError, KeyError) as exc:
         raise EvaluationInputError(f"{path.name} is not a CLIP model the evaluation can use: {exc}") from None
     image = ClipImageFeatures(tower.vision_model, tower.visual_projection, tower.config.image_size)
     return FeatureModel(path.name, image.eval())

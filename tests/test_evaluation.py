@@ -197,6 +197,10 @@ def test_the_command_skips_what_it_cannot_measure_and_refuses_bad_arguments(tmp_
     assert main(["eval", "--images", str(images), "--metrics", "fid,bogus"]) == 2
     assert main(["eval", "--images", str(tmp_path / "missing")]) == 2
     assert "error:" in capsys.readouterr().err
+    for name, data in (("garbage.safetensors", b"\x07" * 300), ("text.bin", b"not a pickle at all\n")):
+        (tmp_path / name).write_bytes(data)
+        assert main(["eval", "--images", str(images), "--features", str(tmp_path / name)]) == 2
+        assert f"{name} is not a CLIP model the evaluation can use" in capsys.readouterr().err
 
 
 def test_prompts_come_from_the_workflow_a_studio_png_carries(tmp_path):

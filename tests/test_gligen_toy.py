@@ -207,3 +207,18 @@ def test_the_decayed_lr_reaches_zero_at_decay_steps_not_at_the_step_a_run_is_exp
     assert spread(100) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
     assert spread(400) == pytest.approx(0.0) and spread(500) == pytest.approx(0.0)
     assert gligen.lr_schedule(argparse.Namespace(decay=None)) is None
+
+
+def test_a_run_given_two_starts_is_refused_before_anything_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training import gligen
+
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as stopped:
+        gligen.main(
+            train_args(run, 1, "--init-from", str(tmp_path / "old"), "--init-adapter", str(SHIPPED))
+        )
+    assert stopped.value.code == 2
+    assert "give one" in capsys.readouterr().err
+    assert not run.exists()

@@ -549,7 +549,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the step where the decayed lr reaches 0 (default: --steps; a run stopped early and exported "
         "with --steps at the step it reached keeps its schedule with this)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.init_from and args.init_adapter:
+        parser.error(
+            "--init-from and --init-adapter both say where the run starts: give one (--init-from for a run "
+            "folder's state, --init-adapter for an exported adapter file)"
+        )
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
