@@ -402,6 +402,8 @@ def test_bad_requests_are_refused_before_training(stars: Path, tmp_path: Path) -
     exists = tmp_path / "exists.safetensors"
     exists.write_bytes(b"")
     keep = ("a red circle at the top left",)
+    blocked = tmp_path / "a-file"  # a "folder" that is a file: nothing can be written under it
+    blocked.write_bytes(b"")
     sd3 = REPO_MODELS / "checkpoints" / "toy-sd3"
     cases = [
         (config("lora", tmp_path / "missing", out), "does not exist"),
@@ -433,6 +435,12 @@ def test_bad_requests_are_refused_before_training(stars: Path, tmp_path: Path) -
             "says the trigger word 'toy-star'",
         ),
         (config("lora", stars, out, steps=0), "steps must be at least 1"),
+        (config("lora", stars, out, learning_rate=float("nan")), "the learning rate must be a positive number"),
+        (config("lora", stars, out, learning_rate=float("inf")), "the learning rate must be a positive number"),
+        (config("lora", stars, out, max_minutes=-1.0), "max_minutes must be a positive number"),
+        (config("lora", stars, out, prior_weight=float("nan")), "prior_weight must be 0 or more"),
+        (config("lora", stars, out, snr_gamma=float("nan")), "snr_gamma must be positive"),
+        (config("lora", stars, blocked / "x.safetensors"), "cannot write x.safetensors into"),
         (config("lora", stars, out, shift=-1), "shift must be 0"),
         (config("lora", stars, out, shift=9), "shift 9 is too large"),
         (ConceptConfig("lora", tmp_path, stars, out), "model_index.json"),

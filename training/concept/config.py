@@ -4,6 +4,8 @@ that refuse a bad request before any model is loaded."""
 from __future__ import annotations
 
 import json
+import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -140,11 +142,20 @@ def check_config(config: ConceptConfig) -> None:
         raise ConceptError(f"the output {out} must end in .safetensors")
     if out.exists():
         raise ConceptError(f"{out} already exists: choose another name or delete it first")
+    check_writable(out)
     numbers = {"steps": config.steps, "batch": config.batch, "rank": config.rank, "vectors": config.vectors}
     for name, value in numbers.items():
         if int(value) < 1:
             raise ConceptError(f"{name} must be at least 1, not {value}")
-    if config.snr_gamma is not None and config.snr_gamma <= 0:
+    positive = {"the learning rate": config.lr, "token_learning_rate": config.token_learning_rate}
+    if config.max_minutes is not None:
+        positive["max_minutes"] = config.max_minutes
+    for name, value in positive.items():
+        if not math.isfinite(value) or value <= 0:
+            raise ConceptError(f"{name} must be a positive number, not {value}")
+    if not math.isfinite(config.prior_weight) or config.prior_weight < 0:
+        raise ConceptError(f"prior_weight must be 0 or more, not {config.prior_weight}")
+    if config.snr_gamma is not None and not (math.isfinite(config.snr_gamma) and config.snr_gamma > 0):
         raise ConceptError(f"snr_gamma must be positive (5 is usual), not {config.snr_gamma}")
     if config.shift < 0:
         raise ConceptError(f"shift must be 0 (off) or a number of pixels, not {config.shift}")
@@ -170,8 +181,6 @@ def check_config(config: ConceptConfig) -> None:
                 f"the protected prompt {named[0]!r} says the trigger word {config.token!r}: protect prompts "
                 "without it, or the LoRA cannot learn the word"
             )
-    if config.lr <= 0:
-        raise ConceptError(f"the learning rate must be positive, not {config.lr}")
     if config.resolution is not None and (config.resolution < 8 or config.resolution % 8):
         raise ConceptError(f"the resolution must be a multiple of 8, not {config.resolution}")
     if not config.token.strip() or any(c.isspace() for c in config.token):
@@ -187,8 +196,7 @@ def check_config(config: ConceptConfig) -> None:
                 raise ConceptError(f"embedding_out must be a .safetensors file, not {where.name}")
             if where.exists():
                 raise ConceptError(f"{where} already exists: choose another token or delete it first")
-        if config.token_learning_rate <= 0:
-            raise ConceptError(f"token_learning_rate must be positive, not {config.token_learning_rate}")
+            check_writable(where)
     if config.prior_preservation:
         if not config.class_prompt.strip():
             raise ConceptError("prior preservation needs a class prompt (e.g. 'a photo of a dog')")
@@ -197,6 +205,19 @@ def check_config(config: ConceptConfig) -> None:
         if config.class_images is not None and not Path(config.class_images).is_dir():
             raise ConceptError(f"the class picture folder {config.class_images} does not exist")
     check_checkpoint(Path(config.checkpoint), config.allow_pickle)
+
+
+def check_writable(out: Path) -> None:
+    """ConceptError unless a file can be written beside ``out`` (its folder is made when missing), so a
+    training never runs only to fail at the end."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise ConceptError(
+            f"cannot write {out.name} into {out.parent} ({exc.strerror or exc}): choose a folder you can write to"
+        ) from None
 
 
 def check_checkpoint(path: Path, allow_pickle: bool) -> None:

@@ -343,9 +343,13 @@ def _save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], out: Path)
 
     if out.exists():
         raise ConceptError(f"{out} appeared while training: the result was not written over it")
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    tmp.chmod(0o644)  # safetensors writes 0600; a model file is for every user of the folder
-    tmp.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        tmp.chmod(0o644)  # safetensors writes 0600; a model file is for every user of the folder
+        tmp.replace(out)
+    except Exception as exc:  # noqa: BLE001 - OSError or safetensors' own error (a full disk, say)
+        tmp.unlink(missing_ok=True)
+        raise ConceptError(f"the trained file could not be written to {out}: {exc}") from None
     return out
