@@ -312,6 +312,8 @@ def test_subjects_must_be_words_of_the_prompt(root: Path) -> None:
     assert "token 9 is not in the prompt" in str(result.error)
     result = run(workflow(thresholds="0 0.05"), root, manager)
     assert result.status == "failed" and "thresholds" in str(result.error)
+    result = run(workflow(text="   "), root, manager)
+    assert result.status == "failed" and "the prompt is empty" in str(result.error)
 
 
 def test_the_positive_prompt_must_be_the_nodes(root: Path) -> None:
