@@ -428,7 +428,9 @@ def find_subjects(tokenizer: Any, ids: Sequence[int], subjects: str) -> tuple[in
     naming the prompt's tokens when a word is not there."""
     positions: list[int] = []
     if not ids:
-        raise ValueError("the prompt is empty: write the prompt, then name its subjects, e.g. 'circle, square'")
+        raise ValueError(
+            "the prompt is empty: write the prompt, then name its subjects, e.g. 'circle, square'"
+        )
     names = token_names(tokenizer, ids)
     listed = ", ".join(f"{i + 1}: {n}" for i, n in enumerate(names))
     parts = [p.strip() for p in subjects.split(",") if p.strip()]

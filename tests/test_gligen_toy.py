@@ -216,9 +216,7 @@ def test_a_run_given_two_starts_is_refused_before_anything_loads(
 
     run = tmp_path / "run"
     with pytest.raises(SystemExit) as stopped:
-        gligen.main(
-            train_args(run, 1, "--init-from", str(tmp_path / "old"), "--init-adapter", str(SHIPPED))
-        )
+        gligen.main(train_args(run, 1, "--init-from", str(tmp_path / "old"), "--init-adapter", str(SHIPPED)))
     assert stopped.value.code == 2
     assert "give one" in capsys.readouterr().err
     assert not run.exists()

@@ -216,7 +216,8 @@ def check_writable(out: Path) -> None:
             pass
     except OSError as exc:
         raise ConceptError(
-            f"cannot write {out.name} into {out.parent} ({exc.strerror or exc}): choose a folder you can write to"
+            f"cannot write {out.name} into {out.parent} ({exc.strerror or exc}): choose a folder you can "
+            "write to"
         ) from None
 
 
