@@ -142,7 +142,6 @@ def check_config(config: ConceptConfig) -> None:
         raise ConceptError(f"the output {out} must end in .safetensors")
     if out.exists():
         raise ConceptError(f"{out} already exists: choose another name or delete it first")
-    check_writable(out)
     numbers = {"steps": config.steps, "batch": config.batch, "rank": config.rank, "vectors": config.vectors}
     for name, value in numbers.items():
         if int(value) < 1:
@@ -196,7 +195,6 @@ def check_config(config: ConceptConfig) -> None:
                 raise ConceptError(f"embedding_out must be a .safetensors file, not {where.name}")
             if where.exists():
                 raise ConceptError(f"{where} already exists: choose another token or delete it first")
-            check_writable(where)
     if config.prior_preservation:
         if not config.class_prompt.strip():
             raise ConceptError("prior preservation needs a class prompt (e.g. 'a photo of a dog')")
@@ -205,6 +203,9 @@ def check_config(config: ConceptConfig) -> None:
         if config.class_images is not None and not Path(config.class_images).is_dir():
             raise ConceptError(f"the class picture folder {config.class_images} does not exist")
     check_checkpoint(Path(config.checkpoint), config.allow_pickle)
+    check_writable(out)  # last: it makes the output's folder when it is missing
+    if config.pivotal and config.embedding_out is not None:
+        check_writable(Path(config.embedding_out))
 
 
 def check_writable(out: Path) -> None:
