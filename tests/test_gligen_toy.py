@@ -176,6 +176,10 @@ def test_the_regions_baseline_builds_one_region_per_shape() -> None:
     regions = [n["inputs"] for n in nodes.values() if n["type"] == "ConditioningRegion"]
     assert [(r["x"], r["y"]) for r in regions] == [(0.0, 0.0), (2 / 3, 1 / 3)]
     assert quality_gligen.placeless_prompt(scene) == "a red circle and a blue square"
+    same_words = quality_gligen.region_nodes(scene, seed=3, places=False)
+    texts = sorted(n["inputs"]["text"] for n in same_words.values() if n["type"] == "CLIPTextEncode")
+    assert texts == ["", "a blue square", "a red circle"]  # the phrases the GLIGEN boxes get
+    assert same_words.keys() == nodes.keys()
 
 
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="the toy adapter is not exported yet")

@@ -11,7 +11,9 @@ Both draw the same held-out two-shape scenes with the same seeds, with toy-sd (D
   so its ``*_vs_regions`` figures (GLIGEN's minus regions') compare the two within one run.
 - ``regions``: the studio's regional prompting (workflows/regional-prompt.json): each shape's own
   phrase with its place ("a red circle at the top left") limited to its cell by ConditioningRegion,
-  the regions combined.
+  the regions combined. The ``gligen`` task also draws them with the boxes' own words, the phrase
+  without its place (``regions_same_words``): toy-sd reads place words better than any box or mask,
+  and only the regions get them otherwise.
 """
 
 from __future__ import annotations
@@ -111,8 +113,9 @@ def gligen_nodes(
     return {**base_nodes(text, positive, seed, checkpoint), **boxes}
 
 
-def region_nodes(scene: Scene, seed: int, checkpoint: str = SD) -> dict[str, Any]:
-    """The scene's shapes as regional prompts: each shape's phrase with its place, in its cell."""
+def region_nodes(scene: Scene, seed: int, checkpoint: str = SD, places: bool = True) -> dict[str, Any]:
+    """The scene's shapes as regional prompts: each shape's phrase with its place (``places``; else the
+    phrase alone, "a red circle", the words GLIGEN's boxes get), in its cell."""
     shapes = sorted(scene.shapes, key=lambda s: s.cell)
     regions: dict[str, Any] = {}
     combined: dict[str, str] | None = None
@@ -120,7 +123,7 @@ def region_nodes(scene: Scene, seed: int, checkpoint: str = SD) -> dict[str, Any
         row, col = shape.cell
         regions[f"text{index}"] = {
             "type": "CLIPTextEncode",
-            "inputs": {"clip": link("ck", "clip"), "text": shape.phrase()},
+            "inputs": {"clip": link("ck", "clip"), "text": shape.phrase() if places else phrase(shape)},
         }
         regions[f"region{index}"] = {
             "type": "ConditioningRegion",
@@ -158,12 +161,20 @@ def gligen(
 ) -> dict[str, Any]:
     """Held-out two-shape scenes from GLIGEN boxes (beta 1.0) and a prompt without places, with
     regional prompting's figures on the same scenes and seeds (``regions_*``) and the differences
-    (``*_vs_regions``, positive where the boxes do better); both drawn by ``checkpoint``."""
+    (``*_vs_regions``, positive where the boxes do better); all drawn by ``checkpoint``.
+
+    Regions get each phrase *with its place* ("a red circle at the top left"), words toy-sd reads
+    better than any box or mask, which the boxes' prompt does not have. So the same comparison is also
+    made with the regions given the very words the boxes get ("a red circle" in its cell):
+    ``regions_same_words_*`` and ``*_vs_regions_same_words``."""
     boxes = _measure(studio, "gligen", n, seed, partial(gligen_nodes, checkpoint=checkpoint, adapter=adapter))
-    baseline = _measure(studio, "regions", n, seed, partial(region_nodes, checkpoint=checkpoint))
     boxes.update({"checkpoint": checkpoint, "adapter": adapter})
-    boxes.update({f"regions_{k}": baseline[k] for k in COMPARED})
-    boxes.update({f"{k}_vs_regions": round(boxes[k] - baseline[k], 4) for k in COMPARED})
+    for name, places in (("regions", True), ("regions_same_words", False)):
+        baseline = _measure(
+            studio, name, n, seed, partial(region_nodes, checkpoint=checkpoint, places=places)
+        )
+        boxes.update({f"{name}_{k}": baseline[k] for k in COMPARED})
+        boxes.update({f"{k}_vs_{name}": round(boxes[k] - baseline[k], 4) for k in COMPARED})
     return boxes
 
 
@@ -198,6 +209,7 @@ VARIANTS: dict[str, Any] = {
     "places": lambda s, seed, **kw: places_nodes(s, seed, **kw),
     "no_boxes": no_boxes_nodes,
     "regions": lambda s, seed, adapter=GLIGEN, **kw: region_nodes(s, seed, **kw),
+    "regions_same_words": lambda s, seed, adapter=GLIGEN, **kw: region_nodes(s, seed, places=False, **kw),
 }
 
 
