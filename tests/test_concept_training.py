@@ -95,6 +95,13 @@ def test_lora_loader_uses_it_at_once_and_it_changes_the_picture(lora_file: Path,
     assert np.abs(before.astype(int) - after.astype(int)).max() > 10
 
 
+def test_every_target_the_config_accepts_has_its_layers() -> None:
+    from training.concept.config import TARGETS
+    from training.concept.lora_file import UNET_TARGET_SETS
+
+    assert tuple(UNET_TARGET_SETS) == TARGETS
+
+
 @pytest.mark.parametrize("targets", ["attention", "all", "cross"])
 def test_diffusers_load_lora_weights_agrees_with_our_loader(
     targets: str, lora_file: Path, stars: Path, tmp_path: Path

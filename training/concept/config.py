@@ -12,6 +12,8 @@ from typing import Literal
 
 KINDS = ("lora", "embedding")
 PRIOR_TARGETS = ("noise", "base")
+#: The LoRA ``targets`` (training.concept.lora_file.UNET_TARGET_SETS holds their layers).
+TARGETS = ("attention", "all", "cross")
 #: Default learning rates (AdamW): the toy models learn a concept in a few hundred steps with these.
 DEFAULT_LEARNING_RATE = {"lora": 1e-3, "embedding": 5e-3}
 #: Pipelines whose models are SD 1.x / 2.x (a UNet, one CLIP text encoder).
@@ -162,7 +164,7 @@ def check_config(config: ConceptConfig) -> None:
         raise ConceptError(
             f"timestep_bias must be 'none', 'earlier' or 'later', not {config.timestep_bias!r}"
         )
-    if config.targets not in ("attention", "all", "cross"):
+    if config.targets not in TARGETS:
         raise ConceptError(f"targets must be 'attention', 'all' or 'cross', not {config.targets!r}")
     if config.protect:
         if config.kind != "lora" or config.targets != "cross" or config.train_text_encoder:
