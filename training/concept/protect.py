@@ -79,10 +79,11 @@ def projector(downs: Sequence[torch.Tensor], basis: torch.Tensor) -> Callable[[]
     """A function that makes every ``down``'s rows orthogonal to ``basis`` in place (call it after every
     optimizer step)."""
 
+    pairs = [(weight, basis.to(weight.device, weight.dtype)) for weight in downs]
+
     def project() -> None:
         with torch.no_grad():
-            for weight in downs:
-                b = basis.to(weight.device, weight.dtype)
+            for weight, b in pairs:
                 weight -= (weight @ b) @ b.T
 
     return project
